@@ -1,0 +1,201 @@
+"""Typed experiment configuration, loaded from YAML with a one-level ``base:`` merge.
+
+An experiment file may name ``base: other.yaml`` (relative to itself); the base is read
+first and the file's own keys are merged over it, dictionaries key by key. Unknown keys
+raise :class:`~pulmo.errors.ConfigError` naming the key, so a typo never passes silently.
+The resolved configuration is a plain dict (``to_dict``) that is saved in every run
+directory and inside every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pulmo.errors import ConfigError
+
+ICBHI_CLASSES: tuple[str, ...] = ("normal", "crackle", "wheeze", "both")
+
+
+def default_data_root() -> Path:
+    """Where real data lives: ``$PULMO_DATA``, else ``../shared/data`` from the working
+    directory, else ``../shared/data`` from the source checkout this module lives in."""
+    env = os.environ.get("PULMO_DATA")
+    if env:
+        return Path(env)
+    here = Path.cwd().parent / "shared" / "data"
+    if here.is_dir():
+        return here
+    return Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+@dataclass
+class AudioConfig:
+    """How a respiratory cycle becomes a fixed-length waveform (paper section 4.2)."""
+
+    sample_rate_hz: int = 4000
+    band_low_hz: float = 100.0
+    band_high_hz: float = 2000.0
+    filter_order: int = 5
+    cycle_seconds: float = 2.5
+
+    def __post_init__(self) -> None:
+        if self.sample_rate_hz <= 0 or self.cycle_seconds <= 0:
+            raise ConfigError("audio.sample_rate_hz and audio.cycle_seconds must be positive")
+        if not 0 <= self.band_low_hz < self.band_high_hz:
+            raise ConfigError("audio.band_low_hz must be below audio.band_high_hz")
+
+    @property
+    def cycle_samples(self) -> int:
+        return int(round(self.cycle_seconds * self.sample_rate_hz))
+
+
+@dataclass
+class DataConfig:
+    """Which dataset, which classes, and how the validation split is carved."""
+
+    dataset: str = "icbhi"
+    root: str = ""  # empty: default_data_root() / dataset
+    classes: list[str] = field(default_factory=lambda: list(ICBHI_CLASSES))
+    val_fraction: float = 0.3
+    strict: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = [c for c in self.classes if c not in ICBHI_CLASSES]
+        if unknown:
+            raise ConfigError(f"data.classes has unknown class names {unknown}; known: {list(ICBHI_CLASSES)}")
+        if len(set(self.classes)) != len(self.classes) or len(self.classes) < 2:
+            raise ConfigError("data.classes must name at least two distinct classes")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError("data.val_fraction must lie strictly between 0 and 1")
+
+    def resolved_root(self) -> Path:
+        return Path(self.root) if self.root else default_data_root() / self.dataset
+
+
+@dataclass
+class NamedConfig:
+    """A registry key plus keyword arguments for the object it builds."""
+
+    name: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LossConfig:
+    """``ce``, ``weighted_ce`` (inverse frequency) or ``class_balanced`` (Cui et al., beta)."""
+
+    name: str = "ce"
+    beta: float = 0.999
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and selection. Selection always uses the validation split."""
+
+    seed: int = 0
+    max_epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 8
+    monitor: str = "val_score"
+    precision: str = "bf16-mixed"
+    num_workers: int = 0
+    limit_train_batches: float | int = 1.0
+    limit_val_batches: float | int = 1.0
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment file = one reported number (DESIGN rule 8)."""
+
+    name: str = "experiment"
+    task: str = "lung-sounds"
+    description: str = ""
+    paper: dict[str, float] = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    features: NamedConfig = field(default_factory=lambda: NamedConfig("stft"))
+    model: NamedConfig = field(default_factory=lambda: NamedConfig("resnet18_attn"))
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExperimentConfig:
+        return _build(cls, data, "")
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {where or 'config'}; allowed: {sorted(names)}")
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, f"{where}{key}.")
+        else:
+            kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise ConfigError(f"invalid {where or 'config'}: {err}") from None
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level")
+    return data
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Read an experiment YAML (with optional ``base:``) and apply ``overrides`` last.
+
+    ``overrides`` uses nested dicts, e.g. ``{"train": {"seed": 2}}``.
+    """
+    path = Path(path)
+    data = _read_yaml(path)
+    base_name = data.pop("base", None)
+    if base_name is not None:
+        base = _read_yaml(path.parent / base_name)
+        if "base" in base:
+            raise ConfigError(f"{base_name}: only one level of 'base:' is supported")
+        data = _merge(base, data)
+    data.setdefault("name", path.stem)
+    if overrides:
+        data = _merge(data, overrides)
+    return ExperimentConfig.from_dict(data)
+
+
+def save_config(config: ExperimentConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

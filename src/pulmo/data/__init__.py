@@ -1,0 +1,1 @@
+"""Data: records, source adapters, splits, audio I/O and datasets."""

@@ -1,0 +1,1 @@
+"""One module per source format; each returns records of the common layout."""

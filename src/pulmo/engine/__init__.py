@@ -1,0 +1,1 @@
+"""Training engine: tasks own their loss; one Lightning loop trains everything."""

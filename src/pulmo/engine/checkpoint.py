@@ -1,0 +1,109 @@
+"""Self-describing checkpoints (DESIGN rule 3).
+
+A checkpoint is one ``torch.save`` file holding a dict of plain values and tensors:
+labels, the audio and feature configs, the model's registry name and arguments, the
+weights, the metrics reached, the resolved experiment config, the git commit and the
+pulmo version. Loading needs nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import pulmo
+from pulmo.config import AudioConfig, ExperimentConfig
+from pulmo.engine.task import AudioClassifier
+from pulmo.errors import CheckpointError
+from pulmo.features import create_features
+from pulmo.models import create_model
+
+FORMAT = "pulmo-checkpoint/1"
+
+
+def git_commit() -> str:
+    """The source tree's commit (with ``-dirty`` if it has changes), or ``unknown``."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def file_hash(path: str | Path) -> str:
+    """First 12 hex digits of the file's SHA-256."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:12]
+
+
+def save_checkpoint(
+    path: str | Path,
+    net: AudioClassifier,
+    config: ExperimentConfig,
+    labels: list[str],
+    metrics: dict[str, Any],
+    half: bool = False,
+) -> Path:
+    """Write ``net`` and everything needed to use it; ``half`` stores weights as fp16."""
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in net.state_dict().items()}
+    bundle = {
+        "format": FORMAT,
+        "task": config.task,
+        "name": config.name,
+        "labels": list(labels),
+        "audio": asdict(config.audio),
+        "features": {"name": net.features.name, "params": net.features.config_dict()},
+        "model": {"name": config.model.name, "params": _model_params(config, labels, net)},
+        "state_dict": state,
+        "metrics": metrics,
+        "config": config.to_dict(),
+        "git_commit": git_commit(),
+        "pulmo_version": pulmo.__version__,
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(bundle, path)
+    return path
+
+
+def _model_params(config: ExperimentConfig, labels: list[str], net: AudioClassifier) -> dict[str, Any]:
+    return {**config.model.params, "num_classes": len(labels), "in_chans": net.features.channels}
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's dict, checked for format; weights stay as stored."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        bundle = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for corrupt files
+        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from None
+    if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a pulmo checkpoint ({FORMAT})")
+    return bundle
+
+
+def build_from_checkpoint(bundle: dict[str, Any]) -> tuple[AudioClassifier, AudioConfig]:
+    """Rebuild the classifier (fp32, eval mode) and its audio config from a checkpoint dict."""
+    features = create_features(bundle["features"]["name"], **bundle["features"]["params"])
+    model = create_model(bundle["model"]["name"], **bundle["model"]["params"])
+    net = AudioClassifier(features, model)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in bundle["state_dict"].items()}
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint weights do not fit its model: {err}") from None
+    return net.eval(), AudioConfig(**bundle["audio"])

@@ -1,0 +1,164 @@
+"""Run one experiment end to end: data, split, training, selection on validation, test once.
+
+The official test split is never seen during training or selection: the checkpoint kept
+is the epoch with the best validation ICBHI score, and the test split is scored once,
+after training, with that checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader
+
+from pulmo.config import ExperimentConfig, save_config
+from pulmo.data.adapters.icbhi import load_icbhi
+from pulmo.data.cycles import load_cycle_waveforms
+from pulmo.data.datasets import CycleDataset
+from pulmo.data.records import AudioRecord, save_manifest
+from pulmo.data.splits import official_split, patient_disjoint_split
+from pulmo.engine.checkpoint import save_checkpoint
+from pulmo.engine.evaluate import icbhi_report, predict_probabilities
+from pulmo.engine.task import AudioClassifier, CycleClassificationTask
+from pulmo.errors import ConfigError
+from pulmo.features import create_features
+from pulmo.losses import build_classification_loss
+from pulmo.models import create_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Splits:
+    train: list[AudioRecord]
+    val: list[AudioRecord]
+    test: list[AudioRecord]
+
+
+def make_splits(config: ExperimentConfig, split_seed: int = 0) -> tuple[Splits, dict[str, Any]]:
+    """Official train/test; validation carved patient-disjoint from train (``split_seed``)."""
+    if config.data.dataset != "icbhi":
+        raise ConfigError(f"data.dataset {config.data.dataset!r} is not supported yet (icbhi)")
+    index = load_icbhi(config.data.resolved_root(), strict=config.data.strict)
+    keep = [r for r in index.records if r.label in config.data.classes]
+    train_all = official_split(keep, "train")
+    train, val = patient_disjoint_split(train_all, config.data.val_fraction, seed=split_seed)
+    splits = Splits(train, val, official_split(keep, "test"))
+    shared = sorted({r.patient_id for r in splits.train + splits.val} & {r.patient_id for r in splits.test})
+    info = {
+        "notes": index.notes,
+        "missing_cycles": len(index.missing),
+        "annotation_counts": {k: dict(v) for k, v in index.annotation_counts.items()},
+        "patients_in_train_and_test": shared,
+        "sizes": {name: len(getattr(splits, name)) for name in ("train", "val", "test")},
+        "counts": {name: dict(Counter(r.label for r in getattr(splits, name))) for name in ("train", "val", "test")},
+    }
+    return splits, info
+
+
+def build_net(config: ExperimentConfig, num_classes: int) -> AudioClassifier:
+    features = create_features(
+        config.features.name, **{"sample_rate_hz": config.audio.sample_rate_hz, **config.features.params}
+    )
+    model = create_model(config.model.name, num_classes=num_classes, in_chans=features.channels, **config.model.params)
+    return AudioClassifier(features, model)
+
+
+def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Train, select on validation, score validation and test; write the run folder.
+
+    Writes ``config.yaml``, ``splits/*.jsonl``, ``metrics.json``, ``model.pt`` (fp32) and
+    Lightning's CSV logs under ``out_dir``. Returns the metrics dict.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / "config.yaml")
+    started = time.time()
+    L.seed_everything(config.train.seed, workers=True, verbose=False)
+    labels = list(config.data.classes)
+    splits, data_info = make_splits(config)
+    (out / "splits").mkdir(exist_ok=True)
+    for name in ("train", "val", "test"):
+        save_manifest(getattr(splits, name), out / "splits" / f"{name}.jsonl")
+    waves = {
+        name: load_cycle_waveforms(getattr(splits, name), config.audio, progress=progress)
+        for name in ("train", "val", "test")
+    }
+    y = {name: [labels.index(r.label) for r in getattr(splits, name)] for name in ("train", "val", "test")}
+    n = config.audio.cycle_samples
+    tc = config.train
+    train_loader = DataLoader(
+        CycleDataset(waves["train"], y["train"], n, train=True, seed=tc.seed),
+        batch_size=tc.batch_size, shuffle=True, num_workers=tc.num_workers, drop_last=len(y["train"]) > tc.batch_size,
+    )
+    val_loader = DataLoader(CycleDataset(waves["val"], y["val"], n, train=False), batch_size=64, num_workers=tc.num_workers)
+    counts = [Counter(y["train"])[k] for k in range(len(labels))]
+    net = build_net(config, len(labels))
+    loss = build_classification_loss(config.loss.name, counts, config.loss.beta)
+    task = CycleClassificationTask(net, loss, labels.index("normal"), tc.lr, tc.weight_decay, tc.max_epochs)
+    best = ModelCheckpoint(dirpath=out / "lightning", monitor=tc.monitor, mode="max", save_top_k=1, filename="best")
+    trainer = L.Trainer(
+        max_epochs=tc.max_epochs,
+        precision=tc.precision,
+        accelerator="auto",
+        devices=1,
+        callbacks=[best, EarlyStopping(monitor=tc.monitor, mode="max", patience=tc.patience)],
+        logger=CSVLogger(out, name="logs", version=""),
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        limit_train_batches=tc.limit_train_batches,
+        limit_val_batches=tc.limit_val_batches,
+        num_sanity_val_steps=0,
+        deterministic=False,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        trainer.fit(task, train_loader, val_loader)
+    if best.best_model_path:
+        task.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"])
+    train_seconds = time.time() - started
+    net = task.net.float().eval()
+    metrics: dict[str, Any] = {"name": config.name, "seed": tc.seed, "data": data_info}
+    for name in ("val", "test"):
+        probs = predict_probabilities(net, waves[name], n)
+        pred = probs.argmax(1).tolist() if len(probs) else []
+        metrics[name] = icbhi_report(getattr(splits, name), y[name], pred, labels)
+    metrics["best_epoch_val_score"] = float(best.best_model_score) if best.best_model_score is not None else None
+    metrics["epochs_run"] = int(trainer.current_epoch)
+    metrics["train_seconds"] = round(train_seconds, 1)
+    metrics["device"] = _device_name()
+    save_checkpoint(out / "model.pt", net, config, labels, _summary(metrics))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The short metrics stored inside a checkpoint."""
+    keep = ("sensitivity", "specificity", "score", "n")
+    return {split: {k: metrics[split][k] for k in keep} for split in ("val", "test")}
+
+
+def _device_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    import platform
+
+    return f"CPU {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
+
+
+def summarise_seeds(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    arr = np.asarray(values, float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
