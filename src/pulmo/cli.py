@@ -59,6 +59,102 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train one experiment file into one run folder."""
+    from pulmo.config import load_config
+    from pulmo.engine.train import run_experiment
+
+    cfg = load_config(args.config, _parse_set(args.set or []))
+    metrics = run_experiment(cfg, args.out, progress=not args.quiet)
+    print(json.dumps({k: metrics[k] for k in ("val", "test")}, indent=2) if args.json else
+          f"val score {metrics['val']['score']:.4f}; test score {metrics['test']['score']:.4f}; model: {args.out}/model.pt")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Score a checkpoint (bundled by default) on a dataset folder."""
+    if args.task != "lung-sounds":
+        raise ConfigError(f"task {args.task!r} is not available yet in this version of pulmo")
+    from pulmo.config import default_data_root
+    from pulmo.inference.lung_sounds import LungSoundPipeline, evaluate_icbhi
+
+    data = Path(args.data) if args.data else default_data_root() / "icbhi"
+    pipe = LungSoundPipeline.from_checkpoint(args.checkpoint)
+    report = evaluate_icbhi(pipe, data, args.split, args.limit, args.strict, progress=not args.json)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{report['model']} ({report['checkpoint']}, sha256 {report['checkpoint_sha256']}) on {data} [{args.split}]")
+        print(f"cycles scored: {report['n']} (without audio, not scored: {report['cycles_without_audio']})")
+        print(f"sensitivity {report['sensitivity']:.4f}  specificity {report['specificity']:.4f}  score {report['score']:.4f}")
+        for dev, s in report["per_device"].items():
+            print(f"  {dev:10s} n={s['n']:5d}  Se {s['sensitivity']:.4f}  Sp {s['specificity']:.4f}  score {s['score']:.4f}")
+        print("confusion matrix (rows true, columns predicted):", report["labels"])
+        for lab, row in zip(report["labels"], report["confusion_matrix"]):
+            print(f"  {lab:8s} {row}")
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    """Classify each cycle of each recording; keep going past bad files."""
+    if args.task != "lung-sounds":
+        raise ConfigError(f"task {args.task!r} is not available yet in this version of pulmo")
+    from pulmo.inference.lung_sounds import LungSoundPipeline
+
+    pipe = LungSoundPipeline.from_checkpoint(args.checkpoint)
+    out = Path(args.out) if args.out else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    results, failures = [], []
+    for f in args.files:
+        try:
+            res = pipe.analyze_file(f, annotation=args.annotation)
+        except PulmoError as err:
+            failures.append((f, str(err)))
+            print(f"pulmo: skipped {f}: {err}", file=sys.stderr)
+            continue
+        results.append(res.to_dict())
+        if out:
+            (out / f"{Path(f).stem}.json").write_text(json.dumps(res.to_dict(), indent=2))
+        if not args.json:
+            print(f"{f}: {len(res.cycles)} cycles from {res.segmentation}; model {res.model['name']} "
+                  f"(sha256 {res.model['sha256']}, pulmo {res.model['pulmo_version']})")
+            print(f"  {'start s':>8} {'end s':>7}  {'predicted':9} " + " ".join(f"{k:>8}" for k in pipe.labels) + "  annotated")
+            for c in res.cycles:
+                probs = " ".join(f"{c.probabilities[k]:8.3f}" for k in pipe.labels)
+                print(f"  {c.start_s:8.2f} {c.end_s:7.2f}  {c.label:9} {probs}  {c.annotated_label or '-'}")
+    if args.json:
+        print(json.dumps(results))
+    if failures:
+        print(f"{len(failures)} file(s) failed: " + "; ".join(f for f, _ in failures), file=sys.stderr)
+        return 1 if results else 2
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """List bundled models with task, size and stored metrics."""
+    from pulmo.engine.checkpoint import file_hash, read_checkpoint
+    from pulmo.inference.bundled import bundled_checkpoints
+
+    rows = []
+    for path in bundled_checkpoints():
+        b = read_checkpoint(path)
+        rows.append({"file": path.name, "task": b["task"], "name": b["name"], "labels": b["labels"],
+                     "size_mb": round(path.stat().st_size / 1e6, 2), "sha256": file_hash(path), "metrics": b["metrics"]})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    for r in [] if args.json else rows:
+        test = r["metrics"].get("test", {})
+        print(f"{r['file']}: task {r['task']}, {r['name']}, {r['size_mb']} MB, sha256 {r['sha256']}, labels {r['labels']}")
+        if test:
+            print(f"  official test (covered subset): Se {test['sensitivity']:.4f} Sp {test['specificity']:.4f} "
+                  f"score {test['score']:.4f} (n={test['n']})")
+    return 0
+
+
+TASKS = ["lung-sounds", "resp-rate", "cxr", "detect"]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pulmo", description="AI-assisted respiratory screening toolkit")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -72,6 +168,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="re-run finished runs")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("train", help="train one experiment file into one run folder")
+    p.add_argument("config")
+    p.add_argument("--out", required=True)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="score a model on a dataset folder")
+    p.add_argument("--task", choices=TASKS, default="lung-sounds")
+    p.add_argument("--data", help="dataset folder (default: $PULMO_DATA/icbhi or ../shared/data/icbhi)")
+    p.add_argument("--split", default="test", help="train | test | all")
+    p.add_argument("--checkpoint", help="checkpoint file (default: the bundled model)")
+    p.add_argument("--limit", type=int, default=0, help="only the first N recordings (smoke check)")
+    p.add_argument("--strict", action="store_true", help="fail if any annotated cycle has no audio")
+    p.add_argument("--json", action="store_true", help="print one JSON object (fractions)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("analyze", help="classify the cycles of recordings")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--task", choices=TASKS, default="lung-sounds")
+    p.add_argument("--checkpoint")
+    p.add_argument("--annotation", help="ICBHI-style cycle annotation (default: FILE's stem + .txt if present)")
+    p.add_argument("--out", help="write one JSON result per file here")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("models", help="list bundled models")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
     return parser
 
 

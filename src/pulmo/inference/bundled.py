@@ -1,0 +1,22 @@
+"""Models shipped inside the package (``pulmo/assets/*.pt``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pulmo.errors import CheckpointError
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+DEFAULT_CHECKPOINTS = {"lung-sounds": "lung_sounds_resnet18_attn.pt"}
+
+
+def bundled_checkpoints() -> list[Path]:
+    return sorted(ASSETS.glob("*.pt"))
+
+
+def default_checkpoint(task: str) -> Path:
+    """The bundled checkpoint for ``task``; raises if the task has none yet."""
+    name = DEFAULT_CHECKPOINTS.get(task)
+    if name is None or not (ASSETS / name).is_file():
+        raise CheckpointError(f"no bundled model for task {task!r} yet; pass --checkpoint")
+    return ASSETS / name

@@ -1,0 +1,154 @@
+"""Lung-sound inference: recordings and cycles in, per-cycle class probabilities out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pulmo.data.adapters.icbhi import read_annotation
+from pulmo.data.audio_io import read_audio
+from pulmo.data.cycles import preprocess
+from pulmo.engine.checkpoint import build_from_checkpoint, file_hash, read_checkpoint
+from pulmo.engine.evaluate import predict_probabilities
+from pulmo.errors import CheckpointError, DataError
+from pulmo.inference.bundled import default_checkpoint
+
+
+@dataclass
+class CycleResult:
+    """One cycle (or window): bounds in seconds, predicted label, probability per label."""
+
+    start_s: float
+    end_s: float
+    label: str
+    probabilities: dict[str, float]
+    annotated_label: str | None = None
+
+
+@dataclass
+class RecordingResult:
+    """All cycles of one recording, plus which model made them."""
+
+    path: str
+    segmentation: str  # "annotation" (from a .txt) or "windows" (fixed sliding windows)
+    cycles: list[CycleResult]
+    model: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class LungSoundPipeline:
+    """A trained lung-sound classifier with its preprocessing.
+
+    >>> pipe = LungSoundPipeline.from_checkpoint()          # the bundled model
+    >>> result = pipe.analyze_file("recording.wav")          # annotation .txt beside it is used if present
+    """
+
+    def __init__(self, bundle: dict[str, Any], checkpoint_path: Path) -> None:
+        if bundle.get("task") != "lung-sounds":
+            raise CheckpointError(f"{checkpoint_path} is a {bundle.get('task')!r} model, not lung-sounds")
+        self.bundle = bundle
+        self.net, self.audio = build_from_checkpoint(bundle)
+        self.labels: list[str] = list(bundle["labels"])
+        self.model_info = {
+            "name": bundle["name"],
+            "checkpoint": checkpoint_path.name,
+            "sha256": file_hash(checkpoint_path),
+            "pulmo_version": bundle["pulmo_version"],
+            "git_commit": bundle["git_commit"],
+        }
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path | None = None) -> LungSoundPipeline:
+        """Load ``path``, or the bundled lung-sound model when ``path`` is None."""
+        ckpt = Path(path) if path is not None else default_checkpoint("lung-sounds")
+        return cls(read_checkpoint(ckpt), ckpt)
+
+    def predict_cycles(self, waveforms: Sequence[np.ndarray], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        """``(N, K)`` probabilities for preprocessed cycles at ``self.audio.sample_rate_hz``."""
+        return predict_probabilities(self.net, waveforms, self.audio.cycle_samples, batch_size, progress)
+
+    def analyze_file(
+        self, path: str | Path, annotation: str | Path | None = None, hop_seconds: float | None = None
+    ) -> RecordingResult:
+        """Classify a recording's cycles.
+
+        Cycles come from ``annotation`` (ICBHI ``.txt``), else from a ``.txt`` with the
+        same stem beside the audio, else from sliding windows of the model's cycle length
+        with ``hop_seconds`` (default: half a window).
+        """
+        path = Path(path)
+        samples, sr = read_audio(path)
+        clean = preprocess(samples, sr, self.audio)
+        rate = self.audio.sample_rate_hz
+        duration = len(clean) / rate
+        ann = Path(annotation) if annotation else path.with_suffix(".txt")
+        if ann.is_file():
+            bounds = [(s, e, lab) for s, e, lab in read_annotation(ann)]
+            for s, e, _ in bounds:
+                if s >= duration:
+                    raise DataError(f"{ann}: cycle {s}-{e} s starts after the audio ends ({duration:.2f} s)")
+            segmentation = "annotation"
+        else:
+            win = self.audio.cycle_seconds
+            hop = hop_seconds or win / 2
+            starts = np.arange(0.0, max(duration - win, 0.0) + 1e-9, hop)
+            bounds = [(float(s), float(min(s + win, duration)), None) for s in starts]
+            segmentation = "windows"
+        pieces = [clean[int(round(s * rate)) : int(round(e * rate))] for s, e, _ in bounds]
+        probs = self.predict_cycles(pieces)
+        cycles = [
+            CycleResult(
+                start_s=round(s, 3), end_s=round(e, 3), label=self.labels[int(p.argmax())],
+                probabilities={k: round(float(v), 4) for k, v in zip(self.labels, p)}, annotated_label=lab,
+            )
+            for (s, e, lab), p in zip(bounds, probs)
+        ]
+        return RecordingResult(str(path), segmentation, cycles, dict(self.model_info))
+
+
+def evaluate_icbhi(
+    pipeline: LungSoundPipeline, root: str | Path, split: str = "test", limit: int = 0, strict: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score ``pipeline`` on an ICBHI folder's ``split`` (``train``, ``test`` or ``all``).
+
+    Only cycles with audio are scored; the count of those without is reported.
+    ``limit > 0`` scores the cycles of the first ``limit`` recordings (sorted by name), a
+    quick smoke check. Labels the model does not know are skipped and counted.
+    """
+    from pulmo.data.adapters.icbhi import load_icbhi
+    from pulmo.data.cycles import load_cycle_waveforms
+    from pulmo.engine.evaluate import icbhi_report
+
+    if split not in ("train", "test", "all"):
+        raise DataError(f"--split must be train, test or all, got {split!r}")
+    index = load_icbhi(root, strict=strict)
+    records = [r for r in index.records if split == "all" or r.split == split]
+    if limit > 0:
+        keep = sorted({r.recording_id for r in records})[:limit]
+        records = [r for r in records if r.recording_id in set(keep)]
+    unknown = [r for r in records if r.label not in pipeline.labels]
+    records = [r for r in records if r.label in pipeline.labels]
+    if not records:
+        raise DataError(f"no cycles with audio in split {split!r} of {root}")
+    waves = load_cycle_waveforms(records, pipeline.audio, progress=progress)
+    probs = pipeline.predict_cycles(waves, progress=progress)
+    y_true = [pipeline.labels.index(r.label) for r in records]
+    report = icbhi_report(records, y_true, probs.argmax(1).tolist(), pipeline.labels)
+    missing = [m for m in index.missing if split == "all" or m.split == split]
+    return {
+        "task": "lung-sounds",
+        "split": split,
+        **report,
+        "cycles_without_audio": len(missing),
+        "cycles_with_unknown_label": len(unknown),
+        "checkpoint": pipeline.model_info["checkpoint"],
+        "checkpoint_sha256": pipeline.model_info["sha256"],
+        "model": pipeline.model_info["name"],
+    }
