@@ -42,6 +42,21 @@ class RecordingResult:
         return asdict(self)
 
 
+def window_starts(duration_s: float, window_s: float, hop_s: float) -> list[float]:
+    """Start times of sliding windows that cover ``[0, duration_s]`` with nothing left out.
+
+    Windows start every ``hop_s``; a last window aligned to the end is added when the
+    regular ones stop short. A recording shorter than one window gets one window at 0.
+    """
+    if hop_s <= 0 or window_s <= 0:
+        raise ValueError("window and hop must be positive")
+    last = max(duration_s - window_s, 0.0)
+    starts = [float(s) for s in np.arange(0.0, last + 1e-9, hop_s)]
+    if starts[-1] < last - 1e-9:
+        starts.append(round(last, 6))
+    return starts
+
+
 class LungSoundPipeline:
     """A trained lung-sound classifier with its preprocessing.
 
@@ -97,8 +112,7 @@ class LungSoundPipeline:
         else:
             win = self.audio.cycle_seconds
             hop = hop_seconds or win / 2
-            starts = np.arange(0.0, max(duration - win, 0.0) + 1e-9, hop)
-            bounds = [(float(s), float(min(s + win, duration)), None) for s in starts]
+            bounds = [(s, min(s + win, duration), None) for s in window_starts(duration, win, hop)]
             segmentation = "windows"
         pieces = [clean[int(round(s * rate)) : int(round(e * rate))] for s, e, _ in bounds]
         probs = self.predict_cycles(pieces)

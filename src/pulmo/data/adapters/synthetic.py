@@ -108,3 +108,23 @@ def write_icbhi_folder(
     (root / "ICBHI_challenge_train_test.txt").write_text("\r\n".join(split_lines) + "\r\n")
     (root / "patient_diagnosis.txt").write_text("\n".join(diag_lines) + "\n")
     return root
+
+
+def write_demo_recording(path: str | Path, sample_rate_hz: int = 4000, seed: int = 7) -> Path:
+    """A 16-bit recording of ten synthetic cycles plus its ICBHI-style ``.txt`` beside it.
+
+    The labels run normal, crackle, wheeze, both, twice, then two normal cycles.
+    """
+    path = Path(path)
+    rng = np.random.default_rng(seed)
+    labels = [*ICBHI_CLASSES, *ICBHI_CLASSES, "normal", "normal"]
+    cycles, lines, t = [], [], 0.0
+    for label in labels:
+        seconds = float(rng.uniform(2.0, 3.2))
+        cycles.append(synth_cycle(label, sample_rate_hz, seconds, rng))
+        lines.append(f"{t:.3f}\t{t + seconds:.3f}\t{int(label in ('crackle', 'both'))}\t{int(label in ('wheeze', 'both'))}")
+        t += seconds
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, np.concatenate(cycles), sample_rate_hz, subtype="PCM_16")
+    path.with_suffix(".txt").write_text("\n".join(lines) + "\n")
+    return path

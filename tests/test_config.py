@@ -1,0 +1,64 @@
+from pathlib import Path
+
+import pytest
+
+from pulmo.config import ExperimentConfig, load_config, save_config
+from pulmo.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_base_merge_and_overrides(tmp_path):
+    (tmp_path / "base.yaml").write_text("train: {max_epochs: 5, lr: 0.01}\nmodel: {name: resnet18_attn, params: {attn: none}}\n")
+    (tmp_path / "row.yaml").write_text("base: base.yaml\nmodel: {params: {attn: se}}\n")
+    cfg = load_config(tmp_path / "row.yaml", {"train": {"seed": 3}})
+    assert cfg.name == "row"
+    assert cfg.model.name == "resnet18_attn" and cfg.model.params == {"attn": "se"}
+    assert cfg.train.max_epochs == 5 and cfg.train.lr == 0.01 and cfg.train.seed == 3
+
+
+def test_round_trip(tmp_path):
+    cfg = load_config(REPO / "configs/experiments/attentive-resnet/table2_se_spatial.yaml")
+    save_config(cfg, tmp_path / "c.yaml")
+    again = load_config(tmp_path / "c.yaml")
+    assert again.to_dict() == cfg.to_dict()
+
+
+def test_every_shipped_experiment_loads():
+    files = sorted((REPO / "configs/experiments").rglob("table*.yaml"))
+    assert len(files) >= 5
+    for f in files:
+        cfg = load_config(f)
+        assert cfg.paper, f"{f} must carry the paper's expected values"
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("trian: {seed: 1}\n", "unknown key"),
+        ("train: {sede: 1}\n", r"unknown key\(s\) \['sede'\] in train\."),
+        ("data: {classes: [normal, crackles]}\n", "unknown class names \\['crackles'\\]"),
+        ("data: {val_fraction: 1.5}\n", "val_fraction"),
+        ("audio: {band_low_hz: 3000, band_high_hz: 2000}\n", "band_low_hz"),
+        ("- just a list\n", "mapping"),
+    ],
+)
+def test_bad_configs_raise_clear_errors(tmp_path, text, match):
+    (tmp_path / "bad.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_config(tmp_path / "bad.yaml")
+
+
+def test_missing_file_and_nested_base(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: c.yaml\n")
+    with pytest.raises(ConfigError, match="one level"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_defaults_are_the_paper_preprocessing():
+    cfg = ExperimentConfig()
+    assert cfg.audio.sample_rate_hz == 4000 and cfg.audio.cycle_samples == 10000
+    assert (cfg.audio.band_low_hz, cfg.audio.band_high_hz, cfg.audio.filter_order) == (100, 2000, 5)

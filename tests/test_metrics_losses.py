@@ -1,0 +1,60 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pulmo.errors import ConfigError
+from pulmo.losses import build_classification_loss, class_balanced_weights, inverse_frequency_weights
+from pulmo.metrics.icbhi import confusion_matrix, icbhi_breakdown, icbhi_scores
+
+
+def test_icbhi_score_hand_computed():
+    # 4 normal (3 right), 2 crackle (1 right), 1 wheeze (right), 1 both (called crackle: wrong class)
+    y_true = [0, 0, 0, 0, 1, 1, 2, 3]
+    y_pred = [0, 0, 0, 1, 1, 0, 2, 1]
+    s = icbhi_scores(y_true, y_pred)
+    assert s["specificity"] == pytest.approx(3 / 4)
+    assert s["sensitivity"] == pytest.approx(2 / 4)  # an abnormal cycle must get its exact class
+    assert s["score"] == pytest.approx((3 / 4 + 2 / 4) / 2) and s["n"] == 8
+
+
+def test_icbhi_edge_cases():
+    assert icbhi_scores([0, 0], [0, 1])["specificity"] == 0.5
+    assert math.isnan(icbhi_scores([0, 0], [0, 1])["sensitivity"])
+    assert icbhi_scores([1, 2, 3], [1, 2, 3])["sensitivity"] == 1.0
+    with pytest.raises(ValueError):
+        icbhi_scores([0, 1], [0])
+
+
+def test_confusion_and_breakdown():
+    cm = confusion_matrix([0, 1, 1, 2], [0, 1, 0, 2], 4)
+    assert cm.tolist() == [[1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]]
+    b = icbhi_breakdown([0, 1, 0, 1], [0, 1, 1, 0], ["A", "A", "B", "B"])
+    assert b["A"]["score"] == 1.0 and b["B"]["score"] == 0.0
+
+
+def test_class_balanced_weights_match_formula():
+    counts, beta = [1111, 451, 227, 125], 0.999
+    raw = np.array([(1 - beta) / (1 - beta**n) for n in counts])
+    expected = raw / raw.sum() * 4
+    np.testing.assert_allclose(class_balanced_weights(counts, beta).numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(class_balanced_weights(counts, 0.0).numpy(), np.ones(4), rtol=1e-6)  # beta=0: no re-weighting
+    inv = 1 / np.array(counts)
+    np.testing.assert_allclose(inverse_frequency_weights(counts).numpy(), inv / inv.sum() * 4, rtol=1e-6)
+    # beta -> 1 approaches inverse frequency
+    np.testing.assert_allclose(class_balanced_weights(counts, 0.999999).numpy(), inv / inv.sum() * 4, rtol=2e-3)
+
+
+def test_loss_builder():
+    logits, y = torch.randn(6, 4), torch.tensor([0, 1, 2, 3, 0, 0])
+    ce = build_classification_loss("ce", [3, 1, 1, 1])(logits, y)
+    torch.testing.assert_close(ce, torch.nn.functional.cross_entropy(logits, y))
+    cb = build_classification_loss("class_balanced", [3, 1, 1, 1], 0.9)
+    torch.testing.assert_close(cb.weight, class_balanced_weights([3, 1, 1, 1], 0.9))
+    with pytest.raises(ConfigError, match="unknown loss"):
+        build_classification_loss("focal", [1, 1])
+    with pytest.raises(ConfigError, match="at least one"):
+        class_balanced_weights([3, 0], 0.9)
+    with pytest.raises(ConfigError, match="beta"):
+        class_balanced_weights([3, 1], 1.0)
