@@ -19,13 +19,17 @@ def checkpoint(tmp_path_factory):
     return root, out / "model.pt"
 
 
-def test_evaluate_json_contract(checkpoint, capsys):
+def test_evaluate_json_contract(checkpoint, capsys, tmp_path):
     root, ckpt = checkpoint
-    assert main(["evaluate", "--task", "lung-sounds", "--data", str(root), "--split", "test", "--checkpoint", str(ckpt), "--json"]) == 0
+    rows = tmp_path / "cycles.csv"
+    assert main(["evaluate", "--task", "lung-sounds", "--data", str(root), "--split", "test", "--checkpoint", str(ckpt),
+                 "--json", "--cycles-out", str(rows)]) == 0
     report = json.loads(capsys.readouterr().out)
     for key in ("sensitivity", "specificity", "score", "n", "checkpoint", "checkpoint_sha256"):
         assert key in report
     assert 0 <= report["score"] <= 1 and report["n"] == 8
+    lines = rows.read_text().splitlines()
+    assert len(lines) == 1 + 8 and lines[0].startswith("record_id,split,device,location,annotated,predicted,p_normal")
 
 
 def test_errors_are_one_line_and_exit_2(tmp_path, checkpoint, capsys):

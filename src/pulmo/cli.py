@@ -80,7 +80,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     data = Path(args.data) if args.data else default_data_root() / "icbhi"
     pipe = LungSoundPipeline.from_checkpoint(args.checkpoint)
-    report = evaluate_icbhi(pipe, data, args.split, args.limit, args.strict, progress=not args.json)
+    report = evaluate_icbhi(pipe, data, args.split, args.limit, args.strict, progress=not args.json, cycles_out=args.cycles_out)
     if args.json:
         print(json.dumps(report))
     else:
@@ -184,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="checkpoint file (default: the bundled model)")
     p.add_argument("--limit", type=int, default=0, help="only the first N recordings (smoke check)")
     p.add_argument("--strict", action="store_true", help="fail if any annotated cycle has no audio")
+    p.add_argument("--cycles-out", metavar="CSV", help="write one row per scored cycle with its prediction")
     p.add_argument("--json", action="store_true", help="print one JSON object (fractions)")
     p.set_defaults(func=cmd_evaluate)
 

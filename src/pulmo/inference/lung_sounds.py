@@ -128,9 +128,12 @@ class LungSoundPipeline:
 
 def evaluate_icbhi(
     pipeline: LungSoundPipeline, root: str | Path, split: str = "test", limit: int = 0, strict: bool = False,
-    progress: bool = True,
+    progress: bool = True, cycles_out: str | Path | None = None,
 ) -> dict[str, Any]:
     """Score ``pipeline`` on an ICBHI folder's ``split`` (``train``, ``test`` or ``all``).
+
+    ``cycles_out`` writes a CSV with one row per scored cycle (id, device, location,
+    annotated and predicted label, probabilities), so exactly what was scored is on record.
 
     Only cycles with audio are scored; the count of those without is reported.
     ``limit > 0`` scores the cycles of the first ``limit`` recordings (sorted by name), a
@@ -155,6 +158,8 @@ def evaluate_icbhi(
     probs = pipeline.predict_cycles(waves, progress=progress)
     y_true = [pipeline.labels.index(r.label) for r in records]
     report = icbhi_report(records, y_true, probs.argmax(1).tolist(), pipeline.labels)
+    if cycles_out:
+        write_cycle_predictions(cycles_out, records, probs, pipeline.labels)
     missing = [m for m in index.missing if split == "all" or m.split == split]
     return {
         "task": "lung-sounds",
@@ -166,3 +171,15 @@ def evaluate_icbhi(
         "checkpoint_sha256": pipeline.model_info["sha256"],
         "model": pipeline.model_info["name"],
     }
+
+
+def write_cycle_predictions(path: str | Path, records: Sequence[Any], probs: np.ndarray, labels: Sequence[str]) -> None:
+    """One CSV row per cycle: which cycle, its annotation, the prediction and probabilities."""
+    import csv
+
+    with Path(path).open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["record_id", "split", "device", "location", "annotated", "predicted", *[f"p_{k}" for k in labels]])
+        for rec, p in zip(records, probs):
+            w.writerow([rec.record_id, rec.split, rec.device, rec.location, rec.label, labels[int(p.argmax())],
+                        *[f"{v:.4f}" for v in p]])
