@@ -114,8 +114,36 @@ def write_results(runs: list[dict], results: Path, command: str) -> dict[str, li
         )
     lines += ["", f"Device: {runs[0]['device']}; each run used one CPU thread, two runs at a time.", ""]
     (results / "icbhi_attentive_resnet.md").write_text("\n".join(lines))
+    plot_rows(by_row, results / "icbhi_attentive_resnet.png")
     print("\n".join(lines))
     return by_row
+
+
+def plot_rows(by_row: dict[str, list[dict]], path: Path) -> None:
+    """Validation and test score per row: our seeds (dots), their mean +- std (bar), the paper (star)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import yaml
+
+    names = [n for n in ORDER if n in by_row]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    for ax, split, paper_key in ((axes[0], "val", "val_score"), (axes[1], "test", "test_score")):
+        for i, name in enumerate(names):
+            vals = [r[split]["score"] for r in by_row[name]]
+            ax.bar(i, np.mean(vals), yerr=np.std(vals, ddof=1) if len(vals) > 1 else 0, color="tab:blue", alpha=0.6, capsize=4)
+            ax.scatter([i] * len(vals), vals, color="tab:blue", s=12, zorder=3)
+            paper = yaml.safe_load((ROOT / "configs/experiments/attentive-resnet" / f"{name}.yaml").read_text())["paper"]
+            ax.scatter(i, paper[paper_key] / 100, marker="*", s=160, color="tab:red", zorder=4, label="paper" if i == 0 else None)
+        ax.set_xticks(range(len(names)), [n.replace("table2_", "") for n in names], rotation=20)
+        ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+        ax.set_ylim(0.3, 0.7)
+        ax.set_title(f"{split} ICBHI score" + (" (covered subset of the official test split)" if split == "test" else ""))
+    axes[0].legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def bundle_best(by_row: dict[str, list[dict]], dest: Path, results: Path) -> None:

@@ -53,3 +53,21 @@ def test_errors():
         create_features("wavelet")
     with pytest.raises(ValueError, match=r"\(B, T\)"):
         create_features("stft")(torch.randn(10000))
+
+
+def test_frequency_normalisation_cancels_a_fixed_channel_response():
+    """A stationary filter (a device's response) adds a per-bin constant to log power."""
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(10000).astype(np.float32)
+    x *= np.repeat(rng.uniform(0.2, 1.0, 10), 1000).astype(np.float32)  # some structure over time
+    y = lfilter([1.0, -0.9], [1.0], x).astype(np.float32)  # pre-emphasis: tilts the spectrum
+    batch = torch.from_numpy(np.stack([x, y]))
+    change = {}
+    for mode in ("example", "frequency"):
+        f = create_features("stft", normalise=mode)(batch)[:, 0, 10:-10, 2:-2]  # skip edge bins and frames
+        change[mode] = float((f[0] - f[1]).abs().mean())
+    assert change["frequency"] < 0.25 * change["example"]
+    with pytest.raises(ConfigError, match="unknown normalisation"):
+        create_features("stft", normalise="device")(batch)

@@ -26,3 +26,14 @@ def test_patient_disjoint_split_is_disjoint_sized_and_seeded():
     assert [r.record_id for r in again[1]] == [r.record_id for r in val]
     other = patient_disjoint_split(recs, 0.3, seed=1)
     assert {r.patient_id for r in other[1]} != {r.patient_id for r in val}
+
+
+def test_a_device_with_two_patients_lands_on_both_sides():
+    recs = [
+        AudioRecord(record_id=f"{p}_{i}", path="x.wav", label=["normal", "crackle"][i % 2], patient_id=str(p),
+                    device="rare" if p < 2 else "common", split="train")
+        for p in range(30) for i in range(10)
+    ]
+    for seed in range(3):
+        train, val = patient_disjoint_split(recs, 0.3, seed=seed)
+        assert {r.device for r in train} == {r.device for r in val} == {"rare", "common"}

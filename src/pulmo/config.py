@@ -108,6 +108,8 @@ class TrainConfig:
     monitor: str = "val_score"
     precision: str = "bf16-mixed"
     num_workers: int = 0
+    mixup_alpha: float = 0.0  # 0: off; else Beta(alpha, alpha) mixing of feature maps and labels
+    spec_augment: bool = False  # two frequency masks (<= 20 bins) and two time masks (<= 10 frames)
     limit_train_batches: float | int = 1.0
     limit_val_batches: float | int = 1.0
 

@@ -16,14 +16,20 @@ def official_split(records: Sequence[AudioRecord], part: str) -> list[AudioRecor
 
 
 def patient_disjoint_split(
-    records: Sequence[AudioRecord], val_fraction: float, seed: int, tries: int = 500
+    records: Sequence[AudioRecord],
+    val_fraction: float,
+    seed: int,
+    strata: Sequence[str] = ("label", "device"),
+    tries: int = 500,
 ) -> tuple[list[AudioRecord], list[AudioRecord]]:
     """Carve a validation split that shares no patient with the training split.
 
     Patients are shuffled ``tries`` times (with ``seed``); each shuffle fills the
     validation split patient by patient until it holds ``val_fraction`` of the cycles.
-    The shuffle kept is the one whose validation split is closest to the target size and
-    to the overall label distribution (L1 distance of label fractions).
+    The shuffle kept is the one whose validation split is closest to the target size and,
+    for each record field in ``strata``, to the overall distribution of that field (sum
+    of L1 distances of fractions). Stratifying on ``device`` keeps a device with few
+    patients from landing wholly on one side.
 
     Returns:
         ``(train, val)`` record lists.
@@ -34,28 +40,31 @@ def patient_disjoint_split(
     patients = sorted(by_patient)
     if len(patients) < 2:
         raise ValueError("a patient-disjoint split needs at least two patients")
-    labels = sorted({r.label for r in records})
-    total = Counter(r.label for r in records)
-    overall = np.array([total[k] for k in labels], float) / len(records)
+    def fractions(recs: Sequence[AudioRecord]) -> np.ndarray:
+        """Concatenated fractions of each stratum's values, ``(sum of value counts,)``."""
+        parts = []
+        for field, values in levels.items():
+            count = Counter(getattr(r, field) for r in recs)
+            parts.append(np.array([count[v] for v in values], float) / max(len(recs), 1))
+        return np.concatenate(parts)
+
+    levels = {field: sorted({getattr(r, field) for r in records}) for field in strata}
+    overall = fractions(records)
     target = val_fraction * len(records)
     rng = np.random.default_rng(seed)
     best: tuple[float, set[str]] | None = None
     for _ in range(tries):
         order = rng.permutation(len(patients))
         val: set[str] = set()
-        count: Counter[str] = Counter()
-        n = 0
+        chosen: list[AudioRecord] = []
         for i in order:
-            if n >= target:
+            if len(chosen) >= target:
                 break
-            p = patients[i]
-            val.add(p)
-            count.update(r.label for r in by_patient[p])
-            n += len(by_patient[p])
+            val.add(patients[i])
+            chosen.extend(by_patient[patients[i]])
         if len(val) == len(patients):
             continue
-        frac = np.array([count[k] for k in labels], float) / max(n, 1)
-        cost = float(np.abs(frac - overall).sum()) + abs(n - target) / target
+        cost = float(np.abs(fractions(chosen) - overall).sum()) + abs(len(chosen) - target) / target
         if best is None or cost < best[0]:
             best = (cost, val)
     assert best is not None

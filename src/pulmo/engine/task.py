@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pulmo.data.transforms.spectrogram import mixup, spec_augment
 from pulmo.features.base import FeatureExtractor
 from pulmo.metrics.icbhi import icbhi_scores
 
@@ -39,7 +40,8 @@ class CycleClassificationTask(L.LightningModule):
     """
 
     def __init__(
-        self, net: AudioClassifier, loss: nn.Module, normal_index: int, lr: float, weight_decay: float, max_epochs: int
+        self, net: AudioClassifier, loss: nn.Module, normal_index: int, lr: float, weight_decay: float, max_epochs: int,
+        mixup_alpha: float = 0.0, spec_augment: bool = False, seed: int = 0,
     ) -> None:
         super().__init__()
         self.net = net
@@ -48,12 +50,23 @@ class CycleClassificationTask(L.LightningModule):
         self.lr = lr
         self.weight_decay = weight_decay
         self.max_epochs = max_epochs
+        self.mixup_alpha = mixup_alpha
+        self.spec_augment = spec_augment
+        self.generator = torch.Generator().manual_seed(seed)
         self._val_true: list[torch.Tensor] = []
         self._val_pred: list[torch.Tensor] = []
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        logits = self.net(batch["audio"])
-        loss = self.loss(logits.float(), batch["label"])
+        x, y = self.net.features(batch["audio"]), batch["label"]
+        if self.spec_augment:
+            x = spec_augment(x, 2, 20, 2, 10, self.generator)
+        if self.mixup_alpha > 0:
+            x, y, y_partner, lam = mixup(x, y, self.mixup_alpha, self.generator)
+            logits = self.net.model(x).float()
+            loss = lam * self.loss(logits, y) + (1 - lam) * self.loss(logits, y_partner)
+        else:
+            logits = self.net.model(x).float()
+            loss = self.loss(logits, y)
         self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(logits))
         return loss
 

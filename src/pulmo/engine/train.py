@@ -107,7 +107,9 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool
     counts = [Counter(y["train"])[k] for k in range(len(labels))]
     net = build_net(config, len(labels))
     loss = build_classification_loss(config.loss.name, counts, config.loss.beta)
-    task = CycleClassificationTask(net, loss, labels.index("normal"), tc.lr, tc.weight_decay, tc.max_epochs)
+    task = CycleClassificationTask(
+        net, loss, labels.index("normal"), tc.lr, tc.weight_decay, tc.max_epochs, tc.mixup_alpha, tc.spec_augment, tc.seed
+    )
     best = ModelCheckpoint(dirpath=out / "lightning", monitor=tc.monitor, mode="max", save_top_k=1, filename="best")
     trainer = L.Trainer(
         max_epochs=tc.max_epochs,

@@ -57,6 +57,21 @@ def standardise(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
+def normalise(x: torch.Tensor, mode: str) -> torch.Tensor:
+    """Normalise ``(B, F, T)`` log features per example.
+
+    ``example``: zero mean, unit variance over the whole map. ``frequency``: subtract each
+    frequency row's mean over time first (in log power this removes a recording device's
+    stationary frequency response, as cepstral mean normalisation does), then scale to
+    unit variance.
+    """
+    if mode == "example":
+        return standardise(x)
+    if mode == "frequency":
+        return standardise(x - x.mean(dim=-1, keepdim=True))
+    raise ConfigError(f"unknown normalisation {mode!r}; known: example, frequency")
+
+
 def check_waveforms(x: torch.Tensor) -> torch.Tensor:
     if x.ndim != 2:
         raise ValueError(f"expected waveforms of shape (B, T), got {tuple(x.shape)}")

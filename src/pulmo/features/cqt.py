@@ -8,7 +8,7 @@ import librosa
 import numpy as np
 import torch
 
-from pulmo.features.base import FEATURES, FeatureExtractor, check_waveforms, standardise, to_db
+from pulmo.features.base import FEATURES, FeatureExtractor, check_waveforms, normalise, to_db
 
 
 @dataclass
@@ -21,6 +21,7 @@ class CqtConfig:
     n_bins: int = 84
     bins_per_octave: int = 12
     top_db: float = 80.0
+    normalise: str = "example"
 
 
 @FEATURES.register("cqt")
@@ -40,4 +41,4 @@ class CqtFeatures(FeatureExtractor):
             )
         )
         power = torch.from_numpy(mags.astype(np.float32) ** 2).to(x.device)
-        return standardise(to_db(power, cfg.top_db)).unsqueeze(1)
+        return normalise(to_db(power, cfg.top_db), cfg.normalise).unsqueeze(1)

@@ -8,18 +8,22 @@ import librosa
 import scipy.fft
 import torch
 
-from pulmo.features.base import FEATURES, FeatureExtractor, check_waveforms, standardise, to_db
+from pulmo.features.base import FEATURES, FeatureExtractor, check_waveforms, normalise, to_db
 
 
 @dataclass
 class StftConfig:
-    """Log-power STFT. ``n_fft=0`` means the window length (paper: 100 ms window, 40 ms hop)."""
+    """Log-power STFT. ``n_fft=0`` means the window length (paper: 100 ms window, 40 ms hop).
+
+    ``normalise`` is ``example`` or ``frequency`` (see :func:`pulmo.features.base.normalise`).
+    """
 
     sample_rate_hz: int = 4000
     window_ms: float = 100.0
     hop_ms: float = 40.0
     n_fft: int = 0
     top_db: float = 80.0
+    normalise: str = "example"
 
     @property
     def win_length(self) -> int:
@@ -56,7 +60,7 @@ class StftFeatures(FeatureExtractor):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         power = _power_spectrogram(check_waveforms(x), self.config, self.window)
-        return standardise(to_db(power, self.config.top_db)).unsqueeze(1)
+        return normalise(to_db(power, self.config.top_db), self.config.normalise).unsqueeze(1)
 
 
 @dataclass
@@ -94,7 +98,7 @@ class MelFeatures(_MelBase):
     name = "mel"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return standardise(self.log_mel(x)).unsqueeze(1)
+        return normalise(self.log_mel(x), self.config.normalise).unsqueeze(1)
 
 
 @FEATURES.register("mfcc")
@@ -111,4 +115,4 @@ class MfccFeatures(_MelBase):
         self.register_buffer("dct", torch.from_numpy(dct).float(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return standardise(self.dct @ self.log_mel(x)).unsqueeze(1)
+        return normalise(self.dct @ self.log_mel(x), self.config.normalise).unsqueeze(1)
