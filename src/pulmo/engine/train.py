@@ -157,7 +157,11 @@ def _device_name() -> str:
         return torch.cuda.get_device_name(0)
     import platform
 
-    return f"CPU {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
+    name = platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        name = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")), name)
+    return f"CPU {name}, {torch.get_num_threads()} thread(s)"
 
 
 def summarise_seeds(values: list[float]) -> tuple[float, float]:
