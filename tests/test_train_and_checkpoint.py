@@ -61,6 +61,10 @@ def test_evaluate_and_analyze(trained_run):
     assert report["n"] == 8 and report["cycles_without_audio"] == 4
     assert report["score"] == pytest.approx(metrics["test"]["score"])  # same model, same cycles
     assert report["checkpoint_sha256"] == pipe.model_info["sha256"]
+    # --limit keeps the first recordings by name, with or without audio: here 102 and 104 (audio), then 106 (none)
+    assert evaluate_icbhi(pipe, root, "test", limit=2, progress=False)["cycles_without_audio"] == 0
+    three = evaluate_icbhi(pipe, root, "test", limit=3, progress=False)
+    assert three["n"] == 8 and three["cycles_without_audio"] == 4
     wav = root / "audio" / "101_1b1_Al_sc_Meditron.wav"
     res = pipe.analyze_file(wav, annotation=root / "annotations" / "101_1b1_Al_sc_Meditron.txt")
     assert res.segmentation == "annotation" and len(res.cycles) == 4

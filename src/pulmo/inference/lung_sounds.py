@@ -136,8 +136,8 @@ def evaluate_icbhi(
     annotated and predicted label, probabilities), so exactly what was scored is on record.
 
     Only cycles with audio are scored; the count of those without is reported.
-    ``limit > 0`` scores the cycles of the first ``limit`` recordings (sorted by name), a
-    quick smoke check. Labels the model does not know are skipped and counted.
+    ``limit > 0`` keeps the first ``limit`` recordings (sorted by name; with or without
+    audio), a quick smoke check; the count of cycles without audio is then for those alone. Labels the model does not know are skipped and counted.
     """
     from pulmo.data.adapters.icbhi import load_icbhi
     from pulmo.data.cycles import load_cycle_waveforms
@@ -147,9 +147,11 @@ def evaluate_icbhi(
         raise DataError(f"--split must be train, test or all, got {split!r}")
     index = load_icbhi(root, strict=strict)
     records = [r for r in index.records if split == "all" or r.split == split]
+    missing = [m for m in index.missing if split == "all" or m.split == split]
     if limit > 0:
-        keep = sorted({r.recording_id for r in records})[:limit]
-        records = [r for r in records if r.recording_id in set(keep)]
+        keep = set(sorted({r.recording_id for r in records} | {m.recording_id for m in missing})[:limit])
+        records = [r for r in records if r.recording_id in keep]
+        missing = [m for m in missing if m.recording_id in keep]
     unknown = [r for r in records if r.label not in pipeline.labels]
     records = [r for r in records if r.label in pipeline.labels]
     if not records:
@@ -160,7 +162,6 @@ def evaluate_icbhi(
     report = icbhi_report(records, y_true, probs.argmax(1).tolist(), pipeline.labels)
     if cycles_out:
         write_cycle_predictions(cycles_out, records, probs, pipeline.labels)
-    missing = [m for m in index.missing if split == "all" or m.split == split]
     return {
         "task": "lung-sounds",
         "split": split,
