@@ -59,15 +59,6 @@ def load_runs(out: Path) -> list[dict]:
     return runs
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    import platform
-
-    return platform.machine()
-
-
 def ms(values: list[float]) -> str:
     a = np.asarray(values, float)
     return f"{a.mean():.4f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.4f}"
@@ -75,6 +66,8 @@ def ms(values: list[float]) -> str:
 
 def write_results(runs: list[dict], results: Path, command: str) -> dict[str, list[dict]]:
     import yaml
+
+    from pulmo.engine.train import cpu_model_name
 
     results.mkdir(exist_ok=True)
     by_row: dict[str, list[dict]] = {}
@@ -121,7 +114,7 @@ def write_results(runs: list[dict], results: Path, command: str) -> dict[str, li
             f"{ms([r['test']['score'] for r in rs])} | " + " | ".join(per_dev)
             + f" | {np.mean([r['train_seconds'] for r in rs]):.0f} |"
         )
-    lines += ["", f"Device: {cpu_model()} (2 cores, no GPU); each run used one CPU thread, two runs at a time.",
+    lines += ["", f"Device: {cpu_model_name()} (2 cores, no GPU); each run used one CPU thread, two runs at a time.",
               "The trivial classifier that calls every cycle normal scores exactly 0.5 (Se 0, Sp 1).", ""]
     (results / "icbhi_attentive_resnet.md").write_text("\n".join(lines))
     plot_rows(by_row, results / "icbhi_attentive_resnet.png")

@@ -143,7 +143,8 @@ def cmd_models(args: argparse.Namespace) -> int:
                      "size_mb": round(path.stat().st_size / 1e6, 2), "sha256": file_hash(path), "metrics": b["metrics"]})
     if args.json:
         print(json.dumps(rows, indent=2))
-    for r in [] if args.json else rows:
+        return 0
+    for r in rows:
         test = r["metrics"].get("test", {})
         print(f"{r['file']}: task {r['task']}, {r['name']}, {r['size_mb']} MB, sha256 {r['sha256']}, labels {r['labels']}")
         if test:

@@ -30,7 +30,7 @@ def load_cycle_waveforms(
     by_path: dict[str, list[int]] = defaultdict(list)
     for i, rec in enumerate(records):
         by_path[rec.path].append(i)
-    out: list[np.ndarray | None] = [None] * len(records)
+    out: list[np.ndarray] = [np.zeros(0, np.float32)] * len(records)
     for path, idx in tqdm(by_path.items(), desc="loading audio", unit="file", disable=not progress):
         samples, sr = read_audio(path)
         clean = preprocess(samples, sr, cfg)
@@ -39,4 +39,4 @@ def load_cycle_waveforms(
             first = int(round(rec.start_s * cfg.sample_rate_hz))
             last = len(clean) if rec.end_s is None else int(round(rec.end_s * cfg.sample_rate_hz))
             out[i] = clean[first:last]
-    return [w for w in out if w is not None]
+    return out

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
@@ -152,19 +151,16 @@ def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
     return {split: {k: metrics[split][k] for k in keep} for split in ("val", "test")}
 
 
+def cpu_model_name() -> str:
+    """The CPU's model name from ``/proc/cpuinfo``, else the machine type."""
+    import platform
+
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), platform.machine())
+
+
 def _device_name() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    import platform
-
-    name = platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        name = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")), name)
-    return f"CPU {name}, {torch.get_num_threads()} thread(s)"
-
-
-def summarise_seeds(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value)."""
-    arr = np.asarray(values, float)
-    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+    return f"CPU {cpu_model_name()}, {torch.get_num_threads()} thread(s)"

@@ -104,7 +104,7 @@ class LungSoundPipeline:
         duration = len(clean) / rate
         ann = Path(annotation) if annotation else path.with_suffix(".txt")
         if ann.is_file():
-            bounds = [(s, e, lab) for s, e, lab in read_annotation(ann)]
+            bounds: list[tuple[float, float, str | None]] = list(read_annotation(ann))
             for s, e, _ in bounds:
                 if s >= duration:
                     raise DataError(f"{ann}: cycle {s}-{e} s starts after the audio ends ({duration:.2f} s)")

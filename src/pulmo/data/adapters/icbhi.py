@@ -73,10 +73,6 @@ class IcbhiIndex:
     notes: list[str] = field(default_factory=list)
     annotation_counts: dict[str, Counter[str]] = field(default_factory=dict)
 
-    def counts(self, split: str) -> Counter[str]:
-        """Label counts of cycles *with audio* in ``split``."""
-        return Counter(r.label for r in self.records if r.split == split)
-
 
 def read_split_file(root: Path) -> tuple[dict[str, str], list[str]]:
     """Official split ``{recording_id: 'train'|'test'}`` with name fixes applied."""
