@@ -158,12 +158,13 @@ def bundle_best(by_row: dict[str, list[dict]], dest: Path, results: Path) -> Non
     import torch
 
     from pulmo.config import default_data_root
+    from pulmo.engine.checkpoint import half_precision
     from pulmo.inference.lung_sounds import LungSoundPipeline, evaluate_icbhi
 
     row = max(by_row, key=lambda n: np.mean([r["val"]["score"] for r in by_row[n]]))
     run = max(by_row[row], key=lambda r: r["val"]["score"])
     bundle = torch.load(Path(run["run_dir"]) / "model.pt", map_location="cpu", weights_only=True)
-    bundle["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in bundle["state_dict"].items()}
+    bundle["state_dict"] = half_precision(bundle["state_dict"])
     bundle["metrics"]["selected_by"] = f"best mean val score over Table 2 rows ({row}), then best val score over seeds"
     bundle["metrics"]["run"] = {"row": row, "seed": run["seed"], "fp32_test_score": run["test"]["score"]}
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ from pulmo.config import ExperimentConfig
 from pulmo.data.adapters.synthetic import write_icbhi_folder
 from pulmo.engine.checkpoint import build_from_checkpoint, read_checkpoint, save_checkpoint
 from pulmo.engine.train import build_net, run_experiment
-from pulmo.errors import CheckpointError
+from pulmo.errors import CheckpointError, DataError
 from pulmo.inference.lung_sounds import LungSoundPipeline, evaluate_icbhi
 
 
@@ -102,3 +102,12 @@ def test_bad_checkpoints(tmp_path):
     torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not a pulmo checkpoint"):
         read_checkpoint(tmp_path / "other.pt")
+
+
+def test_analyze_rejects_an_annotation_past_the_audio(trained_run, tmp_path):
+    root, out, _ = trained_run
+    pipe = LungSoundPipeline.from_checkpoint(out / "model.pt")
+    ann = tmp_path / "long.txt"
+    ann.write_text("0.0\t1.0\t0\t0\n1.0\t60.0\t0\t0\n")  # second cycle ends long after the audio
+    with pytest.raises(DataError, match="ends after the audio"):
+        pipe.analyze_file(root / "audio" / "101_1b1_Al_sc_Meditron.wav", annotation=ann)

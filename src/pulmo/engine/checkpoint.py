@@ -47,6 +47,11 @@ def file_hash(path: str | Path) -> str:
     return h.hexdigest()[:12]
 
 
+def half_precision(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Floating-point tensors as fp16 (the bundled-model storage format); others unchanged."""
+    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+
+
 def save_checkpoint(
     path: str | Path,
     net: AudioClassifier,
@@ -56,7 +61,7 @@ def save_checkpoint(
     half: bool = False,
 ) -> Path:
     """Write ``net`` and everything needed to use it; ``half`` stores weights as fp16."""
-    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in net.state_dict().items()}
+    state = half_precision(net.state_dict()) if half else net.state_dict()
     bundle = {
         "format": FORMAT,
         "task": config.task,

@@ -60,13 +60,11 @@ class CycleClassificationTask(L.LightningModule):
         x, y = self.net.features(batch["audio"]), batch["label"]
         if self.spec_augment:
             x = spec_augment(x, 2, 20, 2, 10, self.generator)
+        y_partner, lam = y, 1.0
         if self.mixup_alpha > 0:
             x, y, y_partner, lam = mixup(x, y, self.mixup_alpha, self.generator)
-            logits = self.net.model(x).float()
-            loss = lam * self.loss(logits, y) + (1 - lam) * self.loss(logits, y_partner)
-        else:
-            logits = self.net.model(x).float()
-            loss = self.loss(logits, y)
+        logits = self.net.model(x).float()
+        loss = self.loss(logits, y) if lam == 1.0 else lam * self.loss(logits, y) + (1 - lam) * self.loss(logits, y_partner)
         self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(logits))
         return loss
 

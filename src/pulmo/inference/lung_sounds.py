@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from pulmo.data.adapters.icbhi import read_annotation
+from pulmo.data.adapters.icbhi import check_cycle_in_audio, read_annotation
 from pulmo.data.audio_io import read_audio
 from pulmo.data.cycles import preprocess
 from pulmo.engine.checkpoint import build_from_checkpoint, file_hash, read_checkpoint
@@ -106,8 +106,7 @@ class LungSoundPipeline:
         if ann.is_file():
             bounds: list[tuple[float, float, str | None]] = list(read_annotation(ann))
             for s, e, _ in bounds:
-                if s >= duration:
-                    raise DataError(f"{ann}: cycle {s}-{e} s starts after the audio ends ({duration:.2f} s)")
+                check_cycle_in_audio(s, e, duration, str(ann))
             segmentation = "annotation"
         else:
             win = self.audio.cycle_seconds

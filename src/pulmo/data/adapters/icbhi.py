@@ -113,6 +113,13 @@ def read_annotation(path: Path) -> list[tuple[float, float, str]]:
     return cycles
 
 
+def check_cycle_in_audio(start_s: float, end_s: float, audio_s: float, where: str) -> None:
+    """Raise unless the cycle ``[start_s, end_s]`` lies in ``audio_s`` seconds of audio
+    (an end up to ``END_TOLERANCE_S`` past the audio is rounding and allowed)."""
+    if start_s >= audio_s or end_s > audio_s + END_TOLERANCE_S:
+        raise DataError(f"{where}: cycle {start_s}-{end_s} s ends after the audio ({audio_s:.3f} s)")
+
+
 def _find_audio(folder: Path, stem: str) -> Path | None:
     for suffix in AUDIO_SUFFIXES:
         p = folder / f"{stem}{suffix}"
@@ -172,11 +179,7 @@ def load_icbhi(root: str | Path, strict: bool = False) -> IcbhiIndex:
                 annotated_start_s=start, annotated_end_s=end, record_id=f"{name.recording_id}_{i}",
             )
             if whole is not None and whole_s is not None:
-                if start >= whole_s or end > whole_s + END_TOLERANCE_S:
-                    raise DataError(
-                        f"{ann_path.name} line {i + 1}: cycle {start}-{end} s ends after the audio "
-                        f"({whole_s:.3f} s in {whole})"
-                    )
+                check_cycle_in_audio(start, end, whole_s, f"{ann_path.name} line {i + 1} ({whole})")
                 records.append(AudioRecord(path=str(whole), start_s=start, end_s=min(end, whole_s), **common))
                 continue
             cycle_file = _find_audio(root / "cycles", f"{name.recording_id}_{i}")
