@@ -68,3 +68,11 @@ def test_fix_length_pads_and_crops():
 def test_preprocess_resamples_to_config_rate():
     y = preprocess(tone(400, 8000), 8000, AudioConfig())
     assert len(y) == 4000 and y.dtype == np.float32
+
+
+def test_fix_length_repeat_pads_with_the_cycle_itself():
+    x = np.arange(1, 4, dtype=np.float32)
+    np.testing.assert_array_equal(fix_length(x, 8, pad="repeat"), [1, 2, 3, 1, 2, 3, 1, 2])
+    np.testing.assert_array_equal(fix_length(np.zeros(0, np.float32), 3, pad="repeat"), [0, 0, 0])
+    with pytest.raises(ValueError, match="pad mode"):
+        fix_length(x, 8, pad="mirror")

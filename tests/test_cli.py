@@ -43,6 +43,8 @@ def test_errors_are_one_line_and_exit_2(tmp_path, checkpoint, capsys):
     assert "not available yet" in capsys.readouterr().err
     assert main(["reproduce", str(tmp_path / "none.yaml")]) == 2
     assert "config file not found" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "none.yaml"), "--out", str(tmp_path), "--pretrained", str(tmp_path / "deit.pth")]) == 2
+    assert "--pretrained: file not found" in capsys.readouterr().err
 
 
 def test_analyze_keeps_going_past_a_bad_file(tmp_path, checkpoint, capsys):

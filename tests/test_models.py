@@ -12,13 +12,27 @@ from pulmo.models.layers.attention import (
     SqueezeExcite,
 )
 
-VARIANTS = [(name, attn) for name in model_names() for attn in ATTENTION_BLOCKS]
+# Every registered model, with the keyword variants the registry-wide test runs.
+CASES = {
+    "resnet18_attn": [{"attn": attn} for attn in ATTENTION_BLOCKS],
+    "conv_vit": [
+        {"conv": conv, "attention": att, "vit": vit, "input_size": (64, 32)}
+        for conv, att, vit in [(False, False, "deit_tiny_patch16_224"), (True, False, "deit_tiny_patch16_224"),
+                               (True, True, "deit_tiny_patch16_224"), (True, True, "deit_tiny_distilled_patch16_224")]
+    ],
+}
+CNNS = {"resnet18_attn"}
+VARIANTS = [(name, kwargs) for name, cases in CASES.items() for kwargs in cases]
 
 
-@pytest.mark.parametrize("name, attn", VARIANTS)
-def test_forward_backward_every_parameter_gets_a_gradient(name, attn):
+def test_cases_cover_the_registry():
+    assert set(CASES) == set(model_names())
+
+
+@pytest.mark.parametrize("name, kwargs", VARIANTS, ids=lambda v: str(v))
+def test_forward_backward_every_parameter_gets_a_gradient(name, kwargs):
     torch.manual_seed(0)
-    model = create_model(name, num_classes=4, in_chans=1, attn=attn)
+    model = create_model(name, num_classes=4, in_chans=1, **kwargs)
     x = torch.randn(2, 1, 64, 32)
     out = model(x)
     assert out.shape == (2, 4) and model.num_classes == 4
@@ -26,7 +40,8 @@ def test_forward_backward_every_parameter_gets_a_gradient(name, attn):
     for pname, p in model.named_parameters():
         assert p.grad is not None, f"{pname} got no gradient"
         assert torch.isfinite(p.grad).all(), f"{pname} has a non-finite gradient"
-    assert hasattr(model, "cam_layer")
+    if name in CNNS:
+        assert hasattr(model, "cam_layer")
 
 
 @pytest.mark.parametrize("attn, cls", [("se", SqueezeExcite), ("spatial", SpatialAttention),
@@ -76,5 +91,7 @@ def test_errors():
         create_model("resnet18_attn", attn="cbam")
     with pytest.raises(ConfigError, match="unknown model"):
         create_model("resnet1000")
+    with pytest.raises(ConfigError, match="invalid arguments for model 'resnet18_attn'.*pretrained"):
+        create_model("resnet18_attn", pretrained="deit.pth")
     with pytest.raises(ValueError, match=r"\(B, C, F, T\)"):
         create_model("resnet18_attn")(torch.randn(1, 64, 32))

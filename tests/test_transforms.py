@@ -1,6 +1,6 @@
 import torch
 
-from pulmo.data.transforms.spectrogram import mixup, spec_augment
+from pulmo.data.transforms.spectrogram import mixup, spec_augment, time_shift
 
 
 def test_spec_augment_masks_bounded_bands_and_spans():
@@ -24,3 +24,11 @@ def test_mixup_is_a_convex_combination():
     torch.testing.assert_close(mixed, lam * x + (1 - lam) * x[perm])
     same, _, _, one = mixup(x, y, 0.0, g)
     assert one == 1.0 and torch.equal(same, x)
+
+
+def test_time_shift_rolls_each_example_by_its_own_offset():
+    x = torch.arange(2 * 1 * 3 * 5, dtype=torch.float32).view(2, 1, 3, 5)
+    out = time_shift(x, torch.Generator().manual_seed(0))
+    for b in range(2):
+        matches = [k for k in range(5) if torch.equal(out[b], torch.roll(x[b], k, dims=-1))]
+        assert len(matches) == 1  # a pure circular shift along time, same for every bin

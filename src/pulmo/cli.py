@@ -33,6 +33,17 @@ def _parse_set(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``--set`` values plus ``--pretrained PATH`` (as ``model.params.pretrained``)."""
+    out = _parse_set(args.set or [])
+    if args.pretrained:
+        path = Path(args.pretrained)
+        if not path.is_file():
+            raise ConfigError(f"--pretrained: file not found: {path}")
+        out.setdefault("model", {}).setdefault("params", {})["pretrained"] = str(path.resolve())
+    return out
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """Run each experiment file for each seed; a run folder with metrics.json is skipped."""
     from pulmo.config import load_config
@@ -42,7 +53,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    overrides = _parse_set(args.set or [])
+    overrides = _overrides(args)
     for path in args.configs:
         for seed in args.seeds:
             cfg = load_config(path, {**overrides, "train": {**overrides.get("train", {}), "seed": seed}})
@@ -64,7 +75,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pulmo.config import load_config
     from pulmo.engine.train import run_experiment
 
-    cfg = load_config(args.config, _parse_set(args.set or []))
+    cfg = load_config(args.config, _overrides(args))
     metrics = run_experiment(cfg, args.out, progress=not args.quiet)
     print(json.dumps({k: metrics[k] for k in ("val", "test")}, indent=2) if args.json else
           f"val score {metrics['val']['score']:.4f}; test score {metrics['test']['score']:.4f}; model: {args.out}/model.pt")
@@ -166,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs", help="run folders go to OUT/<experiment>/seed<k>/")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. train.max_epochs=2")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: library default)")
+    p.add_argument("--pretrained", metavar="PATH", help="initial weights for the model's transformer (timm or DeiT file)")
     p.add_argument("--force", action="store_true", help="re-run finished runs")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_reproduce)
@@ -174,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     p.add_argument("--out", required=True)
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.add_argument("--pretrained", metavar="PATH", help="initial weights for the model's transformer (timm or DeiT file)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)

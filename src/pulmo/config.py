@@ -44,10 +44,13 @@ class AudioConfig:
     band_high_hz: float = 2000.0
     filter_order: int = 5
     cycle_seconds: float = 2.5
+    pad: str = "zero"  # shorter cycles: "zero" padding or "repeat" (the cycle repeated from its start)
 
     def __post_init__(self) -> None:
         if self.sample_rate_hz <= 0 or self.cycle_seconds <= 0:
             raise ConfigError("audio.sample_rate_hz and audio.cycle_seconds must be positive")
+        if self.pad not in ("zero", "repeat"):
+            raise ConfigError(f"audio.pad must be 'zero' or 'repeat', got {self.pad!r}")
         if not 0 <= self.band_low_hz < self.band_high_hz:
             raise ConfigError("audio.band_low_hz must be below audio.band_high_hz")
 
@@ -102,6 +105,8 @@ class TrainConfig:
     seed: int = 0
     max_epochs: int = 30
     batch_size: int = 32
+    optimizer: str = "adamw"  # "adamw" or "adam" (Conv-ViT: Adam)
+    schedule: str = "cosine"  # "cosine" over max_epochs, or "constant" (Conv-ViT: fixed 1e-4)
     lr: float = 1e-3
     weight_decay: float = 1e-4
     patience: int = 8
@@ -110,8 +115,20 @@ class TrainConfig:
     num_workers: int = 0
     mixup_alpha: float = 0.0  # 0: off; else Beta(alpha, alpha) mixing of feature maps and labels
     spec_augment: bool = False  # two frequency masks (<= 20 bins) and two time masks (<= 10 frames)
+    time_shift: bool = False  # roll each training feature map by a random number of frames (circular)
+    precompute_features: bool = False  # features of each cycle computed once (fixed start, no random crop)
+    feature_cache: str = ""  # with precompute_features: a folder keeping them across runs ("" = none)
+    sampler: str = "shuffle"  # or "device_balanced": draw cycles with weights P(label) / P(label | device)
     limit_train_batches: float | int = 1.0
     limit_val_batches: float | int = 1.0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adamw", "adam"):
+            raise ConfigError(f"train.optimizer must be 'adamw' or 'adam', got {self.optimizer!r}")
+        if self.sampler not in ("shuffle", "device_balanced"):
+            raise ConfigError(f"train.sampler must be 'shuffle' or 'device_balanced', got {self.sampler!r}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ConfigError(f"train.schedule must be 'cosine' or 'constant', got {self.schedule!r}")
 
 
 @dataclass

@@ -80,11 +80,15 @@ def band_pass(samples: np.ndarray, sample_rate_hz: int, low_hz: float, high_hz: 
     return sosfiltfilt(sos, samples, padlen=padlen).astype(np.float32)
 
 
-def fix_length(samples: np.ndarray, n: int, start: int | None = 0, rng: np.random.Generator | None = None) -> np.ndarray:
-    """Crop or zero-pad to exactly ``n`` samples.
+def fix_length(
+    samples: np.ndarray, n: int, start: int | None = 0, rng: np.random.Generator | None = None, pad: str = "zero"
+) -> np.ndarray:
+    """Crop or pad to exactly ``n`` samples.
 
     Longer input is cropped from ``start``; with ``start=None`` a random start is drawn
-    from ``rng`` (training). Shorter input is zero-padded at the end.
+    from ``rng`` (training). Shorter input is padded at the end: ``pad="zero"`` with
+    zeros, ``pad="repeat"`` by repeating the input from its start (RespireNet's padding,
+    which keeps the cycle's own sound in the whole window instead of silence).
     """
     if len(samples) >= n:
         if start is None:
@@ -93,6 +97,10 @@ def fix_length(samples: np.ndarray, n: int, start: int | None = 0, rng: np.rando
             start = int(rng.integers(0, len(samples) - n + 1))
         start = min(start, len(samples) - n)
         return samples[start : start + n]
+    if pad == "repeat" and len(samples) > 0:
+        return np.resize(samples, n).astype(np.float32, copy=False)
+    if pad not in ("zero", "repeat"):
+        raise ValueError(f"unknown pad mode {pad!r}; known: zero, repeat")
     out = np.zeros(n, dtype=np.float32)
     out[: len(samples)] = samples
     return out

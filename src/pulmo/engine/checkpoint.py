@@ -84,7 +84,13 @@ def save_checkpoint(
 
 
 def _model_params(config: ExperimentConfig, labels: list[str], net: AudioClassifier) -> dict[str, Any]:
-    return {**config.model.params, "num_classes": len(labels), "in_chans": net.features.channels}
+    """The model's constructor arguments. A pretrained-weights path is dropped (the weights
+    are in the checkpoint) and a derived ``input_size`` is kept."""
+    params = {k: v for k, v in config.model.params.items() if k != "pretrained"}
+    params.update(num_classes=len(labels), in_chans=net.features.channels)
+    if hasattr(net.model, "input_size"):
+        params["input_size"] = list(net.model.input_size)
+    return params
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

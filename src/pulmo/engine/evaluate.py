@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,19 +14,64 @@ from tqdm.auto import tqdm
 
 from pulmo.data.audio_io import fix_length
 from pulmo.data.records import AudioRecord
+from pulmo.features.base import FeatureExtractor
 from pulmo.metrics.icbhi import confusion_matrix, icbhi_breakdown, icbhi_scores
+
+
+def fixed_length_batches(
+    waveforms: Sequence[np.ndarray], n_samples: int, batch_size: int, pad: str, desc: str, progress: bool
+) -> Iterator[torch.Tensor]:
+    """``(b, n_samples)`` batches in order; each waveform cut from its start or padded (``pad``)."""
+    for i in tqdm(range(0, len(waveforms), batch_size), desc=desc, unit="batch", disable=not progress):
+        yield torch.from_numpy(np.stack([fix_length(w, n_samples, start=0, pad=pad) for w in waveforms[i : i + batch_size]]))
 
 
 @torch.no_grad()
 def predict_probabilities(
-    net: torch.nn.Module, waveforms: Sequence[np.ndarray], n_samples: int, batch_size: int = 64, progress: bool = False
+    net: torch.nn.Module, waveforms: Sequence[np.ndarray], n_samples: int, batch_size: int = 64, progress: bool = False,
+    pad: str = "zero",
 ) -> np.ndarray:
-    """``(N, K)`` class probabilities; each waveform is cut from its start / zero-padded to ``n_samples``."""
+    """``(N, K)`` class probabilities of fixed-length cycles (see :func:`fixed_length_batches`)."""
     net.eval()
-    out = []
-    for i in tqdm(range(0, len(waveforms), batch_size), desc="predicting", unit="batch", disable=not progress):
-        batch = np.stack([fix_length(w, n_samples, start=0) for w in waveforms[i : i + batch_size]])
-        out.append(torch.softmax(net(torch.from_numpy(batch)).float(), dim=1).numpy())
+    out = [
+        torch.softmax(net(batch).float(), dim=1).numpy()
+        for batch in fixed_length_batches(waveforms, n_samples, batch_size, pad, "predicting", progress)
+    ]
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+@torch.no_grad()
+def extract_features(
+    features: FeatureExtractor, waveforms: Sequence[np.ndarray], n_samples: int, pad: str, batch_size: int = 64,
+    progress: bool = False, cache_dir: str | Path | None = None,
+) -> torch.Tensor:
+    """``(N, C, F, frames)`` feature maps of fixed-length cycles, computed once (for training
+    with ``train.precompute_features``).
+
+    With ``cache_dir`` the maps are kept in a file named by a hash of the extractor's name
+    and config, ``n_samples``, ``pad`` and the waveforms' bytes, so runs that share all of
+    these (seeds, model ablations) compute them once.
+    """
+    key = hashlib.sha256(json.dumps([features.name, features.config_dict(), n_samples, pad]).encode())
+    for w in waveforms:
+        key.update(np.ascontiguousarray(w, dtype=np.float32).tobytes())
+    cached = Path(cache_dir) / f"{features.name}-{key.hexdigest()[:16]}.pt" if cache_dir else None
+    if cached is not None and cached.is_file():
+        return torch.load(cached, weights_only=True)
+    maps = [features(b) for b in fixed_length_batches(waveforms, n_samples, batch_size, pad, "features", progress)]
+    out = torch.cat(maps) if maps else torch.zeros(0)
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(out, cached.with_suffix(".tmp"))
+        cached.with_suffix(".tmp").replace(cached)  # atomic: parallel runs never read a partial file
+    return out
+
+
+@torch.no_grad()
+def predict_from_features(model: torch.nn.Module, features: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+    """``(N, K)`` class probabilities from precomputed ``(N, C, F, frames)`` feature maps."""
+    model.eval()
+    out = [torch.softmax(model(features[i : i + batch_size]).float(), dim=1).numpy() for i in range(0, len(features), batch_size)]
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from pulmo.data.transforms.spectrogram import mixup, spec_augment
+from pulmo.config import TrainConfig
+from pulmo.data.transforms.spectrogram import mixup, spec_augment, time_shift
 from pulmo.features.base import FeatureExtractor
 from pulmo.metrics.icbhi import icbhi_scores
 
@@ -32,44 +33,47 @@ class AudioClassifier(nn.Module):
 class CycleClassificationTask(L.LightningModule):
     """Trains an :class:`AudioClassifier`; validation logs the ICBHI ``val_score``.
 
+    Batches hold ``audio`` (B, T) waveforms, or ``features`` (B, C, F, frames) computed
+    beforehand (``train.precompute_features``), and ``label`` (B,).
+
     Args:
         net: the classifier.
         loss: a module mapping ``(logits (B, K), labels (B,))`` to a scalar.
         normal_index: index of the ``normal`` class for the ICBHI score.
-        lr, weight_decay: AdamW settings; the rate follows a cosine schedule over ``max_epochs``.
+        train: optimiser (AdamW or Adam; cosine or constant rate over ``max_epochs``) and
+            augmentation settings (mixup, SpecAugment, time shift); ``seed`` seeds the
+            task's own generator for augmentation.
     """
 
-    def __init__(
-        self, net: AudioClassifier, loss: nn.Module, normal_index: int, lr: float, weight_decay: float, max_epochs: int,
-        mixup_alpha: float = 0.0, spec_augment: bool = False, seed: int = 0,
-    ) -> None:
+    def __init__(self, net: AudioClassifier, loss: nn.Module, normal_index: int, train: TrainConfig) -> None:
         super().__init__()
         self.net = net
         self.loss = loss
         self.normal_index = normal_index
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.max_epochs = max_epochs
-        self.mixup_alpha = mixup_alpha
-        self.spec_augment = spec_augment
-        self.generator = torch.Generator().manual_seed(seed)
+        self.train_config = train
+        self.generator = torch.Generator().manual_seed(train.seed)
         self._val_true: list[torch.Tensor] = []
         self._val_pred: list[torch.Tensor] = []
 
+    def _features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return batch["features"] if "features" in batch else self.net.features(batch["audio"])
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = self.net.features(batch["audio"]), batch["label"]
-        if self.spec_augment:
+        x, y, tc = self._features(batch), batch["label"], self.train_config
+        if tc.time_shift:
+            x = time_shift(x, self.generator)
+        if tc.spec_augment:
             x = spec_augment(x, 2, 20, 2, 10, self.generator)
         y_partner, lam = y, 1.0
-        if self.mixup_alpha > 0:
-            x, y, y_partner, lam = mixup(x, y, self.mixup_alpha, self.generator)
+        if tc.mixup_alpha > 0:
+            x, y, y_partner, lam = mixup(x, y, tc.mixup_alpha, self.generator)
         logits = self.net.model(x).float()
         loss = self.loss(logits, y) if lam == 1.0 else lam * self.loss(logits, y) + (1 - lam) * self.loss(logits, y_partner)
         self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(logits))
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        logits = self.net(batch["audio"]).float()
+        logits = self.net.model(self._features(batch)).float()
         self.log("val_loss", self.loss(logits, batch["label"]), on_epoch=True, batch_size=len(logits))
         self._val_true.append(batch["label"].cpu())
         self._val_pred.append(logits.argmax(dim=1).cpu())
@@ -89,6 +93,10 @@ class CycleClassificationTask(L.LightningModule):
         self.log("val_sp", scores["specificity"])
 
     def configure_optimizers(self) -> Any:
-        opt = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.max_epochs))
+        tc = self.train_config
+        optimiser = torch.optim.Adam if tc.optimizer == "adam" else torch.optim.AdamW
+        opt = optimiser(self.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        if tc.schedule == "constant":
+            return opt
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, tc.max_epochs))
         return {"optimizer": opt, "lr_scheduler": sched}

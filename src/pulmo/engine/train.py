@@ -7,34 +7,37 @@ after training, with that checkpoint.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
 import warnings
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from pulmo.config import ExperimentConfig, save_config
 from pulmo.data.adapters.icbhi import load_icbhi
 from pulmo.data.cycles import load_cycle_waveforms
-from pulmo.data.datasets import CycleDataset
+from pulmo.data.datasets import CycleDataset, FeatureDataset
 from pulmo.data.records import AudioRecord, save_manifest
+from pulmo.data.sampling import device_balanced_weights
 from pulmo.data.splits import official_split, patient_disjoint_split
 from pulmo.engine.checkpoint import save_checkpoint
-from pulmo.engine.evaluate import icbhi_report, predict_probabilities
+from pulmo.engine.evaluate import extract_features, icbhi_report, predict_from_features, predict_probabilities
 from pulmo.engine.task import AudioClassifier, CycleClassificationTask
 from pulmo.errors import ConfigError
 from pulmo.features import create_features
 from pulmo.losses import build_classification_loss
-from pulmo.models import create_model
+from pulmo.models import create_model, model_factory
 
 log = logging.getLogger(__name__)
 
@@ -68,18 +71,26 @@ def make_splits(config: ExperimentConfig, split_seed: int = 0) -> tuple[Splits, 
 
 
 def build_net(config: ExperimentConfig, num_classes: int) -> AudioClassifier:
+    """Features and model of ``config``. Models that take ``input_size`` (a ViT's patch grid)
+    get the feature map's ``(F, frames)`` for one ``audio.cycle_seconds`` cycle."""
     features = create_features(
         config.features.name, **{"sample_rate_hz": config.audio.sample_rate_hz, **config.features.params}
     )
-    model = create_model(config.model.name, num_classes=num_classes, in_chans=features.channels, **config.model.params)
+    params = dict(config.model.params)
+    if "input_size" in inspect.signature(model_factory(config.model.name)).parameters and "input_size" not in params:
+        with torch.no_grad():
+            params["input_size"] = list(features(torch.zeros(1, config.audio.cycle_samples)).shape[2:])
+    model = create_model(config.model.name, num_classes=num_classes, in_chans=features.channels, **params)
     return AudioClassifier(features, model)
 
 
 def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
     """Train, select on validation, score validation and test; write the run folder.
 
-    Writes ``config.yaml``, ``splits/*.jsonl``, ``metrics.json``, ``model.pt`` (fp32) and
-    Lightning's CSV logs under ``out_dir``. Returns the metrics dict.
+    Writes ``config.yaml``, ``splits/*.jsonl``, ``metrics.json``, ``model.pt`` (fp32),
+    ``probabilities.npz`` (``val`` and ``test`` class probabilities, ``(N, K)``, in the
+    manifests' order, for ensembling) and Lightning's CSV logs under ``out_dir``.
+    Returns the metrics dict.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -96,19 +107,22 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool
         for name in ("train", "val", "test")
     }
     y = {name: [labels.index(r.label) for r in getattr(splits, name)] for name in ("train", "val", "test")}
-    n = config.audio.cycle_samples
+    n, pad = config.audio.cycle_samples, config.audio.pad
     tc = config.train
-    train_loader = DataLoader(
-        CycleDataset(waves["train"], y["train"], n, train=True, seed=tc.seed),
-        batch_size=tc.batch_size, shuffle=True, num_workers=tc.num_workers, drop_last=len(y["train"]) > tc.batch_size,
-    )
-    val_loader = DataLoader(CycleDataset(waves["val"], y["val"], n, train=False), batch_size=64, num_workers=tc.num_workers)
     counts = [Counter(y["train"])[k] for k in range(len(labels))]
     net = build_net(config, len(labels))
-    loss = build_classification_loss(config.loss.name, counts, config.loss.beta)
-    task = CycleClassificationTask(
-        net, loss, labels.index("normal"), tc.lr, tc.weight_decay, tc.max_epochs, tc.mixup_alpha, tc.spec_augment, tc.seed
+    data = _training_datasets(config, net, waves, y, progress)
+    sampler = None
+    if tc.sampler == "device_balanced":
+        weights = device_balanced_weights(y["train"], [r.device for r in splits.train])
+        sampler = WeightedRandomSampler(weights.tolist(), len(weights), generator=torch.Generator().manual_seed(tc.seed))
+    train_loader = DataLoader(
+        data["train"], batch_size=tc.batch_size, shuffle=sampler is None, sampler=sampler, num_workers=tc.num_workers,
+        drop_last=len(y["train"]) > tc.batch_size,
     )
+    val_loader = DataLoader(data["val"], batch_size=64, num_workers=tc.num_workers)
+    loss = build_classification_loss(config.loss.name, counts, config.loss.beta)
+    task = CycleClassificationTask(net, loss, labels.index("normal"), tc)
     best = ModelCheckpoint(dirpath=out / "lightning", monitor=tc.monitor, mode="max", save_top_k=1, filename="best")
     trainer = L.Trainer(
         max_epochs=tc.max_epochs,
@@ -132,10 +146,17 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool
     train_seconds = time.time() - started
     net = task.net.float().eval()
     metrics: dict[str, Any] = {"name": config.name, "seed": tc.seed, "data": data_info}
+    report = getattr(net.model, "pretrained_report", None)
+    if report is not None:
+        metrics["pretrained"] = asdict(report)
+    if tc.precompute_features:  # the same maps the features module gives, computed once
+        probs = {name: predict_from_features(net.model, _features(config, net, waves[name], progress)) for name in ("val", "test")}
+    else:
+        probs = {name: predict_probabilities(net, waves[name], n, pad=pad) for name in ("val", "test")}
     for name in ("val", "test"):
-        probs = predict_probabilities(net, waves[name], n)
-        pred = probs.argmax(1).tolist() if len(probs) else []
+        pred = probs[name].argmax(1).tolist() if len(probs[name]) else []
         metrics[name] = icbhi_report(getattr(splits, name), y[name], pred, labels)
+    np.savez_compressed(out / "probabilities.npz", **probs)
     metrics["best_epoch_val_score"] = float(best.best_model_score) if best.best_model_score is not None else None
     metrics["epochs_run"] = int(trainer.current_epoch)
     metrics["train_seconds"] = round(train_seconds, 1)
@@ -143,6 +164,25 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool
     save_checkpoint(out / "model.pt", net, config, labels, _summary(metrics))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def _features(config: ExperimentConfig, net: AudioClassifier, waves: list[Any], progress: bool) -> torch.Tensor:
+    cache = config.train.feature_cache or None
+    return extract_features(net.features, waves, config.audio.cycle_samples, config.audio.pad, progress=progress, cache_dir=cache)
+
+
+def _training_datasets(
+    config: ExperimentConfig, net: AudioClassifier, waves: dict[str, list[Any]], y: dict[str, list[int]], progress: bool
+) -> dict[str, Dataset[dict[str, torch.Tensor]]]:
+    """Train and validation datasets: waveforms cut on the fly (random crops in training), or,
+    with ``train.precompute_features``, feature maps computed once from each cycle's start."""
+    n, pad, tc = config.audio.cycle_samples, config.audio.pad, config.train
+    if tc.precompute_features:
+        return {name: FeatureDataset(_features(config, net, waves[name], progress), y[name]) for name in ("train", "val")}
+    return {
+        "train": CycleDataset(waves["train"], y["train"], n, train=True, seed=tc.seed, pad=pad),
+        "val": CycleDataset(waves["val"], y["val"], n, train=False, pad=pad),
+    }
 
 
 def _summary(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -86,7 +86,7 @@ class LungSoundPipeline:
 
     def predict_cycles(self, waveforms: Sequence[np.ndarray], batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """``(N, K)`` probabilities for preprocessed cycles at ``self.audio.sample_rate_hz``."""
-        return predict_probabilities(self.net, waveforms, self.audio.cycle_samples, batch_size, progress)
+        return predict_probabilities(self.net, waveforms, self.audio.cycle_samples, batch_size, progress, self.audio.pad)
 
     def analyze_file(
         self, path: str | Path, annotation: str | Path | None = None, hop_seconds: float | None = None

@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import nn
 
+from pulmo.errors import ConfigError
 from pulmo.registry import Registry
 
 MODELS: Registry[Any] = Registry("model")
@@ -17,8 +18,17 @@ MODELS: Registry[Any] = Registry("model")
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered model: ``create_model("resnet18_attn", attn="se", num_classes=4)``."""
+    factory = model_factory(name)
+    try:
+        return factory(**kwargs)
+    except TypeError as err:
+        raise ConfigError(f"invalid arguments for model {name!r}: {err}") from None
+
+
+def model_factory(name: str) -> Any:
+    """The registered constructor for ``name`` (its signature lists the model's arguments)."""
     _import_all()
-    return MODELS.get(name)(**kwargs)
+    return MODELS.get(name)
 
 
 def model_names() -> list[str]:
@@ -27,4 +37,4 @@ def model_names() -> list[str]:
 
 
 def _import_all() -> None:
-    from pulmo.models import resnet_attn  # noqa: F401  (registers its models)
+    from pulmo.models import conv_vit, resnet_attn  # noqa: F401  (registers their models)

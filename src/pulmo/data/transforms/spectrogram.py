@@ -1,4 +1,4 @@
-"""Batch augmentations on feature maps ``(B, C, F, T)``: SpecAugment masks and mixup.
+"""Batch augmentations on feature maps ``(B, C, F, T)``: SpecAugment masks, time shift and mixup.
 
 Random numbers come from the ``generator`` passed in, never from global state.
 """
@@ -24,6 +24,16 @@ def spec_augment(
             shape = (b, 1, size, 1) if axis == 2 else (b, 1, 1, size)
             out = out.masked_fill(mask.view(shape), 0.0)
     return out
+
+
+def time_shift(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Roll each example ``(C, F, T)`` of ``x`` ``(B, C, F, T)`` by its own random number of
+    frames along time (circular: what leaves at the end comes back at the start, which suits
+    repeat-padded cycles)."""
+    b, _, _, t = x.shape
+    shifts = torch.randint(0, t, (b,), generator=generator)
+    idx = (torch.arange(t)[None, :] - shifts[:, None]) % t  # (B, T): source frame of each output frame
+    return torch.gather(x, 3, idx[:, None, None, :].expand_as(x).to(x.device))
 
 
 def mixup(

@@ -1,0 +1,140 @@
+"""Conv-ViT (Neto et al., 2022) on the ICBHI copy in ../shared/data: Table II and our sensitivity steps.
+
+Runs ``configs/experiments/conv-vit/{tiny_*,push_*}.yaml`` for each seed (worker
+processes, one CPU thread each; every row gets seed 0 before any row gets seed 1), then
+writes ``results/icbhi_conv_vit.csv`` (one line per run) and ``.md`` (mean +- std per row
+beside the paper's Table II), a figure per row, and the confusion matrix / per-class
+recall of the validation-selected model. The ``ensemble`` row averages the class
+probabilities of the last row's seeds (no selection involved). DeiT-Small / -Base rows
+(``table2_*.yaml``) run only when named with ``--rows``: a 2-core CPU cannot train them
+in a session.
+
+    python benchmarks/icbhi_conv_vit.py --seeds 0 1 2 --jobs 2
+    python benchmarks/icbhi_conv_vit.py --aggregate-only [--bundle src/pulmo/assets/lung_sounds_conv_vit.pt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from icbhi_study import ROOT, Study, bundle_run, devices_of, load_runs, ms, plot_report, plot_rows, row_cells, run_all, write_csv
+
+CONFIGS = ROOT / "configs/experiments/conv-vit"
+TINY_AND_PUSH = ["tiny_deit", "tiny_deit_cnn", "tiny_deit_cnn_att", "push_1_repeat_pad", "push_2_device_norm", "push_3_augment",
+                 "push_4_device_balanced"]
+TABLE2 = ["table2_deit_small", "table2_deit_base", "table2_deit_base_cnn", "table2_deit_base_cnn_att"]
+STUDY = Study("ICBHI 2017: Conv-ViT (Neto et al., 2022)", CONFIGS, [*TABLE2, *TINY_AND_PUSH], "icbhi_conv_vit")
+PAPER_ROW = {"tiny_deit": "table2_deit_small", "tiny_deit_cnn": "table2_deit_base_cnn", "tiny_deit_cnn_att": "table2_deit_base_cnn_att"}
+
+
+def ensemble(rs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Average the runs' class probabilities (same splits: same records in the same order) and score."""
+    from pulmo.data.records import load_manifest
+    from pulmo.engine.evaluate import icbhi_report
+
+    out: dict[str, Any] = {"name": "ensemble", "seed": "+".join(str(r["seed"]) for r in rs)}
+    for split in ("val", "test"):
+        records = load_manifest(Path(rs[0]["run_dir"]) / "splits" / f"{split}.jsonl")
+        for r in rs[1:]:
+            if [x.record_id for x in load_manifest(Path(r["run_dir"]) / "splits" / f"{split}.jsonl")] != [x.record_id for x in records]:
+                sys.exit(f"runs of {rs[0]['name']} differ in their {split} split: cannot ensemble")
+        probs = np.mean([np.load(Path(r["run_dir"]) / "probabilities.npz")[split] for r in rs], axis=0)
+        labels = rs[0][split]["labels"]
+        out[split] = icbhi_report(records, [labels.index(x.label) for x in records], probs.argmax(1).tolist(), labels)
+    return out
+
+
+def write_results(by_row: dict[str, list[dict]], results: Path, command: str) -> None:
+    from pulmo.engine.train import cpu_model_name
+
+    devices = devices_of(by_row)
+    write_csv(by_row, results / f"{STUDY.stem}.csv")
+    first = next(iter(by_row.values()))[0]
+    lines = [
+        f"# {STUDY.title}",
+        "",
+        "Scores are fractions (paper: percent / 100). Validation = patient-disjoint 30 % of the official training part",
+        "(selection and early stopping only). Test = official test split, **covered subset** of the shared copy",
+        f"({first['test']['n']} of 2756 cycles have audio), scored once per run. Mean ± sample std over the seeds listed.",
+        "The paper's DeiT was ImageNet-pretrained; no DeiT weights can be fetched here, so every transformer below starts",
+        "from scratch (pass `--set model.params.pretrained=PATH` to use a file you have). Paper column: the Table II row of",
+        "the same architecture at DeiT-Small/Base size.",
+        "",
+        f"Reproduce: `{command}`",
+        "",
+        "| row | seeds | paper test Se / Sp / score | val score | test Se | test Sp | test_score | "
+        + " | ".join(f"test score {d}" for d in devices) + " | s / run |",
+        "|---|---|---|---|---|---|---|" + "---|" * len(devices) + "---|",
+    ]
+    for name in STUDY.rows:
+        paper = STUDY.paper(PAPER_ROW.get(name, name))
+        ref = (f"{paper['test_sensitivity'] / 100:.4f} / {paper['test_specificity'] / 100:.4f} / {paper['test_score'] / 100:.4f}"
+               if paper else "—")
+        if name not in by_row:
+            if name in TABLE2:
+                lines.append(f"| {name} | not run (DeiT-Small/Base on a 2-core CPU) | {ref} |" + " |" * (5 + len(devices)))
+            continue
+        rs = by_row[name]
+        lines.append(f"| {name} | {','.join(str(r['seed']) for r in rs)} | {ref} | " + " | ".join(row_cells(rs, devices))
+                     + f" | {np.mean([r['train_seconds'] for r in rs]):.0f} |")
+    last = TINY_AND_PUSH[-1]
+    if len(by_row.get(last, [])) > 1:
+        ens = ensemble(by_row[last])
+        lines.append(f"| ensemble of {last} | {ens['seed']} | — | " + " | ".join(row_cells([ens], devices)).replace(" ± 0.0000", "")
+                     + " | — |")
+        by_row = {**by_row, "ensemble": [ens]}
+    lines += ["", f"Device: {cpu_model_name()} (2 cores shared with other jobs, no GPU); one CPU thread per run.",
+              "The trivial classifier that calls every cycle normal scores exactly 0.5 (Se 0, Sp 1).", ""]
+    (results / f"{STUDY.stem}.md").write_text("\n".join(lines))
+    plot_rows(STUDY, by_row, results / f"{STUDY.stem}.png")
+    print("\n".join(lines))
+
+
+def best_by_validation(by_row: dict[str, list[dict]]) -> tuple[str, dict[str, Any]]:
+    """The row with the best mean val score, then its seed with the best val score."""
+    row = max(by_row, key=lambda n: np.mean([r["val"]["score"] for r in by_row[n]]))
+    return row, max(by_row[row], key=lambda r: r["val"]["score"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--rows", nargs="+", default=TINY_AND_PUSH, choices=STUDY.rows)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=ROOT / "runs/conv-vit")
+    ap.add_argument("--results", type=Path, default=ROOT / "results")
+    ap.add_argument("--aggregate-only", action="store_true")
+    ap.add_argument("--bundle", type=Path, help="if the validation-best run beats the bundled ResNet on validation, ship it here")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to pulmo reproduce")
+    args = ap.parse_args()
+    started = time.time()
+    if not args.aggregate_only:
+        run_all(STUDY, args.rows, args.seeds, args.jobs, args.out, [x for s in args.set for x in ("--set", s)])
+        print(f"all runs: {time.time() - started:.0f} s wall")
+    by_row = load_runs(STUDY, args.out)
+    if not by_row:
+        sys.exit(f"no finished runs under {args.out}")
+    write_results(by_row, args.results, f"python benchmarks/icbhi_conv_vit.py --seeds {' '.join(map(str, args.seeds))} --jobs {args.jobs}")
+    row, run = best_by_validation(by_row)
+    report = run["test"]
+    print(f"validation-selected: {row} seed {run['seed']}, val {run['val']['score']:.4f}, test {report['score']:.4f}")
+    plot_report(report, f"Conv-ViT {row} seed {run['seed']} (validation-selected)", args.results / "icbhi_conv_vit_best.png")
+    if args.bundle:
+        from pulmo.engine.checkpoint import read_checkpoint
+        from pulmo.inference.bundled import default_checkpoint
+
+        resnet_val = read_checkpoint(default_checkpoint("lung-sounds"))["metrics"]["val"]["score"]
+        if run["val"]["score"] > resnet_val:
+            bundle_run(run, f"best mean val score over Conv-ViT rows ({row}), then best val score over seeds; beats the "
+                       f"ResNet's val score {resnet_val:.4f}", row, args.bundle, args.results / "icbhi_bundled_model.png")
+        else:
+            print(f"not bundled: its val score {run['val']['score']:.4f} does not beat the bundled ResNet's {resnet_val:.4f}")
+
+
+if __name__ == "__main__":
+    main()
