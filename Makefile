@@ -32,6 +32,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/icbhi_attentive_resnet.py --seeds 0 1 2 --jobs 2 --bundle src/pulmo/assets/lung_sounds_resnet18_attn.pt
+	$(BIN)/python benchmarks/icbhi_conv_vit.py --seeds 0 1 2 --jobs 2
 
 clean:
 	rm -rf $(VENV) out runs .pytest_cache

@@ -12,13 +12,13 @@ the row with the best mean validation score as the default lung-sound model (fp1
 
 from __future__ import annotations
 
-import argparse
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
-from icbhi_study import ROOT, Study, bundle_run, devices_of, load_runs, plot_rows, row_cells, run_all, write_csv
+from icbhi_study import (
+    ROOT, Study, best_by_validation, bundle_run, devices_of, plot_rows, preamble, row_cells, run_and_load, study_parser,
+    write_csv,
+)
 
 STUDY = Study(
     title="ICBHI 2017: attentive ResNet-18 (Yang et al., Interspeech 2020, Table 2)",
@@ -33,18 +33,12 @@ def write_results(by_row: dict[str, list[dict]], results: Path, command: str) ->
 
     devices = devices_of(by_row)
     write_csv(by_row, results / f"{STUDY.stem}.csv")
-    first = next(iter(by_row.values()))[0]
+    seeds = sorted({r["seed"] for rs in by_row.values() for r in rs})
     lines = [
-        f"# {STUDY.title}",
-        "",
-        "Scores are fractions (paper: percent / 100). Validation = patient-disjoint 30 % of the official training",
-        "part (selection and early stopping only). Test = official test split, **covered subset** of the shared copy",
-        f"({first['test']['n']} of 2756 cycles have audio), scored once per run. Mean ± sample std over seeds",
-        f"{sorted({r['seed'] for rs in by_row.values() for r in rs})}. Not comparable one-to-one with the paper's full test set, which is",
-        "dominated by the AKGC417L microphone we mostly lack: see the per-device columns.",
-        "",
-        f"Reproduce: `{command}`",
-        "",
+        *preamble(STUDY, by_row, command, [
+            f"Mean ± sample std over seeds {seeds}. Not comparable one-to-one with the paper's full test set, which is",
+            "dominated by the AKGC417L microphone we mostly lack: see the per-device columns.",
+        ]),
         "| row | paper val AS | val score | paper test Se / Sp / AS | test Se | test Sp | test score | "
         + " | ".join(f"test score {d}" for d in devices) + " | s / run |",
         "|---|---|---|---|---|---|---|" + "---|" * len(devices) + "---|",
@@ -65,26 +59,11 @@ def write_results(by_row: dict[str, list[dict]], results: Path, command: str) ->
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=ROOT / "runs/attentive-resnet")
-    ap.add_argument("--results", type=Path, default=ROOT / "results")
-    ap.add_argument("--aggregate-only", action="store_true")
-    ap.add_argument("--bundle", type=Path, help="write the selected checkpoint here (fp16)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to pulmo reproduce")
-    args = ap.parse_args()
-    started = time.time()
-    if not args.aggregate_only:
-        run_all(STUDY, STUDY.rows, args.seeds, args.jobs, args.out, [x for s in args.set for x in ("--set", s)])
-        print(f"all runs: {time.time() - started:.0f} s wall")
-    by_row = load_runs(STUDY, args.out)
-    if not by_row:
-        sys.exit(f"no finished runs under {args.out}")
+    args = study_parser(__doc__, ROOT / "runs/attentive-resnet").parse_args()
+    by_row = run_and_load(STUDY, args, STUDY.rows)
     write_results(by_row, args.results, f"python benchmarks/icbhi_attentive_resnet.py --seeds {' '.join(map(str, args.seeds))} --jobs {args.jobs}")
     if args.bundle:
-        row = max(by_row, key=lambda n: np.mean([r["val"]["score"] for r in by_row[n]]))
-        run = max(by_row[row], key=lambda r: r["val"]["score"])
+        row, run = best_by_validation(by_row)
         bundle_run(run, f"best mean val score over Table 2 rows ({row}), then best val score over seeds", row,
                    args.bundle, args.results / "icbhi_bundled_model.png")
 

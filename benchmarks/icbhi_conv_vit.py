@@ -15,14 +15,16 @@ in a session.
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from icbhi_study import ROOT, Study, bundle_run, devices_of, load_runs, ms, plot_report, plot_rows, row_cells, run_all, write_csv
+from icbhi_study import (
+    ROOT, Study, best_by_validation, bundle_run, devices_of, plot_report, plot_rows, preamble, row_cells, run_and_load,
+    study_parser,
+    write_csv,
+)
 
 CONFIGS = ROOT / "configs/experiments/conv-vit"
 TINY_AND_PUSH = ["tiny_deit", "tiny_deit_cnn", "tiny_deit_cnn_att", "push_1_repeat_pad", "push_2_device_norm", "push_3_augment",
@@ -54,19 +56,12 @@ def write_results(by_row: dict[str, list[dict]], results: Path, command: str) ->
 
     devices = devices_of(by_row)
     write_csv(by_row, results / f"{STUDY.stem}.csv")
-    first = next(iter(by_row.values()))[0]
     lines = [
-        f"# {STUDY.title}",
-        "",
-        "Scores are fractions (paper: percent / 100). Validation = patient-disjoint 30 % of the official training part",
-        "(selection and early stopping only). Test = official test split, **covered subset** of the shared copy",
-        f"({first['test']['n']} of 2756 cycles have audio), scored once per run. Mean ± sample std over the seeds listed.",
-        "The paper's DeiT was ImageNet-pretrained; no DeiT weights can be fetched here, so every transformer below starts",
-        "from scratch (pass `--set model.params.pretrained=PATH` to use a file you have). Paper column: the Table II row of",
-        "the same architecture at DeiT-Small/Base size.",
-        "",
-        f"Reproduce: `{command}`",
-        "",
+        *preamble(STUDY, by_row, command, [
+            "Mean ± sample std over the seeds listed. The paper's DeiT was ImageNet-pretrained; no DeiT weights can be",
+            "fetched here, so every transformer below starts from scratch (`pulmo reproduce --pretrained PATH` uses a file",
+            "you have). Paper column: the Table II row of the same architecture at DeiT-Small/Base size.",
+        ]),
         "| row | seeds | paper test Se / Sp / score | val score | test Se | test Sp | test_score | "
         + " | ".join(f"test score {d}" for d in devices) + " | s / run |",
         "|---|---|---|---|---|---|---|" + "---|" * len(devices) + "---|",
@@ -95,30 +90,11 @@ def write_results(by_row: dict[str, list[dict]], results: Path, command: str) ->
     print("\n".join(lines))
 
 
-def best_by_validation(by_row: dict[str, list[dict]]) -> tuple[str, dict[str, Any]]:
-    """The row with the best mean val score, then its seed with the best val score."""
-    row = max(by_row, key=lambda n: np.mean([r["val"]["score"] for r in by_row[n]]))
-    return row, max(by_row[row], key=lambda r: r["val"]["score"])
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap = study_parser(__doc__, ROOT / "runs/conv-vit")
     ap.add_argument("--rows", nargs="+", default=TINY_AND_PUSH, choices=STUDY.rows)
-    ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=ROOT / "runs/conv-vit")
-    ap.add_argument("--results", type=Path, default=ROOT / "results")
-    ap.add_argument("--aggregate-only", action="store_true")
-    ap.add_argument("--bundle", type=Path, help="if the validation-best run beats the bundled ResNet on validation, ship it here")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to pulmo reproduce")
-    args = ap.parse_args()
-    started = time.time()
-    if not args.aggregate_only:
-        run_all(STUDY, args.rows, args.seeds, args.jobs, args.out, [x for s in args.set for x in ("--set", s)])
-        print(f"all runs: {time.time() - started:.0f} s wall")
-    by_row = load_runs(STUDY, args.out)
-    if not by_row:
-        sys.exit(f"no finished runs under {args.out}")
+    args = ap.parse_args()  # --bundle ships the selected run only if it beats the bundled ResNet on validation
+    by_row = run_and_load(STUDY, args, args.rows)
     write_results(by_row, args.results, f"python benchmarks/icbhi_conv_vit.py --seeds {' '.join(map(str, args.seeds))} --jobs {args.jobs}")
     row, run = best_by_validation(by_row)
     report = run["test"]

@@ -8,11 +8,13 @@ numbers (percent in the configs, fractions in the tables).
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -103,6 +105,22 @@ def write_csv(by_row: dict[str, list[dict[str, Any]]], path: Path) -> None:
                     "epochs": r.get("epochs_run", -1) + 1, "best_val_epoch_score": r.get("best_epoch_val_score"),
                     "train_seconds": r.get("train_seconds"), "device": r.get("device"), "run_dir": r.get("run_dir"),
                 })
+
+
+def preamble(study: Study, by_row: dict[str, list[dict[str, Any]]], command: str, notes: Sequence[str]) -> list[str]:
+    """Title, protocol, ``notes`` and the command of a results page."""
+    first = next(iter(by_row.values()))[0]
+    return [
+        f"# {study.title}",
+        "",
+        "Scores are fractions (paper: percent / 100). Validation = patient-disjoint 30 % of the official training",
+        "part (selection and early stopping only). Test = official test split, **covered subset** of the shared copy",
+        f"({first['test']['n']} of 2756 cycles have audio), scored once per run.",
+        *notes,
+        "",
+        f"Reproduce: `{command}`",
+        "",
+    ]
 
 
 def row_cells(rs: list[dict[str, Any]], devices: Sequence[str]) -> list[str]:
@@ -202,3 +220,34 @@ def bundle_run(run: dict[str, Any], selected_by: str, row: str, dest: Path, figu
     print(f"bundled {run['run_dir']} ({row}, seed {run['seed']}) -> {dest} ({dest.stat().st_size / 1e6:.1f} MB); "
           f"test Se {report['sensitivity']:.4f} Sp {report['specificity']:.4f} score {report['score']:.4f}")
     return report
+
+
+def study_parser(doc: str | None, default_out: Path) -> argparse.ArgumentParser:
+    """The options every study script takes (seeds, jobs, run and results folders, bundling)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=default_out)
+    ap.add_argument("--results", type=Path, default=ROOT / "results")
+    ap.add_argument("--aggregate-only", action="store_true")
+    ap.add_argument("--bundle", type=Path, help="write the selected checkpoint here (fp16)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to pulmo reproduce")
+    return ap
+
+
+def run_and_load(study: Study, args: argparse.Namespace, rows: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """Run ``rows`` x ``args.seeds`` unless ``--aggregate-only``, then load every finished run."""
+    started = time.time()
+    if not args.aggregate_only:
+        run_all(study, rows, args.seeds, args.jobs, args.out, [x for s in args.set for x in ("--set", s)])
+        print(f"all runs: {time.time() - started:.0f} s wall")
+    by_row = load_runs(study, args.out)
+    if not by_row:
+        sys.exit(f"no finished runs under {args.out}")
+    return by_row
+
+
+def best_by_validation(by_row: dict[str, list[dict[str, Any]]]) -> tuple[str, dict[str, Any]]:
+    """The row with the best mean val score, then its seed with the best val score (test plays no part)."""
+    row = max(by_row, key=lambda n: np.mean([r["val"]["score"] for r in by_row[n]]))
+    return row, max(by_row[row], key=lambda r: r["val"]["score"])
