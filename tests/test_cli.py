@@ -3,6 +3,7 @@ import json
 import pytest
 import soundfile as sf
 
+from pulmo import cli
 from pulmo.cli import main
 from pulmo.data.adapters.synthetic import synth_cycle
 
@@ -32,15 +33,17 @@ def test_evaluate_json_contract(checkpoint, capsys, tmp_path):
     assert len(lines) == 1 + 8 and lines[0].startswith("record_id,split,device,location,annotated,predicted,p_normal")
 
 
-def test_errors_are_one_line_and_exit_2(tmp_path, checkpoint, capsys):
+def test_errors_are_one_line_and_exit_2(tmp_path, checkpoint, capsys, monkeypatch):
     _, ckpt = checkpoint
     assert main(["evaluate", "--data", str(tmp_path / "missing"), "--checkpoint", str(ckpt)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("pulmo: error: no ICBHI annotations folder") and err.count("\n") == 1
     assert main(["evaluate", "--checkpoint", str(tmp_path / "none.pt")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
-    assert main(["evaluate", "--task", "cxr", "--checkpoint", str(ckpt)]) == 2
+    monkeypatch.delitem(cli.TASK_COMMANDS, "lung-sounds")
+    assert main(["evaluate", "--task", "lung-sounds", "--checkpoint", str(ckpt)]) == 2
     assert "not available yet" in capsys.readouterr().err
+    monkeypatch.undo()
     assert main(["reproduce", str(tmp_path / "none.yaml")]) == 2
     assert "config file not found" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "none.yaml"), "--out", str(tmp_path), "--pretrained", str(tmp_path / "deit.pth")]) == 2

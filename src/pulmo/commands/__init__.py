@@ -1,0 +1,1 @@
+"""Command-line handlers, one module per capability (``evaluate(args)``, ``analyze(args)``)."""
