@@ -104,8 +104,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    """Analyse files with the task's model; keep going past bad files."""
+    """Analyse files with the task's model; keep going past bad files. Without ``--task``
+    the front door picks each file's capability from its kind (audio, image)."""
+    if args.task is None:
+        from pulmo.frontdoor.batch import analyze_files
+
+        return analyze_files(args)
     return int(_task_module(args.task).analyze(args))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The HTTP service and web page (``pulmo serve``), or its token management."""
+    from pulmo.serve.cli import main as serve_main
+
+    return serve_main(args)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -166,14 +178,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object (fractions)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("analyze", help="classify the cycles of recordings")
-    p.add_argument("files", nargs="+")
-    p.add_argument("--task", choices=TASKS, default="lung-sounds")
+    p = sub.add_parser("analyze", help="analyse recordings or images: summary, JSON and HTML report")
+    p.add_argument("files", nargs="+", help="files or folders (folders: every audio or image file under them)")
+    p.add_argument("--task", choices=TASKS, default=None, help="default: picked from each file's kind")
     p.add_argument("--checkpoint")
     p.add_argument("--annotation", help="ICBHI-style cycle annotation (default: FILE's stem + .txt if present)")
-    p.add_argument("--out", help="write one JSON result per file here")
+    p.add_argument("--out", help="write STEM.json, STEM.html (report) and STEM_<figure>.png per file here")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("serve", help="HTTP service and web page (needs the serve extra)")
+    from pulmo.serve.cli import add_arguments as add_serve_arguments
+
+    add_serve_arguments(p)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("models", help="list bundled models")
     p.add_argument("--json", action="store_true")

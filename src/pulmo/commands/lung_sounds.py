@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
-
-from pulmo.errors import PulmoError
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -33,34 +30,8 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def analyze(args: argparse.Namespace) -> int:
-    """Classify each cycle of each recording; keep going past bad files."""
-    from pulmo.inference.lung_sounds import LungSoundPipeline
+    """Classify each cycle of each recording through the front door (summary, JSON, HTML
+    report with the spectrogram and cycle timeline); keep going past bad files."""
+    from pulmo.frontdoor.batch import analyze_files
 
-    pipe = LungSoundPipeline.from_checkpoint(args.checkpoint)
-    out = Path(args.out) if args.out else None
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
-    results, failures = [], []
-    for f in args.files:
-        try:
-            res = pipe.analyze_file(f, annotation=args.annotation)
-        except PulmoError as err:
-            failures.append((f, str(err)))
-            print(f"pulmo: skipped {f}: {err}", file=sys.stderr)
-            continue
-        results.append(res.to_dict())
-        if out:
-            (out / f"{Path(f).stem}.json").write_text(json.dumps(res.to_dict(), indent=2))
-        if not args.json:
-            print(f"{f}: {len(res.cycles)} cycles from {res.segmentation}; model {res.model['name']} "
-                  f"(sha256 {res.model['sha256']}, pulmo {res.model['pulmo_version']})")
-            print(f"  {'start s':>8} {'end s':>7}  {'predicted':9} " + " ".join(f"{k:>8}" for k in pipe.labels) + "  annotated")
-            for c in res.cycles:
-                probs = " ".join(f"{c.probabilities[k]:8.3f}" for k in pipe.labels)
-                print(f"  {c.start_s:8.2f} {c.end_s:7.2f}  {c.label:9} {probs}  {c.annotated_label or '-'}")
-    if args.json:
-        print(json.dumps(results))
-    if failures:
-        print(f"{len(failures)} file(s) failed: " + "; ".join(f for f, _ in failures), file=sys.stderr)
-        return 1 if results else 2
-    return 0
+    return analyze_files(args)

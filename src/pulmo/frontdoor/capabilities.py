@@ -1,0 +1,181 @@
+"""The capability interface: what one analysis of one file needs, for every task.
+
+A capability (lung sounds, respiratory rate, chest X-ray, detection) joins the front door
+with one small adapter module that registers an object with this face::
+
+    class MyCapability:
+        name = "cxr"                      # the --task name
+        kinds = frozenset({"image"})      # file kinds it accepts: "audio" and/or "image"
+        accepts_16bit_images = False      # 16-bit greyscale scans (detect: True)
+        def analyze(self, path, checkpoint=None, options=None) -> Analysis: ...
+
+    CAPABILITIES.add("cxr", MyCapability())    # in pulmo/frontdoor/<task>.py
+
+and one name in :func:`_import_all` below. ``analyze`` gets a file that has already passed
+:func:`pulmo.frontdoor.inputs.inspect_file` (known kind, within the size limits); it
+returns an :class:`Analysis` whose ``result`` is JSON-serialisable and holds ``model``
+(``name``, ``checkpoint`` file name, ``sha256``: the checkpoint file's full SHA-256,
+``pulmo_version`` it was trained with). Everything around it (envelope, report, storage, audit) is shared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import pulmo
+from pulmo.errors import ConfigError
+from pulmo.frontdoor.inputs import InputInfo, InputRejected, Limits, inspect_file
+from pulmo.registry import Registry
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One PNG figure of a result. ``name`` is file-name safe (``[a-z0-9_-]+``)."""
+
+    name: str
+    png: bytes
+    caption: str
+
+
+@dataclass(frozen=True)
+class Table:
+    """A small table for the summary (text on the command line, HTML in the report)."""
+
+    columns: list[str]
+    rows: list[list[Any]]
+
+
+@dataclass
+class Analysis:
+    """What a capability returns for one file.
+
+    ``headline``: one sentence a person reads first. ``result``: the capability's own
+    JSON-serialisable result, with a ``model`` dict (name, checkpoint, sha256, pulmo_version).
+    """
+
+    task: str
+    headline: str
+    result: dict[str, Any]
+    table: Table | None = None
+    figures: list[Figure] = field(default_factory=list)
+
+
+class Capability(Protocol):
+    name: str
+    kinds: frozenset[str]
+    accepts_16bit_images: bool
+
+    def analyze(self, path: Path, checkpoint: str | None = None, options: Mapping[str, Any] | None = None) -> Analysis:
+        ...
+
+
+CAPABILITIES: Registry[Capability] = Registry("capability")
+MODEL_KEYS = ("name", "checkpoint", "sha256", "pulmo_version")
+ENVELOPE_KEYS = ("task", "pulmo_version", "input", "headline", "table", "figures")
+
+
+def _import_all() -> None:
+    from pulmo.frontdoor import lung_sounds  # noqa: F401  (registers its capability)
+
+
+def capability(name: str) -> Capability:
+    _import_all()
+    return CAPABILITIES.get(name)
+
+
+def capability_names() -> list[str]:
+    _import_all()
+    return CAPABILITIES.names()
+
+
+def pick_task(info: InputInfo, task: str | None = None) -> Capability:
+    """The capability for a checked input: ``task`` if given (it must accept the file's
+    kind), else the first registered capability, by name, that accepts the kind.
+
+    Raises:
+        InputRejected: no capability takes this kind of file, or ``task`` does not.
+    """
+    _import_all()
+    if task is not None:
+        try:
+            cap = CAPABILITIES.get(task)
+        except ConfigError as err:
+            raise InputRejected(422, "unknown_task", str(err)) from None
+        if info.kind not in cap.kinds:
+            raise InputRejected(415, "wrong_kind", f"{info.name}: task {task!r} takes {'/'.join(sorted(cap.kinds))} "
+                                f"files, this is {info.kind} ({info.format})")
+    else:
+        fits = [CAPABILITIES.get(n) for n in CAPABILITIES.names() if info.kind in CAPABILITIES.get(n).kinds]
+        if not fits:
+            known = ", ".join(f"{n} ({'/'.join(sorted(CAPABILITIES.get(n).kinds))})" for n in CAPABILITIES.names())
+            raise InputRejected(415, "no_capability", f"{info.name}: no capability in this version of pulmo takes "
+                                f"{info.kind} files; available: {known}")
+        cap = fits[0]
+    if info.kind == "image" and info.details.get("bits_per_sample", 8) > 8 and not cap.accepts_16bit_images:
+        raise InputRejected(415, "bit_depth", f"{info.name}: {info.details['mode']} image with "
+                            f"{info.details['bits_per_sample']} bits per sample; the {cap.name} model takes 8-bit images "
+                            "(convert to 8-bit greyscale first)")
+    return cap
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def envelope(analysis: Analysis, info: InputInfo, file_sha256: str) -> dict[str, Any]:
+    """The JSON written for one analysis: the capability's result plus what made it and of what.
+
+    Keys: ``task``, ``pulmo_version`` (the running pulmo), ``input`` (name, sha256, bytes,
+    kind, format and header facts), ``headline``, ``table``, ``figures`` (name, caption),
+    then the capability's own keys, with ``model`` among them.
+    """
+    model = analysis.result.get("model", {})
+    missing = [k for k in MODEL_KEYS if not model.get(k)]
+    if missing:
+        raise ValueError(f"capability {analysis.task!r} returned a result without model {missing}")
+    if len(model["sha256"]) != 64:
+        raise ValueError(f"capability {analysis.task!r}: model.sha256 must be the checkpoint's full SHA-256 (64 hex)")
+    clash = [k for k in ENVELOPE_KEYS if k in analysis.result]
+    if clash:
+        raise ValueError(f"capability {analysis.task!r} result uses reserved keys {clash}")
+    return {
+        "task": analysis.task,
+        "pulmo_version": pulmo.__version__,
+        "input": {"name": info.name, "sha256": file_sha256, "bytes": info.bytes, "kind": info.kind,
+                  "format": info.format, **info.details},
+        "headline": analysis.headline,
+        "table": None if analysis.table is None else {"columns": analysis.table.columns, "rows": analysis.table.rows},
+        "figures": [{"name": f.name, "caption": f.caption} for f in analysis.figures],
+        **analysis.result,
+    }
+
+
+def analyze_path(
+    path: str | Path, task: str | None = None, checkpoint: str | None = None, options: Mapping[str, Any] | None = None,
+    limits: Limits | None = None, name: str | None = None,
+) -> tuple[dict[str, Any], Analysis]:
+    """Check ``path``, pick its capability, analyse it.
+
+    ``name`` is the file name to report (default: ``path``'s name).
+
+    Returns:
+        ``(envelope, analysis)``: the JSON result (see :func:`envelope`) and the
+        capability's :class:`Analysis` (with the figures' PNG bytes).
+
+    Raises:
+        InputRejected: the file fails a check (its ``status`` is the HTTP status to answer).
+        PulmoError: the capability could not analyse the file.
+    """
+    path = Path(path)
+    info = inspect_file(path, limits or Limits(), name=name)
+    cap = pick_task(info, task)
+    analysis = cap.analyze(path, checkpoint, options)
+    return envelope(analysis, info, sha256_file(path)), analysis

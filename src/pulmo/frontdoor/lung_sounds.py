@@ -1,0 +1,114 @@
+"""Lung sounds at the front door: per-cycle classes, and a spectrogram with a timeline of
+crackle and wheeze probability under it."""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pulmo.errors import ConfigError
+from pulmo.frontdoor.capabilities import CAPABILITIES, Analysis, Figure, Table, sha256_file
+from pulmo.inference.bundled import default_checkpoint
+from pulmo.inference.lung_sounds import LungSoundPipeline, RecordingResult
+
+
+class LungSoundsCapability:
+    """Adapter from :class:`LungSoundPipeline` to the front door; pipelines are loaded once
+    per checkpoint and shared by threads (inference only reads the weights)."""
+
+    name = "lung-sounds"
+    kinds = frozenset({"audio"})
+    accepts_16bit_images = False
+    options = ("annotation",)
+
+    def __init__(self) -> None:
+        self._pipelines: dict[str, tuple[LungSoundPipeline, str]] = {}
+        self._lock = threading.Lock()
+
+    def pipeline(self, checkpoint: str | None = None) -> tuple[LungSoundPipeline, str]:
+        """The pipeline for ``checkpoint`` (bundled when None) and the checkpoint's full SHA-256."""
+        key = str(Path(checkpoint).resolve()) if checkpoint else ""
+        with self._lock:
+            if key not in self._pipelines:
+                pipe = LungSoundPipeline.from_checkpoint(checkpoint)
+                path = Path(checkpoint) if checkpoint else default_checkpoint(self.name)
+                self._pipelines[key] = (pipe, sha256_file(path))
+            return self._pipelines[key]
+
+    def analyze(self, path: Path, checkpoint: str | None = None, options: Mapping[str, Any] | None = None) -> Analysis:
+        """Cycles from an ICBHI annotation (``options["annotation"]``, or a ``.txt`` beside the
+        audio), else sliding windows of the model's cycle length; one probability per class each."""
+        options = dict(options or {})
+        unknown = set(options) - set(self.options)
+        if unknown:
+            raise ConfigError(f"lung-sounds takes options {list(self.options)}, not {sorted(unknown)}")
+        pipe, checkpoint_sha256 = self.pipeline(checkpoint)
+        res = pipe.analyze_file(path, annotation=options.get("annotation"))
+        result = res.to_dict()
+        result["model"]["sha256"] = checkpoint_sha256  # the front door reports full hashes
+        del result["path"]  # the envelope names the input; a server's storage path is not the user's business
+        labels = pipe.labels
+        counts = {lab: sum(c.label == lab for c in res.cycles) for lab in labels}
+        found = ", ".join(f"{n} {lab}" for lab, n in counts.items() if n)
+        headline = f"{len(res.cycles)} cycles from {res.segmentation}; predicted: {found}"
+        table = Table(
+            columns=["start s", "end s", "predicted", *labels, "annotated"],
+            rows=[[c.start_s, c.end_s, c.label, *[c.probabilities[k] for k in labels], c.annotated_label or "-"]
+                  for c in res.cycles],
+        )
+        figure = Figure("timeline", timeline_png(path, pipe, res), "Spectrogram (band-passed, at the model's sample rate) "
+                        "and the probability of crackles and wheezes per cycle (a cycle labelled 'both' counts for both).")
+        return Analysis(self.name, headline, result, table, [figure])
+
+
+def adventitious_probabilities(probabilities: Mapping[str, float]) -> tuple[float, float]:
+    """``(p_crackle, p_wheeze)`` from one cycle's class probabilities: a ``both`` cycle has both.
+
+    >>> adventitious_probabilities({"normal": 0.1, "crackle": 0.2, "wheeze": 0.3, "both": 0.4})
+    (0.6000000000000001, 0.7)
+    """
+    both = probabilities.get("both", 0.0)
+    return probabilities.get("crackle", 0.0) + both, probabilities.get("wheeze", 0.0) + both
+
+
+def timeline_png(path: Path, pipe: LungSoundPipeline, res: RecordingResult) -> bytes:
+    """Two panels sharing time (s): log spectrogram of the band-passed audio; crackle and
+    wheeze probability per cycle as horizontal segments over each cycle's span."""
+    from matplotlib.figure import Figure as MplFigure  # object API: no pyplot global state, safe in threads
+
+    from pulmo.data.audio_io import read_audio
+    from pulmo.data.cycles import preprocess
+
+    samples, sr = read_audio(path)
+    clean = preprocess(samples, sr, pipe.audio)
+    rate = pipe.audio.sample_rate_hz
+    fig = MplFigure(figsize=(10, 4.6), dpi=100, layout="constrained")
+    ax_spec, ax_p = fig.subplots(2, 1, sharex=True, height_ratios=[2, 1])
+    nfft = 256 if rate <= 8000 else 1024
+    ax_spec.specgram(clean + 1e-9, NFFT=nfft, Fs=rate, noverlap=nfft // 2, cmap="magma")
+    ax_spec.set_ylabel("frequency (Hz)")
+    ax_spec.set_title(f"{Path(path).name}: {len(res.cycles)} cycles from {res.segmentation}")
+    for c in res.cycles:
+        pc, pw = adventitious_probabilities(c.probabilities)
+        ax_p.hlines(pc, c.start_s, c.end_s, colors="tab:red", linewidth=3)
+        ax_p.hlines(pw, c.start_s, c.end_s, colors="tab:blue", linewidth=3)
+        ax_spec.axvline(c.start_s, color="white", linewidth=0.5, alpha=0.5)
+    ax_p.plot([], [], color="tab:red", linewidth=3, label="crackle")
+    ax_p.plot([], [], color="tab:blue", linewidth=3, label="wheeze")
+    ax_p.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+    ax_p.set_ylim(-0.02, 1.02)
+    ax_p.set_xlim(0, len(clean) / rate)
+    ax_p.set_ylabel("probability")
+    ax_p.set_xlabel("time (s)")
+    ax_p.legend(loc="upper right", ncols=2, fontsize=8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+CAPABILITIES.add(LungSoundsCapability.name, LungSoundsCapability())
+
+__all__ = ["LungSoundsCapability", "adventitious_probabilities", "timeline_png"]

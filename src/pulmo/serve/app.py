@@ -1,0 +1,270 @@
+"""The HTTP API and web page.
+
+Routes (JSON unless said otherwise; errors are ``{"error": code, "detail": message}``):
+
+- ``GET /`` the web page; ``GET /health`` status, capabilities, queue counts (no token needed)
+- ``POST /analyses`` multipart ``file`` (+ optional ``task``) -> 202 ``{"id", "status", ...}``
+- ``GET /analyses/{id}`` status, and the result once done
+- ``GET /analyses/{id}/report`` the HTML report (``?download=1`` as an attachment)
+- ``GET /analyses/{id}/figures/{name}.png`` one figure
+
+With ``require_token`` every route but ``/`` and ``/health`` needs ``Authorization: Bearer
+<token>``; without it, requests carrying no token are recorded as ``local``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import pulmo
+from pulmo.frontdoor.capabilities import capability, capability_names, pick_task
+from pulmo.frontdoor.inputs import InputRejected, Limits, inspect_file
+from pulmo.serve.db import default_url, make_engine, migrate
+from pulmo.serve.jobs import JobRunner, record
+from pulmo.serve.storage import Storage, TooLarge
+from pulmo.serve.tokens import who_has
+
+STATIC = Path(__file__).parent / "static"
+FIGURE_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
+MULTIPART_SLACK = 64 * 1024  # bytes of multipart framing and fields allowed beyond the file itself
+log = logging.getLogger("pulmo.serve")
+
+
+@dataclass
+class ServeSettings:
+    """How the service runs. ``db_url`` None: SQLite file ``<storage>/pulmo.db``."""
+
+    storage: Path
+    db_url: str | None = None
+    workers: int = 1
+    require_token: bool = False
+    limits: Limits = field(default_factory=Limits)
+    checkpoints: dict[str, str] = field(default_factory=dict)
+    stop_timeout_s: float = 10.0  # at shutdown, how long to wait for running analyses (they are re-queued later)
+
+    @property
+    def url(self) -> str:
+        return self.db_url or default_url(self.storage)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+
+
+def _error(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+
+
+class BodyLimit:
+    """ASGI middleware: refuse request bodies over ``max_bytes`` before the app reads them
+    (by ``Content-Length``; a body without one is counted as it streams)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        too_big = _error(413, "too_large", f"request body over the limit of {self.max_bytes} bytes")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await too_big(scope, receive, send)
+            return
+        seen = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise TooLarge(seen)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except TooLarge:
+            if not started:
+                await too_big(scope, receive, send)
+
+
+def iso(t: datetime | None) -> str | None:
+    """ISO 8601 with the UTC offset (SQLite hands back naive datetimes, stored as UTC)."""
+    if t is None:
+        return None
+    return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).isoformat()
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def create_app(settings: ServeSettings) -> FastAPI:
+    """The service. Migrations run, leftovers are re-queued and workers start when it starts."""
+    storage = Storage(settings.storage)
+    url = settings.url
+    migrate(url)
+    engine = make_engine(url)
+    runner = JobRunner(engine, storage, settings.workers, settings.checkpoints)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        removed = storage.clean_tmp()
+        requeued = runner.start()
+        log.info("pulmo serve: %s; %d analyses re-queued, %d partial uploads removed", url.split("://")[0],
+                 requeued, removed)
+        yield
+        runner.stop(settings.stop_timeout_s)
+
+    app = FastAPI(title="pulmo", version=pulmo.__version__, lifespan=lifespan,
+                  description="AI-assisted respiratory screening: upload a recording or an image, get a result and a report.")
+    app.state.runner, app.state.storage, app.state.engine, app.state.settings = runner, storage, engine, settings
+    app.add_middleware(BodyLimit, max_bytes=settings.limits.max_upload_bytes + MULTIPART_SLACK)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, err: ApiError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
+        return _error(err.status, err.code, err.detail, headers)
+
+    def who(request: Request) -> str:
+        header = request.headers.get("authorization", "")
+        if header:
+            scheme, _, token = header.partition(" ")
+            name = who_has(engine, token.strip()) if scheme.lower() == "bearer" else None
+            if name is None:
+                raise ApiError(401, "bad_token", "the API token is not valid (or was revoked)")
+            return name
+        if settings.require_token:
+            raise ApiError(401, "token_required", "this service needs an API token: send 'Authorization: Bearer <token>'")
+        return "local"
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        caps = [{"name": n, "kinds": sorted(capability(n).kinds)} for n in capability_names()]
+        return {"status": "ok", "pulmo_version": pulmo.__version__, "database": engine.dialect.name,
+                "token_required": settings.require_token, "workers": settings.workers, "capabilities": caps,
+                "analyses": runner.counts(),
+                "limits": {"max_upload_bytes": settings.limits.max_upload_bytes,
+                           "max_audio_seconds": settings.limits.max_audio_seconds,
+                           "max_image_pixels": settings.limits.max_image_pixels}}
+
+    def accept(user: str, stream: IO[bytes], filename: str, task: str | None) -> dict[str, Any]:
+        limits = settings.limits
+        try:
+            tmp, sha, _ = storage.spool(iter(lambda: stream.read(1 << 20), b""), limits.max_upload_bytes)
+        except TooLarge:
+            raise ApiError(413, "too_large", f"{filename}: over the limit of {limits.max_upload_bytes} bytes") from None
+        try:
+            info = inspect_file(tmp, limits, name=filename)
+            cap = pick_task(info, task)
+        except InputRejected as err:
+            storage.discard(tmp)
+            with engine.begin() as conn:
+                record(conn, user, "rejected", file_sha256=sha, task=task, status=str(err.status),
+                       detail=f"{err.code}: {err}")
+            raise ApiError(err.status, err.code, str(err)) from None
+        storage.commit(tmp, sha)
+        analysis_id = runner.submit(user, cap.name, info, sha)
+        return {"id": analysis_id, "status": "queued", "task": cap.name, "file": {"name": filename, "sha256": sha,
+                "bytes": info.bytes, "kind": info.kind, "format": info.format}, "links": links(analysis_id)}
+
+    def links(analysis_id: str, figures: list[str] | None = None) -> dict[str, Any]:
+        base = f"/analyses/{analysis_id}"
+        out: dict[str, Any] = {"self": base, "report": f"{base}/report"}
+        if figures is not None:
+            out["figures"] = {n: f"{base}/figures/{n}.png" for n in figures}
+        return out
+
+    @app.post("/analyses", status_code=202)
+    async def create_analysis(request: Request, user: str = Depends(who)) -> JSONResponse:
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise ApiError(415, "not_multipart", "send the file as multipart/form-data in a field named 'file' "
+                           "(and optionally 'task')")
+        form = await request.form(max_files=1, max_fields=4)
+        upload, task = form.get("file"), form.get("task") or None
+        if not isinstance(upload, UploadFile):
+            raise ApiError(400, "no_file", "no file: send it in the multipart field named 'file'")
+        if task is not None and not isinstance(task, str):
+            raise ApiError(400, "bad_task", "'task' must be a text field")
+        filename = Path(upload.filename or "upload").name[:255] or "upload"
+        body = await run_in_threadpool(accept, user, upload.file, filename, task)
+        await upload.close()
+        return JSONResponse(body, status_code=202, headers={"Location": body["links"]["self"]})
+
+    def row_or_404(analysis_id: str) -> Any:
+        row = runner.get(analysis_id) if re.fullmatch(r"[0-9a-f]{32}", analysis_id) else None
+        if row is None:
+            raise ApiError(404, "not_found", f"no analysis {analysis_id!r}")
+        return row
+
+    @app.get("/analyses/{analysis_id}")
+    def get_analysis(analysis_id: str, user: str = Depends(who)) -> dict[str, Any]:
+        row = row_or_404(analysis_id)
+        result = json.loads(row.result) if row.result else None
+        figures = [f["name"] for f in result["figures"]] if result else None
+        return {"id": row.id, "status": row.status, "task": row.task, "submitted_by": row.submitted_by,
+                "created_at": iso(row.created_at), "started_at": iso(row.started_at),
+                "finished_at": iso(row.finished_at), "attempts": row.attempts,
+                "file": {"name": row.file_name, "sha256": row.file_sha256, "bytes": row.file_bytes,
+                         "kind": row.file_kind},
+                "error": row.error, "result": result, "links": links(row.id, figures)}
+
+    def done_row(analysis_id: str) -> Any:
+        row = row_or_404(analysis_id)
+        if row.status != "done":
+            detail = f"analysis {analysis_id} is {row.status}" + (f": {row.error}" if row.error else "")
+            raise ApiError(409, "not_done", detail)
+        return row
+
+    @app.get("/analyses/{analysis_id}/report", response_class=HTMLResponse)
+    def get_report(analysis_id: str, download: bool = False, user: str = Depends(who)) -> Response:
+        row = done_row(analysis_id)
+        path = storage.result_dir(row.id) / runner.figure_dir(row) / "report.html"
+        headers = {}
+        if download:
+            headers["Content-Disposition"] = f'attachment; filename="pulmo-report-{Path(row.file_name).stem[:80]}.html"'
+        return Response(path.read_bytes(), media_type="text/html; charset=utf-8", headers=headers)
+
+    @app.get("/analyses/{analysis_id}/figures/{name}.png")
+    def get_figure(analysis_id: str, name: str, user: str = Depends(who)) -> Response:
+        row = done_row(analysis_id)
+        path = storage.result_dir(row.id) / runner.figure_dir(row) / f"{name}.png"
+        if not FIGURE_RE.match(name) or not path.is_file():
+            raise ApiError(404, "not_found", f"analysis {analysis_id} has no figure {name!r}")
+        return Response(path.read_bytes(), media_type="image/png")
+
+    return app

@@ -1,0 +1,112 @@
+"""``pulmo serve`` and ``pulmo serve tokens add|list|revoke``.
+
+Importing this module does not import the web stack, so ``pulmo --help`` works without
+the ``serve`` extra; running the service without it is a one-line error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from pulmo.errors import ConfigError
+
+
+def default_storage() -> Path:
+    """``$PULMO_SERVE_DIR``, else ``~/.local/share/pulmo/serve``."""
+    env = os.environ.get("PULMO_SERVE_DIR")
+    return Path(env) if env else Path.home() / ".local" / "share" / "pulmo" / "serve"
+
+
+def _common(p: argparse.ArgumentParser, suppress: bool) -> None:
+    default = argparse.SUPPRESS if suppress else None
+    p.add_argument("--db", default=default, metavar="URL",
+                   help="database URL (default: SQLite file STORAGE/pulmo.db; PostgreSQL: postgresql+psycopg://...)")
+    p.add_argument("--storage", default=default, metavar="DIR",
+                   help="uploads, figures, reports (default: $PULMO_SERVE_DIR or ~/.local/share/pulmo/serve)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``serve`` subparser's options and its ``tokens`` sub-commands."""
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (beyond loopback, tokens are required)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1, help="analysis worker threads")
+    p.add_argument("--require-token", action="store_true", help="require an API token on loopback too")
+    p.add_argument("--checkpoint", action="append", default=[], metavar="TASK=PATH",
+                   help="serve this checkpoint for TASK instead of the bundled model")
+    p.add_argument("--max-upload-mb", type=float, default=64.0)
+    p.add_argument("--max-audio-seconds", type=float, default=600.0)
+    p.add_argument("--max-image-pixels", type=int, default=50_000_000)
+    _common(p, suppress=False)
+    sub = p.add_subparsers(dest="serve_command")
+    tok = sub.add_parser("tokens", help="manage API tokens (stored hashed)")
+    tsub = tok.add_subparsers(dest="tokens_command", required=True)
+    for name, helptext in (("add", "create a token and print it once"), ("revoke", "revoke a token")):
+        t = tsub.add_parser(name, help=helptext)
+        t.add_argument("name", help="who the token is for (recorded in the audit trail)")
+        _common(t, suppress=True)
+    _common(tsub.add_parser("list", help="list token names (never the tokens)"), suppress=True)
+
+
+def _storage_and_url(args: argparse.Namespace) -> tuple[Path, str]:
+    from pulmo.serve.db import default_url
+
+    storage = Path(args.storage) if args.storage else default_storage()
+    storage.mkdir(parents=True, exist_ok=True)
+    return storage, args.db or default_url(storage)
+
+
+def _engine(url: str):  # type: ignore[no-untyped-def]
+    from pulmo.serve.db import make_engine, migrate
+
+    migrate(url)
+    return make_engine(url)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as err:
+        raise ConfigError(f"pulmo serve needs the serve extra ({err.name} is missing): pip install 'pulmo[serve]'") from None
+    from pulmo.frontdoor.inputs import Limits
+    from pulmo.serve import tokens
+    from pulmo.serve.app import ServeSettings, create_app, is_loopback
+
+    storage, url = _storage_and_url(args)
+    if args.serve_command == "tokens":
+        engine = _engine(url)
+        if args.tokens_command == "add":
+            print(tokens.add_token(engine, args.name))
+            print(f"(token for {args.name!r}: shown once, stored hashed; send it as 'Authorization: Bearer <token>')",
+                  file=sys.stderr)
+        elif args.tokens_command == "revoke":
+            tokens.revoke_token(engine, args.name)
+            print(f"revoked {args.name}")
+        else:
+            for row in tokens.list_tokens(engine):
+                state = f"revoked {row['revoked_at']:%Y-%m-%d %H:%M}" if row["revoked_at"] else "active"
+                print(f"{row['name']}\tcreated {row['created_at']:%Y-%m-%d %H:%M}\t{state}")
+        return 0
+
+    checkpoints = {}
+    for item in args.checkpoint:
+        task, sep, path = item.partition("=")
+        if not sep or not Path(path).is_file():
+            raise ConfigError(f"--checkpoint expects TASK=PATH to an existing file, got {item!r}")
+        checkpoints[task] = path
+    require = args.require_token or not is_loopback(args.host)
+    if require and tokens.active_token_count(_engine(url)) == 0:
+        raise ConfigError(f"refusing to listen on {args.host} without API tokens: create one with "
+                          f"'pulmo serve --storage {storage} tokens add NAME' (or listen on 127.0.0.1)")
+    limits = Limits(max_upload_bytes=int(args.max_upload_mb * 2**20), max_audio_seconds=args.max_audio_seconds,
+                    max_image_pixels=args.max_image_pixels)
+    settings = ServeSettings(storage=storage, db_url=args.db, workers=args.workers, require_token=require,
+                             limits=limits, checkpoints=checkpoints)
+    app = create_app(settings)
+    print(f"pulmo serve: http://{args.host}:{args.port}/ (database {url.split('://')[0]}, storage {storage}, "
+          f"{args.workers} worker(s), tokens {'required' if require else 'optional'})", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
