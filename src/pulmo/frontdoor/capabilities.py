@@ -74,6 +74,9 @@ class Capability(Protocol):
 
 
 CAPABILITIES: Registry[Capability] = Registry("capability")
+# Without --task: audio is lung sounds unless told otherwise; an 8-bit image is a chest
+# X-ray, a 16-bit one goes to the first capability that takes 16-bit images (detection).
+PREFERRED = {"audio": ["lung-sounds", "resp-rate"], "image": ["cxr", "detect"]}
 MODEL_KEYS = ("name", "checkpoint", "sha256", "pulmo_version")
 ENVELOPE_KEYS = ("task", "pulmo_version", "input", "headline", "table", "figures")
 
@@ -92,9 +95,14 @@ def capability_names() -> list[str]:
     return CAPABILITIES.names()
 
 
+def _deep(info: InputInfo) -> bool:
+    return info.kind == "image" and info.details.get("bits_per_sample", 8) > 8
+
+
 def pick_task(info: InputInfo, task: str | None = None) -> Capability:
     """The capability for a checked input: ``task`` if given (it must accept the file's
-    kind), else the first registered capability, by name, that accepts the kind.
+    kind), else the first of ``PREFERRED[kind]`` that is registered and accepts the file
+    (a 16-bit image skips capabilities that take 8-bit only), else any that does, by name.
 
     Raises:
         InputRejected: no capability takes this kind of file, or ``task`` does not.
@@ -109,13 +117,15 @@ def pick_task(info: InputInfo, task: str | None = None) -> Capability:
             raise InputRejected(415, "wrong_kind", f"{info.name}: task {task!r} takes {'/'.join(sorted(cap.kinds))} "
                                 f"files, this is {info.kind} ({info.format})")
     else:
-        fits = [CAPABILITIES.get(n) for n in CAPABILITIES.names() if info.kind in CAPABILITIES.get(n).kinds]
+        rank = {n: i for i, n in enumerate(PREFERRED.get(info.kind, []))}
+        names = sorted(CAPABILITIES.names(), key=lambda n: (rank.get(n, len(rank)), n))
+        fits = [CAPABILITIES.get(n) for n in names if info.kind in CAPABILITIES.get(n).kinds]
         if not fits:
             known = ", ".join(f"{n} ({'/'.join(sorted(CAPABILITIES.get(n).kinds))})" for n in CAPABILITIES.names())
             raise InputRejected(415, "no_capability", f"{info.name}: no capability in this version of pulmo takes "
                                 f"{info.kind} files; available: {known}")
-        cap = fits[0]
-    if info.kind == "image" and info.details.get("bits_per_sample", 8) > 8 and not cap.accepts_16bit_images:
+        cap = next((c for c in fits if not _deep(info) or c.accepts_16bit_images), fits[0])
+    if _deep(info) and not cap.accepts_16bit_images:
         raise InputRejected(415, "bit_depth", f"{info.name}: {info.details['mode']} image with "
                             f"{info.details['bits_per_sample']} bits per sample; the {cap.name} model takes 8-bit images "
                             "(convert to 8-bit greyscale first)")

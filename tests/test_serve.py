@@ -1,0 +1,258 @@
+"""``pulmo serve`` for real, on loopback: every endpoint, tokens on and off, every bad
+input class, and what the database holds after a restart and after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, select
+
+from pulmo.cli import main
+from pulmo.frontdoor.capabilities import CAPABILITIES, capability_names, sha256_file
+from pulmo.frontdoor.inputs import Limits
+from pulmo.inference.bundled import ASSETS, default_checkpoint
+from pulmo.inference.lung_sounds import window_starts
+from pulmo.serve.app import ServeSettings
+from pulmo.serve.db import analyses, audit, tokens
+from tests.frontdoor_fixtures import BlockingCapability, FakeImageCapability, png, png_header_only, truncated, wav
+from tests.serve_helpers import LiveServer, announce_only, http, multipart
+
+DEMO = ASSETS / "demo_lung_sounds.flac"
+LIMITS = Limits(max_upload_bytes=512 * 1024, max_audio_seconds=30.0)
+
+
+def db_rows(storage: Path, table):  # type: ignore[no-untyped-def]
+    engine = create_engine(f"sqlite:///{storage / 'pulmo.db'}")
+    with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(select(table))]
+    engine.dispose()
+    return rows
+
+
+@pytest.fixture(scope="module")
+def extra_capabilities(tmp_path_factory):
+    """A fake image capability and a blocking audio one, registered for this module."""
+    ckpt = tmp_path_factory.mktemp("ckpt") / "fake.pt"
+    ckpt.write_bytes(b"fake weights")
+    capability_names()
+    caps = {"image": FakeImageCapability(ckpt), "blocking": BlockingCapability(ckpt)}
+    with pytest.MonkeyPatch.context() as mp:
+        for cap in caps.values():
+            mp.setitem(CAPABILITIES._items, cap.name, cap)
+        yield caps
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory, extra_capabilities):
+    storage = tmp_path_factory.mktemp("serve")
+    with LiveServer(ServeSettings(storage=storage, workers=2, limits=LIMITS)) as server:
+        server.storage = storage
+        yield server
+
+
+def test_health_page_openapi_and_one_analysis_end_to_end(srv):
+    status, health = srv.get_json("/health")
+    assert status == 200 and health["status"] == "ok" and health["database"] == "sqlite"
+    assert {"name": "lung-sounds", "kinds": ["audio"]} in health["capabilities"] and not health["token_required"]
+    status, headers, page = srv.get("/")
+    assert status == 200 and headers["content-type"].startswith("text/html") and b'id="upload"' in page
+    status, _, spec = srv.get("/openapi.json")
+    assert status == 200 and "/analyses/{analysis_id}/report" in json.loads(spec)["paths"]
+
+    body, ctype = multipart({"file": ("demo.flac", DEMO.read_bytes())}, {})
+    status, headers, out = srv.request("POST", "/analyses", body=body, headers={"Content-Type": ctype})
+    accepted = json.loads(out)
+    assert status == 202 and accepted["status"] == "queued" and accepted["task"] == "lung-sounds"
+    assert headers["location"] == f"/analyses/{accepted['id']}" and accepted["file"]["sha256"] == sha256_file(DEMO)
+
+    done = srv.wait(accepted["id"])
+    assert done["status"] == "done" and done["submitted_by"] == "local" and done["attempts"] == 1, done
+    result = done["result"]
+    assert result["model"]["sha256"] == sha256_file(default_checkpoint("lung-sounds"))
+    assert result["pulmo_version"] and result["input"]["name"] == "demo.flac"
+    assert len(result["cycles"]) == len(window_starts(result["input"]["duration_s"], 2.5, 1.25))
+    assert result["segmentation"] == "windows"  # no annotation travels with an upload
+    assert done["finished_at"].endswith("+00:00")
+
+    status, headers, fig = srv.get(done["links"]["figures"]["timeline"])
+    assert status == 200 and headers["content-type"] == "image/png" and fig.startswith(b"\x89PNG")
+    status, headers, report = srv.get(done["links"]["report"])
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    assert result["headline"].encode() in report and b"data:image/png;base64," in report
+    status, headers, _ = srv.get(done["links"]["report"] + "?download=1")
+    assert headers["content-disposition"] == 'attachment; filename="pulmo-report-demo.html"'
+
+    assert srv.get_json("/analyses/" + "0" * 32) == (404, {"error": "not_found", "detail": f"no analysis '{'0' * 32}'"})
+    assert srv.get("/analyses/../../etc/passwd")[0] == 404
+    assert srv.get(f"/analyses/{accepted['id']}/figures/nothing.png")[0] == 404
+
+    again = srv.upload("copy.flac", DEMO.read_bytes())[1]  # same bytes: stored once, never overwritten
+    assert again["file"]["sha256"] == accepted["file"]["sha256"] and again["id"] != accepted["id"]
+    stored = srv.storage / "uploads" / accepted["file"]["sha256"][:2] / accepted["file"]["sha256"]
+    assert stored.read_bytes() == DEMO.read_bytes() and srv.wait(again["id"])["status"] == "done"
+
+
+def test_every_bad_upload_gets_a_clear_4xx(srv, tmp_path):
+    good = wav(tmp_path / "good.wav", seconds=3.0)
+    cases = [
+        ("empty.wav", b"", None, 400, "empty"),
+        ("notes.wav", b"just some text, not audio", None, 415, "wrong_type"),
+        ("cut.wav", truncated(good, tmp_path / "cut.wav").read_bytes(), None, 400, "truncated"),
+        ("long.wav", wav(tmp_path / "long.wav", seconds=31.0).read_bytes(), None, 413, "too_long"),
+        ("slow.wav", wav(tmp_path / "slow.wav", rate=2000).read_bytes(), None, 422, "sample_rate"),
+        ("deep.png", png(tmp_path / "deep.png", mode="I;16").read_bytes(), None, 415, "bit_depth"),
+        ("bomb.png", png_header_only(tmp_path / "bomb.png", 9000, 9000).read_bytes(), None, 413, "too_many_pixels"),
+        ("dot.png", png(tmp_path / "dot.png", (1, 1)).read_bytes(), None, 422, "too_small"),
+        ("scan.png", png(tmp_path / "scan.png").read_bytes(), "lung-sounds", 415, "wrong_kind"),
+        ("good.wav", good.read_bytes(), "no-such-task", 422, "unknown_task"),
+        ("big.wav", os.urandom(LIMITS.max_upload_bytes + 1000), None, 413, "too_large"),  # past the limit, in the slack
+    ]
+    for name, data, task, status, code in cases:
+        got_status, body = srv.upload(name, data, task)
+        assert (got_status, body["error"]) == (status, code), (name, body)
+        assert body["detail"] and (name in body["detail"] or code in ("too_large", "unknown_task")), body
+    status, body = announce_only(srv.base, "/analyses", 10 * LIMITS.max_upload_bytes, "multipart/form-data; boundary=x")
+    assert (status, body["error"]) == (413, "too_large")  # refused on Content-Length alone, before any byte is read
+    status, _, out = srv.request("POST", "/analyses", body=good.read_bytes(), headers={"Content-Type": "audio/wav"})
+    assert (status, json.loads(out)["error"]) == (415, "not_multipart")
+    body, ctype = multipart({}, {"task": "lung-sounds"})
+    status, _, out = srv.request("POST", "/analyses", body=body, headers={"Content-Type": ctype})
+    assert (status, json.loads(out)["error"]) == (400, "no_file")
+
+    rejected = [r for r in db_rows(srv.storage, audit) if r["action"] == "rejected"]
+    assert {r["detail"].split(":")[0] for r in rejected} >= {c[4] for c in cases if c[0] != "big.wav"}
+    assert all(r["who"] == "local" and len(r["file_sha256"]) == 64 for r in rejected)
+    assert not list((srv.storage / "tmp").iterdir())
+    kept = {p.name for p in (srv.storage / "uploads").rglob("*") if p.is_file()}
+    assert sha256_file(good) not in kept and sha256_file(tmp_path / "bomb.png") not in kept
+
+
+def test_an_image_capability_joins_through_the_same_door(srv, tmp_path):
+    status, accepted = srv.upload("scan.png", png(tmp_path / "scan.png").read_bytes())
+    assert status == 202 and accepted["task"] == "fake-image"
+    done = srv.wait(accepted["id"])
+    assert done["status"] == "done" and done["result"]["headline"].startswith("mean grey level")
+    assert srv.get(done["links"]["figures"]["grey"])[2].startswith(b"\x89PNG")
+
+
+def test_tokens_required_hashed_and_recorded(tmp_path, capsys):
+    storage = tmp_path / "s"
+    assert main(["serve", "--host", "0.0.0.0", "--storage", str(storage)]) == 2
+    assert "refusing to listen on 0.0.0.0 without API tokens" in capsys.readouterr().err
+    assert main(["serve", "--storage", str(storage), "tokens", "add", "alice"]) == 0
+    token = capsys.readouterr().out.strip()
+    assert token.startswith("pulmo_") and len(token) > 40
+    assert main(["serve", "tokens", "add", "alice", "--storage", str(storage)]) == 2
+    assert "exists already" in capsys.readouterr().err
+    stored = db_rows(storage, tokens)
+    assert [r["name"] for r in stored] == ["alice"] and token.encode() not in (storage / "pulmo.db").read_bytes()
+    assert stored[0]["token_sha256"] == __import__("hashlib").sha256(token.encode()).hexdigest()
+
+    wav_bytes = wav(tmp_path / "a.wav").read_bytes()
+    with LiveServer(ServeSettings(storage=storage, require_token=True, limits=LIMITS)) as server:
+        assert server.get_json("/health")[1]["token_required"] is True
+        assert server.get("/")[0] == 200
+        status, body = server.upload("a.wav", wav_bytes)
+        assert (status, body["error"]) == (401, "token_required")
+        status, body = server.upload("a.wav", wav_bytes, token="pulmo_wrong")
+        assert (status, body["error"]) == (401, "bad_token")
+        status, accepted = server.upload("a.wav", wav_bytes, token=token)
+        assert status == 202
+        assert server.get(f"/analyses/{accepted['id']}")[0] == 401
+        done = server.wait(accepted["id"], token=token)
+        assert done["submitted_by"] == "alice" and done["status"] == "done"
+        assert server.get(done["links"]["report"])[0] == 401 and server.get(done["links"]["report"], token)[0] == 200
+        assert main(["serve", "--storage", str(storage), "tokens", "revoke", "alice"]) == 0
+        assert server.upload("a.wav", wav_bytes, token=token)[0] == 401
+    assert {r["who"] for r in db_rows(storage, audit) if r["analysis_id"] == accepted["id"]} == {"alice"}
+    capsys.readouterr()
+    assert main(["serve", "--storage", str(storage), "tokens", "list"]) == 0
+    assert "revoked" in capsys.readouterr().out
+
+
+def test_restart_requeues_what_was_running_and_keeps_results(tmp_path, extra_capabilities):
+    blocker = extra_capabilities["blocking"]
+    blocker.release.clear()
+    blocker.started.clear()
+    settings = ServeSettings(storage=tmp_path, workers=1, limits=LIMITS, stop_timeout_s=0.2)
+    data = wav(tmp_path / "a.wav").read_bytes()
+    with LiveServer(settings) as first:
+        finished = first.wait(first.upload("a.wav", data)[1]["id"])
+        stuck = first.upload("a.wav", data, task="blocking-audio")[1]["id"]
+        assert blocker.started.wait(30)
+        stale_workers = list(first.app.state.runner._threads)
+    row = {r["id"]: r for r in db_rows(tmp_path, analyses)}[stuck]
+    assert (row["status"], row["attempts"]) == ("running", 1)  # as a service that died leaves it
+
+    blocker.started.clear()
+    with LiveServer(settings) as second:
+        assert blocker.started.wait(30)  # picked up again by the new service
+        blocker.release.set()  # frees the new worker and the stale one
+        done = second.wait(stuck)
+        for t in stale_workers:
+            t.join(timeout=10)
+        assert (done["status"], done["attempts"]) == ("done", 2)
+        again = second.get_json(f"/analyses/{finished['id']}")[1]
+        assert again["result"] == finished["result"] and second.get(again["links"]["report"])[0] == 200
+    trail = [(r["action"], r["status"]) for r in db_rows(tmp_path, audit) if r["analysis_id"] == stuck]
+    assert trail == [("submit", "queued"), ("start", "running"), ("requeued", "queued"), ("start", "running"),
+                     ("done", "done")]
+    assert [r["status"] for r in db_rows(tmp_path, analyses)] == ["done", "done"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(storage: Path, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "pulmo.cli", "serve", "--port", str(port), "--storage", str(storage)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if http("GET", f"http://127.0.0.1:{port}/health")[0] == 200:
+                return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"pulmo serve did not start: {proc.stderr.read().decode()[-2000:]}")
+
+
+def test_a_killed_service_loses_nothing(tmp_path):
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = _start(tmp_path, port)
+    try:
+        body, ctype = multipart({"file": ("demo.flac", DEMO.read_bytes())}, {})
+        status, _, out = http("POST", base + "/analyses", body=body, headers={"Content-Type": ctype})
+        assert status == 202
+        analysis_id = json.loads(out)["id"]
+        seen = "queued"
+        while seen == "queued":
+            seen = json.loads(http("GET", f"{base}/analyses/{analysis_id}")[2])["status"]
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    proc = _start(tmp_path, port)
+    try:
+        deadline = time.monotonic() + 120
+        while (row := json.loads(http("GET", f"{base}/analyses/{analysis_id}")[2]))["status"] != "done":
+            assert time.monotonic() < deadline and row["status"] != "failed", row
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert row["attempts"] == (2 if seen == "running" else 1), (seen, row)
+    assert row["result"]["input"]["sha256"] == sha256_file(DEMO)
+    actions = [r["action"] for r in db_rows(tmp_path, audit) if r["analysis_id"] == analysis_id]
+    assert actions[0] == "submit" and actions[-1] == "done" and ("requeued" in actions) == (seen == "running")
