@@ -3,6 +3,7 @@ input class, and what the database holds after a restart and after a kill."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -10,10 +11,12 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, select, text
 
 from pulmo.cli import main
 from pulmo.frontdoor.capabilities import CAPABILITIES, capability_names, sha256_file
@@ -21,7 +24,7 @@ from pulmo.frontdoor.inputs import Limits
 from pulmo.inference.bundled import ASSETS, default_checkpoint
 from pulmo.inference.lung_sounds import window_starts
 from pulmo.serve.app import ServeSettings
-from pulmo.serve.db import analyses, audit, tokens
+from pulmo.serve.db import analyses, audit, default_url, tokens
 from tests.frontdoor_fixtures import BlockingCapability, FakeImageCapability, png, png_header_only, truncated, wav
 from tests.serve_helpers import LiveServer, announce_only, http, multipart
 
@@ -29,10 +32,33 @@ DEMO = ASSETS / "demo_lung_sounds.flac"
 LIMITS = Limits(max_upload_bytes=512 * 1024, max_audio_seconds=30.0)
 
 
-def db_rows(storage: Path, table):  # type: ignore[no-untyped-def]
-    engine = create_engine(f"sqlite:///{storage / 'pulmo.db'}")
+# With PULMO_TEST_POSTGRES=postgresql+psycopg://user@127.0.0.1:PORT/postgres every service
+# test runs on a fresh PostgreSQL database of its own; without it, on SQLite files.
+POSTGRES = os.environ.get("PULMO_TEST_POSTGRES")
+
+
+@contextmanager
+def fresh_db(storage: Path):  # type: ignore[no-untyped-def]
+    """A database URL for one test: a new PostgreSQL database, or SQLite under ``storage``."""
+    if not POSTGRES:
+        yield default_url(storage)
+        return
+    name = f"pulmo_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    try:
+        yield POSTGRES.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+def db_rows(url: str, table):  # type: ignore[no-untyped-def]
+    engine = create_engine(url)
     with engine.connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(select(table))]
+        rows = [dict(r._mapping) for r in conn.execute(select(table).order_by(*table.primary_key.columns))]
     engine.dispose()
     return rows
 
@@ -53,14 +79,14 @@ def extra_capabilities(tmp_path_factory):
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory, extra_capabilities):
     storage = tmp_path_factory.mktemp("serve")
-    with LiveServer(ServeSettings(storage=storage, workers=2, limits=LIMITS)) as server:
-        server.storage = storage
+    with fresh_db(storage) as url, LiveServer(ServeSettings(storage, url, workers=2, limits=LIMITS)) as server:
+        server.storage, server.url = storage, url
         yield server
 
 
 def test_health_page_openapi_and_one_analysis_end_to_end(srv):
     status, health = srv.get_json("/health")
-    assert status == 200 and health["status"] == "ok" and health["database"] == "sqlite"
+    assert status == 200 and health["status"] == "ok" and health["database"] == ("postgresql" if POSTGRES else "sqlite")
     assert {"name": "lung-sounds", "kinds": ["audio"]} in health["capabilities"] and not health["token_required"]
     status, headers, page = srv.get("/")
     assert status == 200 and headers["content-type"].startswith("text/html") and b'id="upload"' in page
@@ -127,7 +153,7 @@ def test_every_bad_upload_gets_a_clear_4xx(srv, tmp_path):
     status, _, out = srv.request("POST", "/analyses", body=body, headers={"Content-Type": ctype})
     assert (status, json.loads(out)["error"]) == (400, "no_file")
 
-    rejected = [r for r in db_rows(srv.storage, audit) if r["action"] == "rejected"]
+    rejected = [r for r in db_rows(srv.url, audit) if r["action"] == "rejected"]
     assert {r["detail"].split(":")[0] for r in rejected} >= {c[4] for c in cases if c[0] != "big.wav"}
     assert all(r["who"] == "local" and len(r["file_sha256"]) == 64 for r in rejected)
     assert not list((srv.storage / "tmp").iterdir())
@@ -144,20 +170,29 @@ def test_an_image_capability_joins_through_the_same_door(srv, tmp_path):
 
 
 def test_tokens_required_hashed_and_recorded(tmp_path, capsys):
+    with fresh_db(tmp_path / "s") as url:
+        _tokens_required_hashed_and_recorded(tmp_path, capsys, url)
+
+
+def _tokens_required_hashed_and_recorded(tmp_path, capsys, url):  # type: ignore[no-untyped-def]
     storage = tmp_path / "s"
-    assert main(["serve", "--host", "0.0.0.0", "--storage", str(storage)]) == 2
+    where = ["--storage", str(storage), "--db", url]
+    assert main(["serve", "--host", "0.0.0.0", *where]) == 2
     assert "refusing to listen on 0.0.0.0 without API tokens" in capsys.readouterr().err
-    assert main(["serve", "--storage", str(storage), "tokens", "add", "alice"]) == 0
+    assert main(["serve", *where, "tokens", "add", "alice"]) == 0
     token = capsys.readouterr().out.strip()
     assert token.startswith("pulmo_") and len(token) > 40
-    assert main(["serve", "tokens", "add", "alice", "--storage", str(storage)]) == 2
+    assert main(["serve", "tokens", "add", "alice", *where]) == 2
     assert "exists already" in capsys.readouterr().err
-    stored = db_rows(storage, tokens)
-    assert [r["name"] for r in stored] == ["alice"] and token.encode() not in (storage / "pulmo.db").read_bytes()
-    assert stored[0]["token_sha256"] == __import__("hashlib").sha256(token.encode()).hexdigest()
+    stored = db_rows(url, tokens)
+    assert [r["name"] for r in stored] == ["alice"]
+    assert stored[0]["token_sha256"] == hashlib.sha256(token.encode()).hexdigest()
+    assert all(token not in str(v) for r in stored for v in r.values())
+    if not POSTGRES:
+        assert token.encode() not in (storage / "pulmo.db").read_bytes()
 
     wav_bytes = wav(tmp_path / "a.wav").read_bytes()
-    with LiveServer(ServeSettings(storage=storage, require_token=True, limits=LIMITS)) as server:
+    with LiveServer(ServeSettings(storage, url, require_token=True, limits=LIMITS)) as server:
         assert server.get_json("/health")[1]["token_required"] is True
         assert server.get("/")[0] == 200
         status, body = server.upload("a.wav", wav_bytes)
@@ -170,26 +205,31 @@ def test_tokens_required_hashed_and_recorded(tmp_path, capsys):
         done = server.wait(accepted["id"], token=token)
         assert done["submitted_by"] == "alice" and done["status"] == "done"
         assert server.get(done["links"]["report"])[0] == 401 and server.get(done["links"]["report"], token)[0] == 200
-        assert main(["serve", "--storage", str(storage), "tokens", "revoke", "alice"]) == 0
+        assert main(["serve", *where, "tokens", "revoke", "alice"]) == 0
         assert server.upload("a.wav", wav_bytes, token=token)[0] == 401
-    assert {r["who"] for r in db_rows(storage, audit) if r["analysis_id"] == accepted["id"]} == {"alice"}
+    assert {r["who"] for r in db_rows(url, audit) if r["analysis_id"] == accepted["id"]} == {"alice"}
     capsys.readouterr()
-    assert main(["serve", "--storage", str(storage), "tokens", "list"]) == 0
+    assert main(["serve", *where, "tokens", "list"]) == 0
     assert "revoked" in capsys.readouterr().out
 
 
 def test_restart_requeues_what_was_running_and_keeps_results(tmp_path, extra_capabilities):
+    with fresh_db(tmp_path) as url:
+        _restart_requeues(tmp_path, extra_capabilities, url)
+
+
+def _restart_requeues(tmp_path, extra_capabilities, url):  # type: ignore[no-untyped-def]
     blocker = extra_capabilities["blocking"]
     blocker.release.clear()
     blocker.started.clear()
-    settings = ServeSettings(storage=tmp_path, workers=1, limits=LIMITS, stop_timeout_s=0.2)
+    settings = ServeSettings(tmp_path, url, workers=1, limits=LIMITS, stop_timeout_s=0.2)
     data = wav(tmp_path / "a.wav").read_bytes()
     with LiveServer(settings) as first:
         finished = first.wait(first.upload("a.wav", data)[1]["id"])
         stuck = first.upload("a.wav", data, task="blocking-audio")[1]["id"]
         assert blocker.started.wait(30)
         stale_workers = list(first.app.state.runner._threads)
-    row = {r["id"]: r for r in db_rows(tmp_path, analyses)}[stuck]
+    row = {r["id"]: r for r in db_rows(url, analyses)}[stuck]
     assert (row["status"], row["attempts"]) == ("running", 1)  # as a service that died leaves it
 
     blocker.started.clear()
@@ -202,10 +242,10 @@ def test_restart_requeues_what_was_running_and_keeps_results(tmp_path, extra_cap
         assert (done["status"], done["attempts"]) == ("done", 2)
         again = second.get_json(f"/analyses/{finished['id']}")[1]
         assert again["result"] == finished["result"] and second.get(again["links"]["report"])[0] == 200
-    trail = [(r["action"], r["status"]) for r in db_rows(tmp_path, audit) if r["analysis_id"] == stuck]
+    trail = [(r["action"], r["status"]) for r in db_rows(url, audit) if r["analysis_id"] == stuck]
     assert trail == [("submit", "queued"), ("start", "running"), ("requeued", "queued"), ("start", "running"),
                      ("done", "done")]
-    assert [r["status"] for r in db_rows(tmp_path, analyses)] == ["done", "done"]
+    assert [r["status"] for r in db_rows(url, analyses)] == ["done", "done"]
 
 
 def _free_port() -> int:
@@ -214,8 +254,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(storage: Path, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "pulmo.cli", "serve", "--port", str(port), "--storage", str(storage)],
+def _start(storage: Path, port: int, url: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "pulmo.cli", "serve", "--port", str(port), "--storage", str(storage),
+                             "--db", url],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -229,11 +270,17 @@ def _start(storage: Path, port: int) -> subprocess.Popen:
 
 
 def test_a_killed_service_loses_nothing(tmp_path):
+    with fresh_db(tmp_path) as url:
+        _killed_service_loses_nothing(tmp_path, url)
+
+
+def _killed_service_loses_nothing(tmp_path, url):  # type: ignore[no-untyped-def]
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = _start(tmp_path, port)
+    recording = wav(tmp_path / "short.wav", seconds=3.0)
+    proc = _start(tmp_path, port, url)
     try:
-        body, ctype = multipart({"file": ("demo.flac", DEMO.read_bytes())}, {})
+        body, ctype = multipart({"file": ("short.wav", recording.read_bytes())}, {})
         status, _, out = http("POST", base + "/analyses", body=body, headers={"Content-Type": ctype})
         assert status == 202
         analysis_id = json.loads(out)["id"]
@@ -243,7 +290,7 @@ def test_a_killed_service_loses_nothing(tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-    proc = _start(tmp_path, port)
+    proc = _start(tmp_path, port, url)
     try:
         deadline = time.monotonic() + 120
         while (row := json.loads(http("GET", f"{base}/analyses/{analysis_id}")[2]))["status"] != "done":
@@ -253,6 +300,6 @@ def test_a_killed_service_loses_nothing(tmp_path):
         proc.terminate()
         proc.wait(timeout=30)
     assert row["attempts"] == (2 if seen == "running" else 1), (seen, row)
-    assert row["result"]["input"]["sha256"] == sha256_file(DEMO)
-    actions = [r["action"] for r in db_rows(tmp_path, audit) if r["analysis_id"] == analysis_id]
+    assert row["result"]["input"]["sha256"] == sha256_file(recording)
+    actions = [r["action"] for r in db_rows(url, audit) if r["analysis_id"] == analysis_id]
     assert actions[0] == "submit" and actions[-1] == "done" and ("requeued" in actions) == (seen == "running")

@@ -7,12 +7,13 @@ import io
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pulmo.errors import ConfigError
 from pulmo.frontdoor.capabilities import CAPABILITIES, Analysis, Figure, Table, sha256_file
-from pulmo.inference.bundled import default_checkpoint
-from pulmo.inference.lung_sounds import LungSoundPipeline, RecordingResult
+
+if TYPE_CHECKING:  # torch is imported on first use, so listing capabilities stays light
+    from pulmo.inference.lung_sounds import LungSoundPipeline, RecordingResult
 
 
 class LungSoundsCapability:
@@ -28,9 +29,12 @@ class LungSoundsCapability:
         self._pipelines: dict[str, tuple[LungSoundPipeline, str]] = {}
         self._lock = threading.Lock()
 
-    def pipeline(self, checkpoint: str | None = None) -> tuple[LungSoundPipeline, str]:
+    def pipeline(self, checkpoint: str | None = None) -> tuple[LungSoundPipeline, str]:  # noqa: F821
         """The pipeline for ``checkpoint`` (bundled when None) and the checkpoint's full SHA-256."""
         key = str(Path(checkpoint).resolve()) if checkpoint else ""
+        from pulmo.inference.bundled import default_checkpoint
+        from pulmo.inference.lung_sounds import LungSoundPipeline
+
         with self._lock:
             if key not in self._pipelines:
                 pipe = LungSoundPipeline.from_checkpoint(checkpoint)
@@ -90,7 +94,7 @@ def timeline_png(path: Path, pipe: LungSoundPipeline, res: RecordingResult) -> b
     nfft = 256 if rate <= 8000 else 1024
     ax_spec.specgram(clean + 1e-9, NFFT=nfft, Fs=rate, noverlap=nfft // 2, cmap="magma")
     ax_spec.set_ylabel("frequency (Hz)")
-    ax_spec.set_title(f"{Path(path).name}: {len(res.cycles)} cycles from {res.segmentation}")
+    ax_spec.set_title(f"{len(res.cycles)} cycles from {res.segmentation}")
     for c in res.cycles:
         pc, pw = adventitious_probabilities(c.probabilities)
         ax_p.hlines(pc, c.start_s, c.end_s, colors="tab:red", linewidth=3)

@@ -1,0 +1,206 @@
+"""Load check of ``pulmo serve`` on loopback: requests per second and p50/p95 latency per
+endpoint and per capability, written to ``results/serve.md``.
+
+Starts ``pulmo serve`` as a separate process on 127.0.0.1 (fresh storage, SQLite), then
+runs bounded loops from this process (each a fixed count, and stopped at ``--max-seconds``):
+
+- ``GET /health``, one client;
+- a rejected upload (415, a text file), one client: the cost of the checks alone;
+- per capability on main (lung sounds): ``--analyses`` synthetic recordings of
+  ``--seconds`` s submitted by ``--clients`` threads, each polling until done; latency is
+  upload to result. The first analysis (model load) is timed and reported apart.
+
+    python benchmarks/serve_load.py --analyses 30 --clients 4 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def request(method: str, url: str, body: bytes | None = None, ctype: str | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": ctype} if ctype else {})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def multipart(name: str, data: bytes) -> tuple[bytes, str]:
+    b = uuid.uuid4().hex
+    body = (f'--{b}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{b}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={b}"
+
+
+def recording(seconds: float, seed: int, rate: int = 4000) -> bytes:
+    """Synthetic breath-like noise with a few clicks, FLAC-encoded."""
+    rng = np.random.default_rng(seed)
+    x = 0.1 * rng.standard_normal(int(seconds * rate)).astype(np.float32)
+    x[rng.integers(0, len(x), 20)] += 0.8
+    buf = io.BytesIO()
+    sf.write(buf, x, rate, format="FLAC")
+    return buf.getvalue()
+
+
+def percentiles(ms: list[float]) -> tuple[float, float]:
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 95))
+
+
+def loop(n: int, max_s: float, fn) -> tuple[list[float], float]:  # type: ignore[no-untyped-def]
+    """Call ``fn()`` up to ``n`` times (stopping at ``max_s``); returns latencies (ms) and wall (s)."""
+    out, t0 = [], time.perf_counter()
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append(1000 * (time.perf_counter() - t))
+        if time.perf_counter() - t0 > max_s:
+            break
+    return out, time.perf_counter() - t0
+
+
+def analyse(base: str, data: bytes, name: str) -> tuple[float, float]:
+    """Upload and poll until done: ``(ms to 202, ms to result)``."""
+    body, ctype = multipart(name, data)
+    t0 = time.perf_counter()
+    status, out = request("POST", base + "/analyses", body, ctype)
+    if status != 202:
+        raise RuntimeError(f"upload refused: {status} {out[:200]!r}")
+    accepted = 1000 * (time.perf_counter() - t0)
+    analysis_id = json.loads(out)["id"]
+    while True:
+        row = json.loads(request("GET", f"{base}/analyses/{analysis_id}")[1])
+        if row["status"] == "done":
+            return accepted, 1000 * (time.perf_counter() - t0)
+        if row["status"] == "failed":
+            raise RuntimeError(row["error"])
+        time.sleep(0.02)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--analyses", type=int, default=30)
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--workers", type=int, default=2, help="analysis worker threads of the service")
+    ap.add_argument("--seconds", type=float, default=10.0, help="length of each synthetic recording")
+    ap.add_argument("--light", type=int, default=200, help="requests in the /health and rejected-upload loops")
+    ap.add_argument("--max-seconds", type=float, default=240.0, help="stop any loop after this long")
+    ap.add_argument("--out", default=str(ROOT / "results" / "serve.md"))
+    args = ap.parse_args()
+
+    from pulmo.engine.train import cpu_model_name
+
+    wall0 = time.perf_counter()
+    load0 = os.getloadavg()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    storage = tempfile.mkdtemp(prefix="pulmo-serve-load-")
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    proc = subprocess.Popen([sys.executable, "-m", "pulmo.cli", "serve", "--port", str(port), "--storage", storage,
+                             "--workers", str(args.workers)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    rows = []
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if request("GET", base + "/health")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("pulmo serve did not start")
+            time.sleep(0.1)
+        startup_s = time.perf_counter() - wall0
+
+        ms, wall = loop(args.light, args.max_seconds, lambda: request("GET", base + "/health"))
+        rows.append(("GET /health", "-", len(ms), 1, len(ms) / wall, *percentiles(ms)))
+        bad, ctype = multipart("notes.wav", b"not audio at all " * 100)
+        ms, wall = loop(args.light, args.max_seconds, lambda: request("POST", base + "/analyses", bad, ctype))
+        rows.append(("POST /analyses, rejected (415)", "-", len(ms), 1, len(ms) / wall, *percentiles(ms)))
+
+        first = analyse(base, recording(args.seconds, 0), "warmup.flac")  # loads the model
+        datas = [recording(args.seconds, i + 1) for i in range(args.analyses)]
+        t0 = time.perf_counter()
+        stop_at = t0 + args.max_seconds
+        done: list[tuple[float, float]] = []
+        lock = threading.Lock()
+
+        def one(i: int) -> None:
+            if time.perf_counter() > stop_at:
+                return
+            r = analyse(base, datas[i], f"rec{i}.flac")
+            with lock:
+                done.append(r)
+
+        with ThreadPoolExecutor(args.clients) as pool:
+            list(pool.map(one, range(args.analyses)))
+        wall = time.perf_counter() - t0
+        accepted = [a for a, _ in done]
+        total = [t for _, t in done]
+        rows.append(("POST /analyses, accepted (202)", "lung-sounds", len(done), args.clients, float("nan"),
+                     *percentiles(accepted)))
+        rows.append((f"upload -> result ({args.seconds:.0f} s recording)", "lung-sounds", len(done), args.clients,
+                     len(done) / wall, *percentiles(total)))
+        health = json.loads(request("GET", base + "/health")[1])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    load1 = os.getloadavg()
+    elapsed = time.perf_counter() - wall0
+
+    command = "python benchmarks/serve_load.py " + " ".join(sys.argv[1:])
+    lines = [
+        "# pulmo serve: load check on loopback",
+        "",
+        f"Command: `{command}` ({elapsed:.0f} s wall). Service: `pulmo serve --workers {args.workers}` in its own "
+        "process, SQLite, fresh storage; client threads in the benchmark's process; every loop bounded in count "
+        f"and at {args.max_seconds:.0f} s.",
+        f"Device: {cpu_model_name()}, 2 cores, no GPU. Load average (1/5/15 min) at start "
+        f"{load0[0]:.1f}/{load0[1]:.1f}/{load0[2]:.1f}, at end {load1[0]:.1f}/{load1[1]:.1f}/{load1[2]:.1f}: "
+        "other jobs shared these 2 cores, so these are lower bounds on what the service does on an idle machine.",
+        f"Service start to first `/health`: {startup_s:.1f} s. First lung-sound analysis (includes loading the model): "
+        f"{first[1] / 1000:.2f} s.",
+        "",
+        "| what | capability | n | clients | requests/s | p50 ms | p95 ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for what, cap, n, clients, rps, p50, p95 in rows:
+        rate = "-" if rps != rps else f"{rps:.2f}"
+        lines.append(f"| {what} | {cap} | {n} | {clients} | {rate} | {p50:.1f} | {p95:.1f} |")
+    lines += [
+        "",
+        "Requests/s for `upload -> result` is analyses finished per second with all clients busy. Only lung sounds "
+        "is on main; respiratory rate, chest X-ray and detection join this table when their adapters join the front "
+        f"door. Analyses recorded by the service at the end: {health['analyses']}.",
+        "",
+    ]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
