@@ -168,7 +168,7 @@ def test_analyze_a_folder_keeps_going_and_lists_failures(tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 1
     results = json.loads(captured.out)
-    assert sorted(r["input"]["name"] for r in results) == ["one.wav", "one.wav"]
+    assert sorted(r["input"]["path"] for r in results) == [str(folder / "one.wav"), str(folder / "sub" / "one.wav")]
     assert (out / "one.json").is_file() and (out / "one-2.json").is_file()
     assert "2 file(s) failed" in captured.err and "broken.wav" in captured.err and "scan.png" in captured.err
     assert "no capability in this version of pulmo takes image files" in captured.err

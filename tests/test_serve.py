@@ -25,6 +25,7 @@ from pulmo.inference.bundled import ASSETS, default_checkpoint
 from pulmo.inference.lung_sounds import window_starts
 from pulmo.serve.app import ServeSettings
 from pulmo.serve.db import analyses, audit, default_url, tokens
+from pulmo.serve.storage import Storage, TooLarge
 from tests.frontdoor_fixtures import BlockingCapability, FakeImageCapability, png, png_header_only, truncated, wav
 from tests.serve_helpers import LiveServer, announce_only, http, multipart
 
@@ -84,6 +85,35 @@ def srv(tmp_path_factory, extra_capabilities):
         yield server
 
 
+def test_migrations_build_exactly_the_tables_the_code_uses(tmp_path):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from pulmo.serve.db import make_engine, metadata, migrate
+
+    with fresh_db(tmp_path) as url:
+        migrate(url)
+        migrate(url)  # a second start finds the schema current
+        engine = make_engine(url)
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+        engine.dispose()
+
+
+def test_uploads_are_content_addressed_atomic_and_never_replaced(tmp_path):
+    store = Storage(tmp_path)
+    tmp, sha, size = store.spool([b"abc", b"def"], max_bytes=10)
+    assert (sha, size) == (hashlib.sha256(b"abcdef").hexdigest(), 6) and tmp.parent == tmp_path / "tmp"
+    final = store.commit(tmp, sha)
+    assert final == tmp_path / "uploads" / sha[:2] / sha and final.read_bytes() == b"abcdef" and not tmp.exists()
+    inode = final.stat().st_ino
+    tmp2, sha2, _ = store.spool([b"abcdef"], max_bytes=10)
+    assert store.commit(tmp2, sha2) == final and final.stat().st_ino == inode and not tmp2.exists()
+    with pytest.raises(TooLarge):
+        store.spool([b"x" * 8, b"y" * 8], max_bytes=10)
+    assert not list((tmp_path / "tmp").iterdir())  # the partial file is gone
+
+
 def test_health_page_openapi_and_one_analysis_end_to_end(srv):
     status, health = srv.get_json("/health")
     assert status == 200 and health["status"] == "ok" and health["database"] == ("postgresql" if POSTGRES else "sqlite")
@@ -103,6 +133,7 @@ def test_health_page_openapi_and_one_analysis_end_to_end(srv):
     assert done["status"] == "done" and done["submitted_by"] == "local" and done["attempts"] == 1, done
     result = done["result"]
     assert result["model"]["sha256"] == sha256_file(default_checkpoint("lung-sounds"))
+    assert "ICBHI score" in result["model"]["evaluation"]
     assert result["pulmo_version"] and result["input"]["name"] == "demo.flac"
     assert len(result["cycles"]) == len(window_starts(result["input"]["duration_s"], 2.5, 1.25))
     assert result["segmentation"] == "windows"  # no annotation travels with an upload

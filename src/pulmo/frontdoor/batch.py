@@ -70,6 +70,7 @@ def analyze_files(args: argparse.Namespace) -> int:
             failures.append((str(path), str(err)))
             tqdm.write(f"pulmo: skipped {path}: {err}", file=sys.stderr)
             continue
+        result["input"]["path"] = str(path)  # which file, where names repeat across folders
         results.append(result)
         written = write_outputs(out, stem, result, {f.name: f.png for f in analysis.figures}) if out else []
         if not args.json:

@@ -15,7 +15,8 @@ and one name in :func:`_import_all` below. ``analyze`` gets a file that has alre
 :func:`pulmo.frontdoor.inputs.inspect_file` (known kind, within the size limits); it
 returns an :class:`Analysis` whose ``result`` is JSON-serialisable and holds ``model``
 (``name``, ``checkpoint`` file name, ``sha256``: the checkpoint file's full SHA-256,
-``pulmo_version`` it was trained with). Everything around it (envelope, report, storage, audit) is shared.
+``pulmo_version`` it was trained with; optionally ``evaluation``, one sentence on how good
+the model measured, which the report shows). Everything around it (envelope, report, storage, audit) is shared.
 """
 
 from __future__ import annotations

@@ -53,6 +53,12 @@ class LungSoundsCapability:
         res = pipe.analyze_file(path, annotation=options.get("annotation"))
         result = res.to_dict()
         result["model"]["sha256"] = checkpoint_sha256  # the front door reports full hashes
+        test = pipe.bundle.get("metrics", {}).get("test", {})
+        if "score" in test:
+            result["model"]["evaluation"] = (
+                f"ICBHI 2017 official test split, covered subset (n={test.get('n', '?')} cycles): sensitivity "
+                f"{test['sensitivity']:.2f}, specificity {test['specificity']:.2f}, ICBHI score {test['score']:.2f} "
+                "(0.50 is what calling every cycle normal scores)")
         del result["path"]  # the envelope names the input; a server's storage path is not the user's business
         labels = pipe.labels
         counts = {lab: sum(c.label == lab for c in res.cycles) for lab in labels}

@@ -36,10 +36,10 @@ def render_html(result: Mapping[str, Any], figures: Mapping[str, bytes], created
     (``name -> PNG bytes``; a figure listed in the result but absent here is named, not drawn)."""
     created = created or datetime.now(timezone.utc)
     inp, model = result["input"], result.get("model", {})
-    meta = [
+    meta: list[tuple[str, str]] = [
         ("file", inp["name"]),
         ("file SHA-256", inp["sha256"]),
-        ("file", f"{inp['kind']} ({inp['format']}), {inp['bytes']} bytes"),
+        ("format", f"{inp['kind']} ({inp['format']}), {inp['bytes']} bytes"),
         ("task", result["task"]),
         ("model", model.get("name", "?")),
         ("checkpoint", f"{model.get('checkpoint', '?')} (SHA-256 {model.get('sha256', '?')})"),
@@ -47,6 +47,8 @@ def render_html(result: Mapping[str, Any], figures: Mapping[str, bytes], created
         ("analysed with", f"pulmo {result['pulmo_version']}"),
         ("report made", created.strftime("%Y-%m-%d %H:%M:%S UTC")),
     ]
+    if model.get("evaluation"):
+        meta.insert(5, ("how good the model is", model["evaluation"]))
     for key in ("duration_s", "sample_rate_hz", "channels", "width", "height", "mode"):
         if key in inp:
             meta.append((key.replace("_", " "), str(inp[key])))
@@ -56,7 +58,8 @@ def render_html(result: Mapping[str, Any], figures: Mapping[str, bytes], created
         f"<h1>pulmo {html.escape(result['task'])} report: {html.escape(inp['name'])}</h1>",
         f"<p class='headline'>{html.escape(result['headline'])}</p>",
         "<p class='note'>A screening aid, not a diagnosis: a clinician reads this with the patient's history. "
-        "Numbers are model outputs (probabilities), not measured certainties.</p>",
+        "Numbers are model outputs (probabilities), not measured certainties; how good the model is, as measured, "
+        "is under Provenance.</p>",
     ]
     for fig in result.get("figures", []):
         png = figures.get(fig["name"])
