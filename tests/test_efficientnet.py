@@ -48,3 +48,11 @@ def test_bad_files_are_named(tmp_path):
     torch.save({"something.else": torch.zeros(3)}, tmp_path / "other.pth")
     with pytest.raises(CheckpointError, match="shares no tensor name"):
         create_model("efficientnet_lite0", pretrained=str(tmp_path / "other.pth"))
+
+
+@pytest.mark.parametrize("pretrained", ["", "imagenet"])
+def test_a_new_head_starts_near_uniform(pretrained):
+    """timm's default head init gives logits of about +-25 for 4 classes; ours starts near zero."""
+    torch.manual_seed(0)
+    model = create_model("efficientnet_lite0", num_classes=4, pretrained=pretrained).train()
+    assert model(torch.randn(16, 3, 96, 126)).abs().max() < 3

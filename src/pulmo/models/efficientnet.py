@@ -90,6 +90,10 @@ class EfficientNetLite0(nn.Module):
         self.num_classes = num_classes
         self.net = timm.create_model("efficientnet_lite0", pretrained=False, num_classes=num_classes,
                                      in_chans=in_chans, drop_rate=drop_rate)
+        # timm's EfficientNet initialises the classifier as U(+-1/sqrt(num_classes)): fine for 1000
+        # ImageNet classes, but logits of about +-25 for 4 classes, which swamp the first epochs
+        nn.init.normal_(self.net.classifier.weight, std=0.01)
+        nn.init.zeros_(self.net.classifier.bias)
         self.cam_layer = self.net.conv_head
         self.pretrained_report: WeightReport | None = load_efficientnet_weights(self.net, pretrained) if pretrained else None
 
