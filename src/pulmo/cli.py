@@ -171,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", choices=TASKS, default="lung-sounds")
     p.add_argument("--checkpoint")
     p.add_argument("--annotation", help="ICBHI-style cycle annotation (default: FILE's stem + .txt if present)")
+    p.add_argument("--unannotated", choices=["segmenter", "windows"], default="segmenter",
+                   help="lung sounds without annotation: automatic cycles (default) or sliding windows of the model's cycle length")
     p.add_argument("--out", help="write one JSON result per file here")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_analyze)

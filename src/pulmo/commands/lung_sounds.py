@@ -43,7 +43,7 @@ def analyze(args: argparse.Namespace) -> int:
     results, failures = [], []
     for f in args.files:
         try:
-            res = pipe.analyze_file(f, annotation=args.annotation)
+            res = pipe.analyze_file(f, annotation=args.annotation, unannotated=args.unannotated)
         except PulmoError as err:
             failures.append((f, str(err)))
             print(f"pulmo: skipped {f}: {err}", file=sys.stderr)

@@ -8,13 +8,17 @@ cycle boundaries are taken at minima of the breath-band loudness:
 2. the breathing period from the envelope's autocorrelation peak between
    ``min_cycle_s`` and ``max_cycle_s`` (a cycle = inspiration + expiration, so the
    quieter mid-cycle turn is skipped by requiring minima to lie ``0.6`` periods apart);
-3. boundaries = the middle of the quiet stretch (within ``quiet_db`` of the minimum, at most
-   a quarter period either side) around each of those minima that is at least ``quiet_db``
-   deep (prominence); cycles = the spans between consecutive boundaries, with the
+3. boundaries = the end of the quiet stretch (within ``quiet_db`` of the minimum, at most a
+   quarter period either side) around each of those minima that is at least ``quiet_db``
+   deep (prominence): the onset of the next inspiration, where ICBHI's annotators start a
+   cycle; cycles = the spans between consecutive boundaries, with the
    recording's start and end as outer edges. Without a clear period (a peak under
    ``min_periodicity``), the recording is cut into cycles of ``fallback_cycle_s`` seconds.
 
-All times are in seconds from the start of the recording.
+All times are in seconds from the start of the recording. The defaults (boundary at the
+stretch's end rather than its middle, 0.6 s smoothing rather than 0.25 or 0.4, 150-800 Hz
+rather than 100-1500 Hz) were chosen on every third ICBHI *training* recording by boundary F1
+at 0.5 s (0.62 against 0.47 for the middle at 0.4 s); test recordings played no part.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from pulmo.errors import DataError
 class SegmenterConfig:
     band_hz: tuple[float, float] = (150.0, 800.0)
     hop_s: float = 0.02
-    smooth_s: float = 0.4
+    smooth_s: float = 0.6
     min_cycle_s: float = 1.5
     max_cycle_s: float = 8.0
     min_periodicity: float = 0.2
@@ -81,20 +85,16 @@ def breathing_period(envelope: np.ndarray, cfg: SegmenterConfig) -> float | None
     return float(best * cfg.hop_s) if ac[best] >= cfg.min_periodicity else None
 
 
-def quiet_centre(envelope: np.ndarray, index: int, within_db: float, reach: int) -> float:
-    """Centre (in frames) of the stretch around ``index`` (at most ``reach`` frames either side)
-    that stays within ``within_db`` of its level.
-
-    In a pause the loudness sits at the noise floor, where the exact minimum is noise; the
-    middle of the quiet stretch is the stable turn between breaths.
-    """
+def quiet_stretch(envelope: np.ndarray, index: int, within_db: float, reach: int) -> tuple[int, int]:
+    """First and last frame of the stretch around ``index`` (at most ``reach`` frames either side)
+    whose loudness stays within ``within_db`` of the level at ``index``."""
     quiet = envelope <= envelope[index] + within_db
     lo = hi = index
     while lo > max(0, index - reach) and quiet[lo - 1]:
         lo -= 1
     while hi < min(len(envelope) - 1, index + reach) and quiet[hi + 1]:
         hi += 1
-    return (lo + hi) / 2
+    return lo, hi
 
 
 def segment_cycles(samples: np.ndarray, sample_rate_hz: int, cfg: SegmenterConfig | None = None) -> Segmentation:
@@ -112,7 +112,7 @@ def segment_cycles(samples: np.ndarray, sample_rate_hz: int, cfg: SegmenterConfi
     else:
         frames = period / cfg.hop_s
         minima, _ = find_peaks(-env, distance=max(1, int(0.6 * frames)), prominence=cfg.quiet_db)
-        centres = [quiet_centre(env, int(m), cfg.quiet_db, int(0.25 * frames)) * cfg.hop_s for m in minima]
-        edges = [float(c) for c in centres if cfg.min_cycle_s / 2 < c < duration - cfg.min_cycle_s / 2]
+        onsets = [quiet_stretch(env, int(m), cfg.quiet_db, int(0.25 * frames))[1] * cfg.hop_s for m in minima]
+        edges = [float(t) for t in onsets if cfg.min_cycle_s / 2 < t < duration - cfg.min_cycle_s / 2]
     points = [0.0, *[round(e, 3) for e in edges], round(duration, 3)]
     return Segmentation([(a, b) for a, b in zip(points[:-1], points[1:])], period)
