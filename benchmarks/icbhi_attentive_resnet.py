@@ -12,11 +12,12 @@ the row with the best mean validation score as the default lung-sound model (fp1
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 from icbhi_study import (
-    ROOT, Study, best_by_validation, bundle_run, devices_of, plot_rows, preamble, row_cells, run_and_load, study_parser,
+    ROOT, Study, best_by_validation, bundle_run, devices_of, on_disk, plot_rows, preamble, row_cells, run_and_load, study_parser,
     write_csv,
 )
 
@@ -29,8 +30,6 @@ STUDY = Study(
 
 
 def write_results(by_row: dict[str, list[dict]], results: Path, command: str) -> None:
-    from pulmo.engine.train import cpu_model_name
-
     devices = devices_of(by_row)
     write_csv(by_row, results / f"{STUDY.stem}.csv")
     seeds = sorted({r["seed"] for rs in by_row.values() for r in rs})
@@ -51,7 +50,8 @@ def write_results(by_row: dict[str, list[dict]], results: Path, command: str) ->
             f"{paper['test_sensitivity'] / 100:.4f} / {paper['test_specificity'] / 100:.4f} / {paper['test_score'] / 100:.4f} | "
             f"{se} | {sp} | {score} | " + " | ".join(per_dev) + f" | {np.mean([r['train_seconds'] for r in rs]):.0f} |"
         )
-    lines += ["", f"Device: {cpu_model_name()} (2 cores, no GPU); each run used one CPU thread, two runs at a time.",
+    cpus = sorted({r["device"] for rs in by_row.values() for r in rs if r.get("device")})
+    lines += ["", f"Device of the runs: {'; '.join(cpus)} (2 cores, no GPU); each run used one CPU thread, two runs at a time.",
               "The trivial classifier that calls every cycle normal scores exactly 0.5 (Se 0, Sp 1).", ""]
     (results / f"{STUDY.stem}.md").write_text("\n".join(lines))
     plot_rows(STUDY, by_row, results / f"{STUDY.stem}.png")
@@ -64,6 +64,8 @@ def main() -> None:
     write_results(by_row, args.results, f"python benchmarks/icbhi_attentive_resnet.py --seeds {' '.join(map(str, args.seeds))} --jobs {args.jobs}")
     if args.bundle:
         row, run = best_by_validation(by_row)
+        if not on_disk([run]):
+            sys.exit(f"cannot bundle: the selected run's folder {run['run_dir']} is gone (rerun it)")
         bundle_run(run, f"best mean val score over Table 2 rows ({row}), then best val score over seeds", row,
                    args.bundle, args.results / "icbhi_bundled_model.png")
 

@@ -5,7 +5,8 @@ processes, one CPU thread each; every row gets seed 0 before any row gets seed 1
 writes ``results/icbhi_conv_vit.csv`` (one line per run) and ``.md`` (mean +- std per row
 beside the paper's Table II), a figure per row, and the confusion matrix / per-class
 recall of the validation-selected model. The ``ensemble`` row averages the class
-probabilities of the last row's seeds (no selection involved). DeiT-Small / -Base rows
+probabilities of the last row's seeds (no selection involved). Runs recorded in the
+results CSV whose folders are gone are kept in the tables (``--fresh`` drops them). DeiT-Small / -Base rows
 (``table2_*.yaml``) run only when named with ``--rows``: a 2-core CPU cannot train them
 in a session.
 
@@ -21,14 +22,14 @@ from typing import Any
 
 import numpy as np
 from icbhi_study import (
-    ROOT, Study, best_by_validation, bundle_run, devices_of, plot_report, plot_rows, preamble, row_cells, run_and_load,
+    ROOT, Study, best_by_validation, bundle_run, devices_of, on_disk, plot_report, plot_rows, preamble, row_cells, run_and_load,
     study_parser,
     write_csv,
 )
 
 CONFIGS = ROOT / "configs/experiments/conv-vit"
 TINY_AND_PUSH = ["tiny_deit", "tiny_deit_cnn", "tiny_deit_cnn_att", "push_1_repeat_pad", "push_2_device_norm", "push_3_augment",
-                 "push_4_device_balanced"]
+                 "push_4_device_balanced", "push_5_scratch_cnn", "push_5_imagenet_cnn"]
 TABLE2 = ["table2_deit_small", "table2_deit_base", "table2_deit_base_cnn", "table2_deit_base_cnn_att"]
 STUDY = Study("ICBHI 2017: Conv-ViT (Neto et al., 2022)", CONFIGS, [*TABLE2, *TINY_AND_PUSH], "icbhi_conv_vit")
 PAPER_ROW = {"tiny_deit": "table2_deit_small", "tiny_deit_cnn": "table2_deit_base_cnn", "tiny_deit_cnn_att": "table2_deit_base_cnn_att"}
@@ -52,8 +53,6 @@ def ensemble(rs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def write_results(by_row: dict[str, list[dict]], results: Path, command: str) -> None:
-    from pulmo.engine.train import cpu_model_name
-
     devices = devices_of(by_row)
     write_csv(by_row, results / f"{STUDY.stem}.csv")
     lines = [
@@ -78,12 +77,13 @@ def write_results(by_row: dict[str, list[dict]], results: Path, command: str) ->
         lines.append(f"| {name} | {','.join(str(r['seed']) for r in rs)} | {ref} | " + " | ".join(row_cells(rs, devices))
                      + f" | {np.mean([r['train_seconds'] for r in rs]):.0f} |")
     last = TINY_AND_PUSH[-1]
-    if len(by_row.get(last, [])) > 1:
+    if len(by_row.get(last, [])) > 1 and on_disk(by_row[last]):
         ens = ensemble(by_row[last])
         lines.append(f"| ensemble of {last} | {ens['seed']} | — | " + " | ".join(row_cells([ens], devices)).replace(" ± 0.0000", "")
                      + " | — |")
         by_row = {**by_row, "ensemble": [ens]}
-    lines += ["", f"Device: {cpu_model_name()} (2 cores shared with other jobs, no GPU); one CPU thread per run.",
+    cpus = sorted({r["device"] for rs in by_row.values() for r in rs if r.get("device")})
+    lines += ["", f"Device of the runs: {'; '.join(cpus)} (2-core machines shared with other jobs, no GPU).",
               "The trivial classifier that calls every cycle normal scores exactly 0.5 (Se 0, Sp 1).", ""]
     (results / f"{STUDY.stem}.md").write_text("\n".join(lines))
     plot_rows(STUDY, by_row, results / f"{STUDY.stem}.png")
@@ -95,11 +95,15 @@ def main() -> None:
     ap.add_argument("--rows", nargs="+", default=TINY_AND_PUSH, choices=STUDY.rows)
     args = ap.parse_args()  # --bundle ships the selected run only if it beats the bundled ResNet on validation
     by_row = run_and_load(STUDY, args, args.rows)
-    write_results(by_row, args.results, f"python benchmarks/icbhi_conv_vit.py --seeds {' '.join(map(str, args.seeds))} --jobs {args.jobs}")
+    seeds = sorted({r["seed"] for rs in by_row.values() for r in rs})  # every run on disk is tabulated, not only this call's
+    write_results(by_row, args.results, f"python benchmarks/icbhi_conv_vit.py --seeds {' '.join(map(str, seeds))} --jobs {args.jobs}")
     row, run = best_by_validation(by_row)
     report = run["test"]
     print(f"validation-selected: {row} seed {run['seed']}, val {run['val']['score']:.4f}, test {report['score']:.4f}")
-    plot_report(report, f"Conv-ViT {row} seed {run['seed']} (validation-selected)", args.results / "icbhi_conv_vit_best.png")
+    if not on_disk([run]):
+        print(f"its run folder {run['run_dir']} is gone: figure and bundle left as they are")
+        return
+    plot_report(report, f"{row} seed {run['seed']} (validation-selected)", args.results / "icbhi_conv_vit_best.png")
     if args.bundle:
         from pulmo.engine.checkpoint import read_checkpoint
         from pulmo.inference.bundled import default_checkpoint

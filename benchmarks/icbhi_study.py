@@ -66,15 +66,43 @@ def run_all(study: Study, rows: Sequence[str], seeds: Sequence[int], jobs: int, 
         sys.exit("some runs failed; see their logs")
 
 
-def load_runs(study: Study, out: Path) -> dict[str, list[dict[str, Any]]]:
-    """Finished runs by row, in the study's row order."""
-    by_row: dict[str, list[dict[str, Any]]] = {}
+def load_runs(study: Study, out: Path, recorded: Path | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Finished runs by row, in the study's row order, seeds ascending; runs in the ``recorded``
+    results CSV whose folders are gone are kept from it (see ``runs_from_csv``)."""
+    found = runs_from_csv(recorded) if recorded else {}
     for row in study.rows:
-        for path in sorted(out.glob(f"{row}/seed*/metrics.json")):
+        for path in out.glob(f"{row}/seed*/metrics.json"):
             m = json.loads(path.read_text())
             m["run_dir"] = str(path.parent)
-            by_row.setdefault(row, []).append(m)
-    return by_row
+            found[(row, int(m["seed"]))] = m
+    by_row: dict[str, list[dict[str, Any]]] = {}
+    for key in sorted(found, key=lambda k: k[1]):
+        by_row.setdefault(key[0], []).append(found[key])
+    return {row: by_row[row] for row in study.rows if row in by_row}
+
+
+def runs_from_csv(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    """Runs recorded in an earlier results CSV (``write_csv``'s columns), by ``(row, seed)``.
+
+    For runs whose folders are gone (``runs/`` is not kept between machines): they hold the
+    measured scores only, so they are tabulated and plotted but not ensembled or bundled.
+    """
+    if not path.is_file():
+        return {}
+    out = {}
+    with path.open() as fh:
+        for line in csv.DictReader(fh):
+            devices = {k.removeprefix("test_score_"): {"score": float(v)} for k, v in line.items()
+                       if k.startswith("test_score_") and v not in ("", "nan")}
+            out[(line["experiment"], int(line["seed"]))] = {
+                "name": line["experiment"], "seed": int(line["seed"]), "val": {"score": float(line["val_score"])},
+                "test": {"sensitivity": float(line["test_sensitivity"]), "specificity": float(line["test_specificity"]),
+                         "score": float(line["test_score"]), "n": int(line["test_n"]), "per_device": devices},
+                "epochs_run": int(line["epochs"]) - 1, "best_epoch_val_score": float(line["best_val_epoch_score"]),
+                "train_seconds": float(line["train_seconds"]), "device": line["device"], "run_dir": line["run_dir"],
+                "from_csv": True,
+            }
+    return out
 
 
 def ms(values: Sequence[float]) -> str:
@@ -88,7 +116,7 @@ def devices_of(by_row: dict[str, list[dict[str, Any]]]) -> list[str]:
 
 def write_csv(by_row: dict[str, list[dict[str, Any]]], path: Path) -> None:
     devices = devices_of(by_row)
-    fields = ["experiment", "seed", "val_score", "test_sensitivity", "test_specificity", "test_score",
+    fields = ["experiment", "seed", "val_score", "test_sensitivity", "test_specificity", "test_score", "test_n",
               *[f"test_score_{d}" for d in devices], "epochs", "best_val_epoch_score", "train_seconds", "device", "run_dir"]
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as fh:
@@ -100,6 +128,7 @@ def write_csv(by_row: dict[str, list[dict[str, Any]]], path: Path) -> None:
                     "experiment": r["name"], "seed": r["seed"], "val_score": round(r["val"]["score"], 4),
                     "test_sensitivity": round(r["test"]["sensitivity"], 4),
                     "test_specificity": round(r["test"]["specificity"], 4), "test_score": round(r["test"]["score"], 4),
+                    "test_n": r["test"]["n"],
                     **{f"test_score_{d}": round(r["test"]["per_device"].get(d, {}).get("score", float("nan")), 4)
                        for d in devices},
                     "epochs": r.get("epochs_run", -1) + 1, "best_val_epoch_score": r.get("best_epoch_val_score"),
@@ -109,13 +138,13 @@ def write_csv(by_row: dict[str, list[dict[str, Any]]], path: Path) -> None:
 
 def preamble(study: Study, by_row: dict[str, list[dict[str, Any]]], command: str, notes: Sequence[str]) -> list[str]:
     """Title, protocol, ``notes`` and the command of a results page."""
-    first = next(iter(by_row.values()))[0]
+    n_test = next(iter(by_row.values()))[0]["test"]["n"]
     return [
         f"# {study.title}",
         "",
         "Scores are fractions (paper: percent / 100). Validation = patient-disjoint 30 % of the official training",
         "part (selection and early stopping only). Test = official test split, **covered subset** of the shared copy",
-        f"({first['test']['n']} of 2756 cycles have audio), scored once per run.",
+        f"({n_test} of 2756 cycles have audio), scored once per run.",
         *notes,
         "",
         f"Reproduce: `{command}`",
@@ -230,6 +259,7 @@ def study_parser(doc: str | None, default_out: Path) -> argparse.ArgumentParser:
     ap.add_argument("--out", type=Path, default=default_out)
     ap.add_argument("--results", type=Path, default=ROOT / "results")
     ap.add_argument("--aggregate-only", action="store_true")
+    ap.add_argument("--fresh", action="store_true", help="tabulate only runs on disk, not those recorded in the results CSV")
     ap.add_argument("--bundle", type=Path, help="write the selected checkpoint here (fp16)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to pulmo reproduce")
     return ap
@@ -241,7 +271,7 @@ def run_and_load(study: Study, args: argparse.Namespace, rows: Sequence[str]) ->
     if not args.aggregate_only:
         run_all(study, rows, args.seeds, args.jobs, args.out, [x for s in args.set for x in ("--set", s)])
         print(f"all runs: {time.time() - started:.0f} s wall")
-    by_row = load_runs(study, args.out)
+    by_row = load_runs(study, args.out, None if args.fresh else args.results / f"{study.stem}.csv")
     if not by_row:
         sys.exit(f"no finished runs under {args.out}")
     return by_row
@@ -251,3 +281,8 @@ def best_by_validation(by_row: dict[str, list[dict[str, Any]]]) -> tuple[str, di
     """The row with the best mean val score, then its seed with the best val score (test plays no part)."""
     row = max(by_row, key=lambda n: np.mean([r["val"]["score"] for r in by_row[n]]))
     return row, max(by_row[row], key=lambda r: r["val"]["score"])
+
+
+def on_disk(rs: list[dict[str, Any]]) -> bool:
+    """All of these runs still have their folders (not only a line in a results CSV)."""
+    return all(not r.get("from_csv") for r in rs)

@@ -58,6 +58,7 @@ class FakeImageCapability:
     name = "fake-image"
     kinds = frozenset({"image"})
     accepts_16bit_images = False
+    options: tuple[str, ...] = ()
 
     def __init__(self, checkpoint_file: Path) -> None:
         self.checkpoint_file = checkpoint_file
@@ -82,6 +83,7 @@ class BlockingCapability:
     name = "blocking-audio"
     kinds = frozenset({"audio"})
     accepts_16bit_images = False
+    options: tuple[str, ...] = ()
 
     def __init__(self, checkpoint_file: Path) -> None:
         self.release = threading.Event()

@@ -58,7 +58,8 @@ def test_analyze_keeps_going_past_a_bad_file(tmp_path, checkpoint, capsys):
     sf.write(good, synth_cycle("wheeze", 4000, 6.0, np.random.default_rng(0)), 4000)
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFFjunk")
-    code = main(["analyze", str(good), str(bad), "--checkpoint", str(ckpt), "--out", str(tmp_path / "out")])
+    code = main(["analyze", str(good), str(bad), "--checkpoint", str(ckpt), "--out", str(tmp_path / "out"),
+                 "--unannotated", "windows"])
     captured = capsys.readouterr()
     assert code == 1
     assert "good.wav: 4 cycles from windows" in captured.out

@@ -17,6 +17,14 @@ def test_base_merge_and_overrides(tmp_path):
     assert cfg.train.max_epochs == 5 and cfg.train.lr == 0.01 and cfg.train.seed == 3
 
 
+def test_a_section_naming_another_model_does_not_inherit_its_arguments(tmp_path):
+    (tmp_path / "base.yaml").write_text("model: {name: conv_vit, params: {vit: deit_tiny_patch16_224, conv: true}}\n")
+    (tmp_path / "row.yaml").write_text("base: base.yaml\nmodel: {name: efficientnet_lite0, params: {pretrained: ''}}\n")
+    assert load_config(tmp_path / "row.yaml").model.params == {"pretrained": ""}
+    (tmp_path / "same.yaml").write_text("base: base.yaml\nmodel: {name: conv_vit, params: {conv: false}}\n")
+    assert load_config(tmp_path / "same.yaml").model.params == {"vit": "deit_tiny_patch16_224", "conv": False}
+
+
 def test_round_trip(tmp_path):
     cfg = load_config(REPO / "configs/experiments/attentive-resnet/table2_se_spatial.yaml")
     save_config(cfg, tmp_path / "c.yaml")

@@ -20,8 +20,9 @@ CASES = {
         for conv, att, vit in [(False, False, "deit_tiny_patch16_224"), (True, False, "deit_tiny_patch16_224"),
                                (True, True, "deit_tiny_patch16_224"), (True, True, "deit_tiny_distilled_patch16_224")]
     ],
+    "efficientnet_lite0": [{"pretrained": ""}],
 }
-CNNS = {"resnet18_attn"}
+CNNS = {"resnet18_attn", "efficientnet_lite0"}
 VARIANTS = [(name, kwargs) for name, cases in CASES.items() for kwargs in cases]
 
 

@@ -22,7 +22,8 @@ from pulmo.cli import main
 from pulmo.frontdoor.capabilities import CAPABILITIES, capability_names, sha256_file
 from pulmo.frontdoor.inputs import Limits
 from pulmo.inference.bundled import ASSETS, default_checkpoint
-from pulmo.inference.lung_sounds import window_starts
+from pulmo.data.audio_io import read_audio
+from pulmo.data.segmentation import segment_cycles
 from pulmo.serve.app import ServeSettings
 from pulmo.serve.db import analyses, audit, default_url, tokens
 from pulmo.serve.storage import Storage, TooLarge
@@ -135,8 +136,10 @@ def test_health_page_openapi_and_one_analysis_end_to_end(srv):
     assert result["model"]["sha256"] == sha256_file(default_checkpoint("lung-sounds"))
     assert "ICBHI score" in result["model"]["evaluation"]
     assert result["pulmo_version"] and result["input"]["name"] == "demo.flac"
-    assert len(result["cycles"]) == len(window_starts(result["input"]["duration_s"], 2.5, 1.25))
-    assert result["segmentation"] == "windows"  # no annotation travels with an upload
+    samples, rate = read_audio(DEMO)
+    assert [[c["start_s"], c["end_s"]] for c in result["cycles"]] == [
+        [round(a, 3), round(b, 3)] for a, b in segment_cycles(samples, rate).cycles]
+    assert result["segmentation"] == "segmenter"  # no annotation travels with an upload: automatic cycles
     assert done["finished_at"].endswith("+00:00")
 
     status, headers, fig = srv.get(done["links"]["figures"]["timeline"])

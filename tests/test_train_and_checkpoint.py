@@ -69,8 +69,11 @@ def test_evaluate_and_analyze(trained_run):
     res = pipe.analyze_file(wav, annotation=root / "annotations" / "101_1b1_Al_sc_Meditron.txt")
     assert res.segmentation == "annotation" and len(res.cycles) == 4
     assert [c.annotated_label for c in res.cycles] == ["normal", "crackle", "wheeze", "both"]
-    windows = pipe.analyze_file(wav)
+    windows = pipe.analyze_file(wav, unannotated="windows")
     assert windows.segmentation == "windows" and len(windows.cycles) >= 2
+    auto = pipe.analyze_file(wav)
+    assert auto.segmentation == "segmenter" and auto.cycles[0].start_s == 0.0
+    assert [c.end_s for c in auto.cycles[:-1]] == [c.start_s for c in auto.cycles[1:]]  # contiguous, nothing left out
 
 
 def test_window_starts_cover_the_whole_recording():

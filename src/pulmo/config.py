@@ -1,7 +1,9 @@
 """Typed experiment configuration, loaded from YAML with a one-level ``base:`` merge.
 
 An experiment file may name ``base: other.yaml`` (relative to itself); the base is read
-first and the file's own keys are merged over it, dictionaries key by key. Unknown keys
+first and the file's own keys are merged over it, dictionaries key by key, except that a
+section naming another registry entry (``model: {name: ...}`` with a different ``name``)
+replaces the base's section instead of inheriting its arguments. Unknown keys
 raise :class:`~pulmo.errors.ConfigError` naming the key, so a typo never passes silently.
 The resolved configuration is a plain dict (``to_dict``) that is saved in every run
 directory and inside every checkpoint.
@@ -178,7 +180,8 @@ def _build(cls: type, data: Any, where: str) -> Any:
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        renamed = isinstance(value, dict) and "name" in value and value["name"] != (out.get(key) or {}).get("name")
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and not renamed:
             out[key] = _merge(out[key], value)
         else:
             out[key] = value

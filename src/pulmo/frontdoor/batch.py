@@ -58,7 +58,7 @@ def analyze_files(args: argparse.Namespace) -> int:
     from pulmo.frontdoor.report import write_outputs
 
     paths = expand(args.files)
-    options = {"annotation": args.annotation} if getattr(args, "annotation", None) else None
+    options = {"annotation": getattr(args, "annotation", None), "unannotated": getattr(args, "unannotated", None)}
     out = Path(args.out) if args.out else None
     results, failures = [], []
     bar = tqdm(list(zip(paths, unique_stems(paths))), desc="analysing", unit="file", file=sys.stderr,

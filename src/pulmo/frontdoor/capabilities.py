@@ -7,6 +7,7 @@ with one small adapter module that registers an object with this face::
         name = "cxr"                      # the --task name
         kinds = frozenset({"image"})      # file kinds it accepts: "audio" and/or "image"
         accepts_16bit_images = False      # 16-bit greyscale scans (detect: True)
+        options = ("lung_mask",)          # names of per-call options it takes (may be empty)
         def analyze(self, path, checkpoint=None, options=None) -> Analysis: ...
 
     CAPABILITIES.add("cxr", MyCapability())    # in pulmo/frontdoor/<task>.py
@@ -69,6 +70,7 @@ class Capability(Protocol):
     name: str
     kinds: frozenset[str]
     accepts_16bit_images: bool
+    options: tuple[str, ...]
 
     def analyze(self, path: Path, checkpoint: str | None = None, options: Mapping[str, Any] | None = None) -> Analysis:
         ...
@@ -175,7 +177,8 @@ def analyze_path(
 ) -> tuple[dict[str, Any], Analysis]:
     """Check ``path``, pick its capability, analyse it.
 
-    ``name`` is the file name to report (default: ``path``'s name).
+    ``name`` is the file name to report (default: ``path``'s name). ``options`` are passed
+    on where the picked capability lists them (an annotation means nothing to an X-ray).
 
     Returns:
         ``(envelope, analysis)``: the JSON result (see :func:`envelope`) and the
@@ -188,5 +191,6 @@ def analyze_path(
     path = Path(path)
     info = inspect_file(path, limits or Limits(), name=name)
     cap = pick_task(info, task)
-    analysis = cap.analyze(path, checkpoint, options)
+    taken = {k: v for k, v in (options or {}).items() if k in cap.options and v is not None}
+    analysis = cap.analyze(path, checkpoint, taken)
     return envelope(analysis, info, sha256_file(path)), analysis

@@ -23,7 +23,7 @@ class LungSoundsCapability:
     name = "lung-sounds"
     kinds = frozenset({"audio"})
     accepts_16bit_images = False
-    options = ("annotation",)
+    options = ("annotation", "unannotated")
 
     def __init__(self) -> None:
         self._pipelines: dict[str, tuple[LungSoundPipeline, str]] = {}
@@ -44,13 +44,16 @@ class LungSoundsCapability:
 
     def analyze(self, path: Path, checkpoint: str | None = None, options: Mapping[str, Any] | None = None) -> Analysis:
         """Cycles from an ICBHI annotation (``options["annotation"]``, or a ``.txt`` beside the
-        audio), else sliding windows of the model's cycle length; one probability per class each."""
+        audio), else from the automatic segmenter (``options["unannotated"]="segmenter"``, the
+        default) or sliding windows of the model's cycle length (``"windows"``); one
+        probability per class each."""
         options = dict(options or {})
         unknown = set(options) - set(self.options)
         if unknown:
             raise ConfigError(f"lung-sounds takes options {list(self.options)}, not {sorted(unknown)}")
         pipe, checkpoint_sha256 = self.pipeline(checkpoint)
-        res = pipe.analyze_file(path, annotation=options.get("annotation"))
+        res = pipe.analyze_file(path, annotation=options.get("annotation"),
+                                unannotated=options.get("unannotated") or "segmenter")
         result = res.to_dict()
         result["model"]["sha256"] = checkpoint_sha256  # the front door reports full hashes
         test = pipe.bundle.get("metrics", {}).get("test", {})

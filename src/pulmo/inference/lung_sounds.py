@@ -12,6 +12,7 @@ import numpy as np
 from pulmo.data.adapters.icbhi import check_cycle_in_audio, read_annotation
 from pulmo.data.audio_io import read_audio
 from pulmo.data.cycles import preprocess
+from pulmo.data.segmentation import segment_cycles
 from pulmo.engine.checkpoint import build_from_checkpoint, file_hash, read_checkpoint
 from pulmo.engine.evaluate import predict_probabilities
 from pulmo.errors import CheckpointError, DataError
@@ -34,7 +35,7 @@ class RecordingResult:
     """All cycles of one recording, plus which model made them."""
 
     path: str
-    segmentation: str  # "annotation" (from a .txt) or "windows" (fixed sliding windows)
+    segmentation: str  # "annotation" (from a .txt), "segmenter" (automatic cycles) or "windows" (sliding windows)
     cycles: list[CycleResult]
     model: dict[str, str] = field(default_factory=dict)
 
@@ -89,14 +90,18 @@ class LungSoundPipeline:
         return predict_probabilities(self.net, waveforms, self.audio.cycle_samples, batch_size, progress, self.audio.pad)
 
     def analyze_file(
-        self, path: str | Path, annotation: str | Path | None = None, hop_seconds: float | None = None
+        self, path: str | Path, annotation: str | Path | None = None, hop_seconds: float | None = None,
+        unannotated: str = "segmenter",
     ) -> RecordingResult:
         """Classify a recording's cycles.
 
         Cycles come from ``annotation`` (ICBHI ``.txt``), else from a ``.txt`` with the
-        same stem beside the audio, else from sliding windows of the model's cycle length
-        with ``hop_seconds`` (default: half a window).
+        same stem beside the audio, else (``unannotated``) from the automatic segmenter
+        (``"segmenter"``, :mod:`pulmo.data.segmentation`) or from sliding windows of the
+        model's cycle length with ``hop_seconds`` (``"windows"``, default hop: half a window).
         """
+        if unannotated not in ("segmenter", "windows"):
+            raise DataError(f"unannotated must be 'segmenter' or 'windows', got {unannotated!r}")
         path = Path(path)
         samples, sr = read_audio(path)
         clean = preprocess(samples, sr, self.audio)
@@ -108,6 +113,9 @@ class LungSoundPipeline:
             for s, e, _ in bounds:
                 check_cycle_in_audio(s, e, duration, str(ann))
             segmentation = "annotation"
+        elif unannotated == "segmenter":
+            bounds = [(a, b, None) for a, b in segment_cycles(samples, sr).cycles]
+            segmentation = "segmenter"
         else:
             win = self.audio.cycle_seconds
             hop = hop_seconds or win / 2
