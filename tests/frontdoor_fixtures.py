@@ -72,7 +72,7 @@ class FakeImageCapability:
             im.convert("L").save(buf, format="PNG")
         model = {"name": "mean-grey", "checkpoint": self.checkpoint_file.name,
                  "sha256": sha256_file(self.checkpoint_file), "pulmo_version": "test"}
-        return Analysis(self.name, f"mean grey level {mean:.1f}", {"mean": mean, "model": model},
+        return Analysis(self.name, f"mean grey level {mean:.1f}", {"mean": mean, "model": model, "checkpoint_given": checkpoint},
                         Table(["statistic", "value"], [["mean", mean]]), [Figure("grey", buf.getvalue(), "the image in grey")])
 
 

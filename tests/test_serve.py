@@ -81,7 +81,9 @@ def extra_capabilities(tmp_path_factory):
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory, extra_capabilities):
     storage = tmp_path_factory.mktemp("serve")
-    with fresh_db(storage) as url, LiveServer(ServeSettings(storage, url, workers=2, limits=LIMITS)) as server:
+    checkpoints = {"fake-image": str(extra_capabilities["image"].checkpoint_file)}
+    with fresh_db(storage) as url, LiveServer(ServeSettings(storage, url, workers=2, limits=LIMITS,
+                                                            checkpoints=checkpoints)) as server:
         server.storage, server.url = storage, url
         yield server
 
@@ -154,10 +156,12 @@ def test_health_page_openapi_and_one_analysis_end_to_end(srv):
     assert srv.get("/analyses/../../etc/passwd")[0] == 404
     assert srv.get(f"/analyses/{accepted['id']}/figures/nothing.png")[0] == 404
 
-    again = srv.upload("copy.flac", DEMO.read_bytes())[1]  # same bytes: stored once, never overwritten
+    again = srv.upload("copy of démo;'x'.flac", DEMO.read_bytes())[1]  # same bytes: stored once, never overwritten
     assert again["file"]["sha256"] == accepted["file"]["sha256"] and again["id"] != accepted["id"]
     stored = srv.storage / "uploads" / accepted["file"]["sha256"][:2] / accepted["file"]["sha256"]
     assert stored.read_bytes() == DEMO.read_bytes() and srv.wait(again["id"])["status"] == "done"
+    status, headers, _ = srv.get(f"/analyses/{again['id']}/report?download=1")
+    assert status == 200 and headers["content-disposition"] == 'attachment; filename="pulmo-report-copy_of_d_mo__x_.html"'
 
 
 def test_every_bad_upload_gets_a_clear_4xx(srv, tmp_path):
@@ -195,11 +199,12 @@ def test_every_bad_upload_gets_a_clear_4xx(srv, tmp_path):
     assert sha256_file(good) not in kept and sha256_file(tmp_path / "bomb.png") not in kept
 
 
-def test_an_image_capability_joins_through_the_same_door(srv, tmp_path):
+def test_an_image_capability_joins_through_the_same_door(srv, tmp_path, extra_capabilities):
     status, accepted = srv.upload("scan.png", png(tmp_path / "scan.png").read_bytes())
     assert status == 202 and accepted["task"] == "fake-image"
     done = srv.wait(accepted["id"])
     assert done["status"] == "done" and done["result"]["headline"].startswith("mean grey level")
+    assert done["result"]["checkpoint_given"] == str(extra_capabilities["image"].checkpoint_file)  # --checkpoint TASK=PATH
     assert srv.get(done["links"]["figures"]["grey"])[2].startswith(b"\x89PNG")
 
 
@@ -213,6 +218,8 @@ def _tokens_required_hashed_and_recorded(tmp_path, capsys, url):  # type: ignore
     where = ["--storage", str(storage), "--db", url]
     assert main(["serve", "--host", "0.0.0.0", *where]) == 2
     assert "refusing to listen on 0.0.0.0 without API tokens" in capsys.readouterr().err
+    assert main(["serve", "--checkpoint", "lung-sounds", *where]) == 2
+    assert "--checkpoint expects TASK=PATH" in capsys.readouterr().err
     assert main(["serve", *where, "tokens", "add", "alice"]) == 0
     token = capsys.readouterr().out.strip()
     assert token.startswith("pulmo_") and len(token) > 40

@@ -256,7 +256,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
         path = storage.result_dir(row.id) / runner.figure_dir(row) / "report.html"
         headers = {}
         if download:
-            headers["Content-Disposition"] = f'attachment; filename="pulmo-report-{Path(row.file_name).stem[:80]}.html"'
+            stem = re.sub(r"[^A-Za-z0-9._-]", "_", Path(row.file_name).stem)[:80]  # no quotes or line breaks in a header
+            headers["Content-Disposition"] = f'attachment; filename="pulmo-report-{stem}.html"'
         return Response(path.read_bytes(), media_type="text/html; charset=utf-8", headers=headers)
 
     @app.get("/analyses/{analysis_id}/figures/{name}.png")

@@ -67,7 +67,10 @@ def _engine(url: str):  # type: ignore[no-untyped-def]
 
 def main(args: argparse.Namespace) -> int:
     try:
+        import alembic  # noqa: F401
         import fastapi  # noqa: F401
+        import python_multipart  # noqa: F401
+        import sqlalchemy  # noqa: F401
         import uvicorn
     except ImportError as err:
         raise ConfigError(f"pulmo serve needs the serve extra ({err.name} is missing): pip install 'pulmo[serve]'") from None
