@@ -269,6 +269,11 @@ def _restart_requeues(tmp_path, extra_capabilities, url):  # type: ignore[no-unt
         finished = first.wait(first.upload("a.wav", data)[1]["id"])
         stuck = first.upload("a.wav", data, task="blocking-audio")[1]["id"]
         assert blocker.started.wait(30)
+        t0 = time.monotonic()  # a long analysis blocks neither the API nor new uploads
+        status, health = first.get_json("/health")
+        assert status == 200 and health["analyses"] == {"done": 1, "running": 1} and time.monotonic() - t0 < 5
+        waiting = first.upload("b.wav", data)
+        assert waiting[0] == 202 and first.get_json(f"/analyses/{waiting[1]['id']}")[1]["status"] == "queued"
         stale_workers = list(first.app.state.runner._threads)
     row = {r["id"]: r for r in db_rows(url, analyses)}[stuck]
     assert (row["status"], row["attempts"]) == ("running", 1)  # as a service that died leaves it
@@ -281,12 +286,13 @@ def _restart_requeues(tmp_path, extra_capabilities, url):  # type: ignore[no-unt
         for t in stale_workers:
             t.join(timeout=10)
         assert (done["status"], done["attempts"]) == ("done", 2)
+        assert second.wait(waiting[1]["id"])["status"] == "done"  # queued when the first service stopped
         again = second.get_json(f"/analyses/{finished['id']}")[1]
         assert again["result"] == finished["result"] and second.get(again["links"]["report"])[0] == 200
     trail = [(r["action"], r["status"]) for r in db_rows(url, audit) if r["analysis_id"] == stuck]
     assert trail == [("submit", "queued"), ("start", "running"), ("requeued", "queued"), ("start", "running"),
                      ("done", "done")]
-    assert [r["status"] for r in db_rows(url, analyses)] == ["done", "done"]
+    assert [r["status"] for r in db_rows(url, analyses)] == ["done", "done", "done"]
 
 
 def _free_port() -> int:

@@ -23,7 +23,7 @@ class LungSoundsCapability:
     name = "lung-sounds"
     kinds = frozenset({"audio"})
     accepts_16bit_images = False
-    options = ("annotation", "unannotated")
+    options: tuple[str, ...] = ("annotation", "unannotated")
 
     def __init__(self) -> None:
         self._pipelines: dict[str, tuple[LungSoundPipeline, str]] = {}

@@ -54,6 +54,7 @@ class JobRunner:
         self.checkpoints = dict(checkpoints or {})
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
 
     # -- submitting and reading -------------------------------------------------------
     def submit(self, who: str, task: str, info: InputInfo, sha256: str) -> str:
@@ -108,6 +109,7 @@ class JobRunner:
         """Ask workers to stop after their current analysis; wait up to ``timeout_s`` in all.
         An analysis still running then stays ``running`` in the database and is re-queued
         by the next start."""
+        self._stopping.set()  # a worker still busy when we stop waiting takes nothing more
         for _ in self._threads:
             self._queue.put(None)
         for t in self._threads:
@@ -116,7 +118,7 @@ class JobRunner:
 
     # -- running ------------------------------------------------------------------------
     def _loop(self) -> None:
-        while (analysis_id := self._queue.get()) is not None:
+        while not self._stopping.is_set() and (analysis_id := self._queue.get()) is not None:
             try:
                 self.run_one(analysis_id)
             except Exception:  # a bug in one analysis must not take the worker down
