@@ -22,7 +22,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -182,21 +182,26 @@ def create_app(settings: ServeSettings) -> FastAPI:
                            "max_audio_seconds": settings.limits.max_audio_seconds,
                            "max_image_pixels": settings.limits.max_image_pixels}}
 
+    def reject(user: str, sha: str | None, task: str | None, err: InputRejected) -> NoReturn:
+        """Record a refused upload in the audit trail, then answer it."""
+        with engine.begin() as conn:
+            record(conn, user, "rejected", file_sha256=sha, task=(task or None) and task[:32], status=str(err.status),
+                   detail=f"{err.code}: {err}")
+        raise ApiError(err.status, err.code, str(err))
+
     def accept(user: str, stream: IO[bytes], filename: str, task: str | None) -> dict[str, Any]:
         limits = settings.limits
         try:
             tmp, sha, _ = storage.spool(iter(lambda: stream.read(1 << 20), b""), limits.max_upload_bytes)
         except TooLarge:
-            raise ApiError(413, "too_large", f"{filename}: over the limit of {limits.max_upload_bytes} bytes") from None
+            err = InputRejected(413, "too_large", f"{filename}: over the limit of {limits.max_upload_bytes} bytes")
+            reject(user, None, task, err)
         try:
             info = inspect_file(tmp, limits, name=filename)
             cap = pick_task(info, task)
         except InputRejected as err:
             storage.discard(tmp)
-            with engine.begin() as conn:
-                record(conn, user, "rejected", file_sha256=sha, task=task, status=str(err.status),
-                       detail=f"{err.code}: {err}")
-            raise ApiError(err.status, err.code, str(err)) from None
+            reject(user, sha, task, err)
         storage.commit(tmp, sha)
         analysis_id = runner.submit(user, cap.name, info, sha)
         return {"id": analysis_id, "status": "queued", "task": cap.name, "file": {"name": filename, "sha256": sha,
