@@ -27,12 +27,18 @@ def rejected(path: Path, limits: Limits = Limits()) -> InputRejected:
 
 
 @pytest.fixture
-def fake_image(monkeypatch, tmp_path):
-    """A registered image capability for the duration of one test."""
+def lung_sounds_only(monkeypatch):
+    """The registry as on a checkout with lung sounds alone, whatever else has joined since."""
+    capability_names()  # the real ones register first
+    monkeypatch.setattr(CAPABILITIES, "_items", {"lung-sounds": CAPABILITIES.get("lung-sounds")})
+
+
+@pytest.fixture
+def fake_image(lung_sounds_only, monkeypatch, tmp_path):
+    """Lung sounds and a fake image capability, for the duration of one test."""
     ckpt = tmp_path / "fake.pt"
     ckpt.write_bytes(b"fake weights")
     cap = FakeImageCapability(ckpt)
-    capability_names()  # the real ones register first
     monkeypatch.setitem(CAPABILITIES._items, cap.name, cap)
     return cap
 
@@ -100,7 +106,7 @@ def test_pick_task_by_kind_and_by_name(tmp_path, fake_image):
     assert (err.value.status, err.value.code) == (422, "unknown_task")
 
 
-def test_an_image_without_an_image_capability_is_refused_clearly():
+def test_an_image_without_an_image_capability_is_refused_clearly(lung_sounds_only):
     image = InputInfo("x.png", 10, "image", "PNG", {"mode": "L", "bits_per_sample": 8})
     with pytest.raises(InputRejected) as err:
         pick_task(image)
@@ -155,7 +161,7 @@ def test_analyze_picks_the_task_and_writes_json_report_and_figure(tmp_path, caps
     assert (out / "demo_lung_sounds_timeline.png").read_bytes().startswith(b"\x89PNG")
 
 
-def test_analyze_a_folder_keeps_going_and_lists_failures(tmp_path, capsys):
+def test_analyze_a_folder_keeps_going_and_lists_failures(tmp_path, capsys, lung_sounds_only):
     folder = tmp_path / "batch"
     (folder / "sub").mkdir(parents=True)
     wav(folder / "one.wav", seconds=3.0)

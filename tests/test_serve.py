@@ -67,14 +67,14 @@ def db_rows(url: str, table):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def extra_capabilities(tmp_path_factory):
-    """A fake image capability and a blocking audio one, registered for this module."""
+    """A registry of lung sounds, a fake image capability and a blocking audio one, for this module."""
     ckpt = tmp_path_factory.mktemp("ckpt") / "fake.pt"
     ckpt.write_bytes(b"fake weights")
     capability_names()
     caps = {"image": FakeImageCapability(ckpt), "blocking": BlockingCapability(ckpt)}
-    with pytest.MonkeyPatch.context() as mp:
-        for cap in caps.values():
-            mp.setitem(CAPABILITIES._items, cap.name, cap)
+    with pytest.MonkeyPatch.context() as mp:  # lung sounds and these two, whatever else has joined since
+        mp.setattr(CAPABILITIES, "_items", {"lung-sounds": CAPABILITIES.get("lung-sounds"),
+                                            **{cap.name: cap for cap in caps.values()}})
         yield caps
 
 
