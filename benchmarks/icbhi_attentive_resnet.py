@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from icbhi_study import (
-    ROOT, Study, best_by_validation, bundle_run, devices_of, on_disk, plot_rows, preamble, row_cells, run_and_load, study_parser,
+    ROOT, Study, best_by_validation, bundle_run, devices_of, finish_page, on_disk, preamble, row_cells, run_and_load, study_parser,
     write_csv,
 )
 
@@ -50,12 +50,7 @@ def write_results(by_row: dict[str, list[dict]], results: Path, command: str) ->
             f"{paper['test_sensitivity'] / 100:.4f} / {paper['test_specificity'] / 100:.4f} / {paper['test_score'] / 100:.4f} | "
             f"{se} | {sp} | {score} | " + " | ".join(per_dev) + f" | {np.mean([r['train_seconds'] for r in rs]):.0f} |"
         )
-    cpus = sorted({r["device"] for rs in by_row.values() for r in rs if r.get("device")})
-    lines += ["", f"Device of the runs: {'; '.join(cpus)} (2 cores, no GPU); each run used one CPU thread, two runs at a time.",
-              "The trivial classifier that calls every cycle normal scores exactly 0.5 (Se 0, Sp 1).", ""]
-    (results / f"{STUDY.stem}.md").write_text("\n".join(lines))
-    plot_rows(STUDY, by_row, results / f"{STUDY.stem}.png")
-    print("\n".join(lines))
+    finish_page(STUDY, by_row, lines, results, "2 cores, no GPU; each run used one CPU thread, two runs at a time")
 
 
 def main() -> None:

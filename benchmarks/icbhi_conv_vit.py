@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 from icbhi_study import (
-    ROOT, Study, best_by_validation, bundle_run, devices_of, on_disk, plot_report, plot_rows, preamble, row_cells, run_and_load,
+    ROOT, Study, best_by_validation, bundle_run, devices_of, finish_page, on_disk, plot_report, preamble, row_cells, run_and_load,
     study_parser,
     write_csv,
 )
@@ -82,12 +82,7 @@ def write_results(by_row: dict[str, list[dict]], results: Path, command: str) ->
         lines.append(f"| ensemble of {last} | {ens['seed']} | — | " + " | ".join(row_cells([ens], devices)).replace(" ± 0.0000", "")
                      + " | — |")
         by_row = {**by_row, "ensemble": [ens]}
-    cpus = sorted({r["device"] for rs in by_row.values() for r in rs if r.get("device")})
-    lines += ["", f"Device of the runs: {'; '.join(cpus)} (2-core machines shared with other jobs, no GPU).",
-              "The trivial classifier that calls every cycle normal scores exactly 0.5 (Se 0, Sp 1).", ""]
-    (results / f"{STUDY.stem}.md").write_text("\n".join(lines))
-    plot_rows(STUDY, by_row, results / f"{STUDY.stem}.png")
-    print("\n".join(lines))
+    finish_page(STUDY, by_row, lines, results, "2-core machines shared with other jobs, no GPU")
 
 
 def main() -> None:

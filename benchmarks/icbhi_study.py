@@ -152,6 +152,16 @@ def preamble(study: Study, by_row: dict[str, list[dict[str, Any]]], command: str
     ]
 
 
+def finish_page(study: Study, by_row: dict[str, list[dict[str, Any]]], lines: list[str], results: Path, how: str) -> None:
+    """Append the runs' CPUs (``how``: how they ran) and the trivial baseline; write the page and its figure."""
+    cpus = sorted({r["device"] for rs in by_row.values() for r in rs if r.get("device")})
+    lines += ["", f"Device of the runs: {'; '.join(cpus)} ({how}).",
+              "The trivial classifier that calls every cycle normal scores exactly 0.5 (Se 0, Sp 1).", ""]
+    (results / f"{study.stem}.md").write_text("\n".join(lines))
+    plot_rows(study, by_row, results / f"{study.stem}.png")
+    print("\n".join(lines))
+
+
 def row_cells(rs: list[dict[str, Any]], devices: Sequence[str]) -> list[str]:
     """val score, test Se, Sp, score and per-device test scores as mean ± std cells."""
     per_dev = [ms([r["test"]["per_device"][d]["score"] for r in rs if d in r["test"]["per_device"]]) for d in devices]
