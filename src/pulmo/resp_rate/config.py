@@ -23,7 +23,8 @@ class RRDataConfig:
     ``test_fold`` of ``folds`` subject folds is the test split; validation subjects
     (``val_fraction`` of the rest) are carved from the training subjects with ``split_seed``.
     ``synthetic_fraction`` of each training batch's clips come from the breath generator
-    (rates 0-60 bpm, so the heavy class exists); ``time_compress_fraction`` of the real
+    (rates 0-60 bpm, so the heavy class exists; ``synthetic_bank`` clips are generated once
+    and cropped at random); ``time_compress_fraction`` of the real
     clips are sped up 1.5-3x (rate multiplied alike).
     """
 
@@ -34,6 +35,7 @@ class RRDataConfig:
     val_fraction: float = 0.2
     split_seed: int = 0
     synthetic_fraction: float = 0.0
+    synthetic_bank: int = 400
     time_compress_fraction: float = 0.0
 
     def __post_init__(self) -> None:

@@ -86,7 +86,7 @@ class ClipSampler:
     """
 
     def __init__(self, recordings: Sequence[Recording], clip: ClipConfig, data: RRDataConfig,
-                 augment: AugmentConfig, seed: int, synthetic_bank: int = 400) -> None:
+                 augment: AugmentConfig, seed: int) -> None:
         if not recordings:
             raise DataError("no training recordings")
         self.recordings, self.clip, self.data, self.augment = list(recordings), clip, data, augment
@@ -96,7 +96,7 @@ class ClipSampler:
             if augment.enabled else {}
         self.synthetic = []
         if data.synthetic_fraction > 0:
-            for _ in range(synthetic_bank):
+            for _ in range(data.synthetic_bank):
                 rate = 0.0 if self.rng.random() < 0.1 else float(self.rng.uniform(5, 60))
                 self.synthetic.append(synth_breath(clip.max_s, rate, sr, self.rng, irregularity=self.rng.uniform(0, 0.2)))
 

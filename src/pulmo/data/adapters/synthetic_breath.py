@@ -11,6 +11,7 @@ breathing class starts above ``HEAVY_ABOVE_BPM``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from scipy.signal import butter, sosfilt
@@ -145,3 +146,28 @@ def synth_breath(
     signal = (0.5 * signal / max(float(np.abs(signal).max()), 1e-9)).astype(np.float32)
     return BreathClip(signal, sr, float(rate_bpm), rate_bpm * duration_s / 60.0, noisy,
                       snr_db if noise_type else None, noise_type if snr_db is not None else None, onsets)
+
+
+def write_breath_folder(root: str | Path, subjects: int = 3, rates_bpm: tuple[float, ...] = (8.0, 14.0, 20.0),
+                        seconds: float = 20.0, sample_rate_hz: int = 2000, seed: int = 0) -> Path:
+    """Write a small folder in the RRuJO layout (``audio/<bpm>/<subject>.flac`` and
+    ``labels.csv`` with path, bpm, subject_code, device) for tests and demos."""
+    import csv
+
+    import soundfile as sf
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(subjects):
+        for rate in rates_bpm:
+            rel = Path("audio") / f"{rate:g}" / f"subject{s:02d}.flac"
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            clip = synth_breath(seconds, rate, sample_rate_hz, rng, irregularity=0.05)
+            sf.write(root / rel, clip.audio, sample_rate_hz, subtype="PCM_16")
+            rows.append({"path": rel.as_posix(), "device": "synthetic", "bpm": f"{rate:g}", "subject_code": f"subject{s:02d}"})
+    with (root / "labels.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
