@@ -14,7 +14,7 @@ from pulmo.losses.focal import focal_loss
 from pulmo.losses.multitask import DynamicWeightAverage, convex_mixture
 from pulmo.metrics.regression import ccc, f1_scores, mse_by_range, pearson, regression_report
 from pulmo.models import create_model
-from pulmo.resp_rate.dsp import DspConfig, estimate_rate_dsp
+from pulmo.resp_rate.dsp import DspConfig, estimate_rate_dsp, refine_rate
 
 
 def test_ccc_hand_values():
@@ -128,3 +128,17 @@ def test_rr_lstm_forward_backward_every_variant(variant, hidden):
     assert (model.time_conv is not None) == (variant == "tc_lstm")
     with pytest.raises(ValueError, match="expected"):
         model(torch.randn(1, 1, 20, 10))
+
+
+def test_refine_rate_snaps_a_coarse_guess_to_the_spectral_peak():
+    clip = synth_breath(60.0, 12.0, 2000, np.random.default_rng(3), irregularity=0.0)
+    assert refine_rate(clip.audio, 2000, 10.0, 0.3) == pytest.approx(12.0, abs=0.2)
+    assert refine_rate(clip.audio, 2000, 14.0, 0.3) == pytest.approx(12.0, abs=0.2)
+    assert refine_rate(clip.audio, 2000, 10.0, 0.0) == 10.0  # off
+    assert refine_rate(clip.audio, 2000, 40.0, 0.05) == 40.0  # no peak within 5 %: the guess stands
+
+
+@pytest.mark.parametrize("method", ["harmonic_sum", "autocorrelation", "spectral_peak"])
+def test_dsp_methods_on_clean_audio(method):
+    clip = synth_breath(60.0, 25.0, 2000, np.random.default_rng(4), irregularity=0.0)
+    assert estimate_rate_dsp(clip.audio, 2000, DspConfig(method=method)) == pytest.approx(25.0, rel=0.05)

@@ -45,7 +45,7 @@ def analyze(args: argparse.Namespace) -> int:
     for f in args.files:
         try:
             samples = pipe.load(f)
-            track = pipe.analyze_file(f)
+            track = pipe.analyze_file(f, samples)
         except PulmoError as err:
             failures.append(f)
             print(f"pulmo: skipped {f}: {err}", file=sys.stderr)

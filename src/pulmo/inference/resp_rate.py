@@ -16,7 +16,7 @@ from pulmo.errors import DataError
 from pulmo.inference.bundled import default_checkpoint
 from pulmo.metrics.regression import regression_report
 from pulmo.resp_rate.data import load_recording
-from pulmo.resp_rate.net import NOISE_CLASSES, WindowPredictions, aggregate_rate, build_from_rr_checkpoint, predict_windows
+from pulmo.resp_rate.net import NOISE_CLASSES, WindowPredictions, build_from_rr_checkpoint, predict_windows, recording_rate
 
 
 @dataclass
@@ -75,8 +75,9 @@ class RespRatePipeline:
     def windows(self, samples: np.ndarray) -> WindowPredictions:
         return predict_windows(self.net, samples, self.clip)
 
-    def analyze_file(self, path: str | Path) -> RateTrack:
-        samples = self.load(path)
+    def analyze_file(self, path: str | Path, samples: np.ndarray | None = None) -> RateTrack:
+        """Rate track of ``path`` (or of ``samples`` already loaded from it by :meth:`load`)."""
+        samples = self.load(path) if samples is None else samples
         w = self.windows(samples)
         heavy_idx = BREATH_CLASSES.index("heavy")
         rows = []
@@ -86,7 +87,7 @@ class RespRatePipeline:
             rows.append(RateWindow(float(s), float(s + w.window_s), float(w.rate_bpm[i]), float(w.count[i]), cls, probs,
                                    int(w.breath_probs[i].argmax()) == heavy_idx, bool(w.noise_probs[i, 1] > 0.5),
                                    float(w.noise_probs[i, NOISE_CLASSES.index("noisy")])))
-        return RateTrack(str(path), len(samples) / self.clip.sample_rate_hz, aggregate_rate(w.rate_bpm, self.clip.aggregate),
+        return RateTrack(str(path), len(samples) / self.clip.sample_rate_hz, recording_rate(samples, w, self.clip),
                          float(np.mean([r.heavy for r in rows])), bool(np.mean([r.noisy for r in rows]) > 0.5), rows,
                          dict(self.model))
 
@@ -95,7 +96,8 @@ def evaluate_folder(pipe: RespRatePipeline, data: str | Path, limit: int = 0) ->
     """Score every recording listed in ``data``'s ``labels.csv`` (path and bpm/rr_bpm).
 
     Each recording is cut into windows of the model's clip length; its rate is the
-    aggregate of the window rates. Top-level ``mae``, ``mse``, ``ccc``, ``pearson`` (bpm)
+    aggregate of the window rates (refined by the envelope spectrum where the checkpoint
+    says so). Top-level ``mae``, ``mse``, ``ccc``, ``pearson`` (bpm)
     and ``n`` are per recording; ``window`` holds the same metrics per window (each window
     scored against its recording's label); ``per_device`` the recording metrics by device.
     """
@@ -105,17 +107,20 @@ def evaluate_folder(pipe: RespRatePipeline, data: str | Path, limit: int = 0) ->
     rec_pred, rec_true, win_pred, win_true, devices = [], [], [], [], []
     for r in records:
         try:
-            w = pipe.windows(pipe.load(r.path))
+            samples = pipe.load(r.path)
+            w = pipe.windows(samples)
         except DataError as err:
             raise DataError(f"{r.record_id}: {err}") from None
-        rec_pred.append(aggregate_rate(w.rate_bpm, pipe.clip.aggregate))
+        rec_pred.append(recording_rate(samples, w, pipe.clip))
         rec_true.append(float(r.rr_bpm or 0.0))
         win_pred.extend(w.rate_bpm.tolist())
         win_true.extend([float(r.rr_bpm or 0.0)] * len(w.rate_bpm))
         devices.append(r.device or "unknown")
     report: dict[str, Any] = regression_report(rec_pred, rec_true)
     report["unit"] = "breaths per minute"
-    report["aggregate"] = f"{pipe.clip.aggregate} of {pipe.clip.window_s:g} s windows every {pipe.clip.hop_s:g} s"
+    report["aggregate"] = (f"{pipe.clip.aggregate} of {pipe.clip.window_s:g} s windows every {pipe.clip.hop_s:g} s"
+                           + (f", refined by the envelope spectrum within ±{100 * pipe.clip.refine_tolerance:.0f} %"
+                              if pipe.clip.refine_tolerance > 0 else ""))
     report["window"] = regression_report(win_pred, win_true)
     report["per_device"] = {
         d: regression_report([p for p, dd in zip(rec_pred, devices) if dd == d], [t for t, dd in zip(rec_true, devices) if dd == d])

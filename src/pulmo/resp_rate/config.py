@@ -53,7 +53,11 @@ class RRDataConfig:
 class ClipConfig:
     """Audio rate and clip lengths. Training clips are ``min_s``-``max_s`` long (the
     paper's 4-7 s); recordings are scored in windows of ``window_s`` every ``hop_s``,
-    and a recording's rate is the ``aggregate`` (median or mean) of its windows' rates."""
+    and a recording's rate is the ``aggregate`` (median or mean) of its windows' rates.
+    With ``refine_tolerance > 0`` that rate is then sharpened by the strongest peak of the
+    recording's breath-envelope spectrum within ``± refine_tolerance`` of it
+    (:func:`pulmo.resp_rate.dsp.refine_rate`); training picks the tolerance on validation
+    subjects from ``refine_grid`` (0 = off)."""
 
     sample_rate_hz: int = 2000
     min_s: float = 4.0
@@ -61,6 +65,8 @@ class ClipConfig:
     window_s: float = 7.0
     hop_s: float = 1.0
     aggregate: str = "median"
+    refine_tolerance: float = 0.0
+    refine_grid: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.3, 0.4, 0.5])
 
     def __post_init__(self) -> None:
         if not 0 < self.min_s <= self.max_s:

@@ -10,7 +10,8 @@
    a sub-harmonic (``f/2``, ``f/3``) from winning when the higher harmonics are weak.
 4. The rate is the argmax of ``S`` within ``[min_bpm, max_bpm]``.
 
-``method="autocorrelation"`` (largest normalised autocorrelation peak in the lag range)
+``method="autocorrelation"`` (the shortest-lag normalised autocorrelation peak within 80 %
+of the highest one in the lag range)
 and ``method="spectral_peak"`` (plain envelope-spectrum peak) are kept for comparison.
 """
 
@@ -34,7 +35,7 @@ class DspConfig:
     min_bpm: float = 4.0
     max_bpm: float = 60.0
     harmonics: int = 3
-    harmonic_decay: float = 0.8
+    harmonic_decay: float = 1.0
     method: str = "harmonic_sum"
 
     def __post_init__(self) -> None:
@@ -79,18 +80,44 @@ def rate_from_envelope(env: np.ndarray, cfg: DspConfig) -> float:
         peaks, _ = find_peaks(seg)
         if len(peaks) == 0:  # no periodicity visible in the lag range: fall back to the spectrum
             return rate_from_envelope(env, DspConfig(**{**cfg.__dict__, "method": "harmonic_sum"}))
-        k = peaks[np.argmax(seg[peaks])] + lo
+        # multiples of the period peak about as high: take the first peak near the highest
+        k = peaks[np.argmax(seg[peaks] >= 0.8 * seg[peaks].max())] + lo
         a, b, c = ac[k - 1], ac[k], ac[k + 1] if k + 1 < n else ac[k]
         denom = a - 2 * b + c
         shift = 0.5 * (a - c) / denom if denom != 0 else 0.0
         return float(60.0 * fr / (k + shift))
-    f, p = _spectrum(env, fr)
-    if cfg.method == "spectral_peak":
-        score = p
-    else:
-        score = sum(cfg.harmonic_decay ** (h - 1) * np.interp(f * h, f, p, right=0.0) for h in range(1, cfg.harmonics + 1))
+    f, score = rate_spectrum(env, cfg)
     band = (f >= cfg.min_bpm) & (f <= cfg.max_bpm)
     return float(f[band][np.argmax(score[band])])
+
+
+def rate_spectrum(env: np.ndarray, cfg: DspConfig) -> tuple[np.ndarray, np.ndarray]:
+    """``(rates_bpm, score)`` of an envelope: the plain power spectrum for
+    ``spectral_peak``, else the decayed harmonic sum."""
+    f, p = _spectrum(env, cfg.envelope_hz)
+    if cfg.method == "spectral_peak":
+        return f, p
+    return f, sum(cfg.harmonic_decay ** (h - 1) * np.interp(f * h, f, p, right=0.0) for h in range(1, cfg.harmonics + 1))
+
+
+def refine_rate(samples: np.ndarray, sample_rate_hz: int, guess_bpm: float, tolerance: float,
+                cfg: DspConfig | None = None, min_peak: float = 0.05) -> float:
+    """Sharpen a coarse rate (e.g. a neural estimate) with the harmonic-sum spectrum.
+
+    The spectrum's local peaks within ``guess_bpm * (1 ± tolerance)`` (and the rate range)
+    that reach ``min_peak`` of the strongest peak in the rate range are candidates; the
+    strongest candidate is returned, or ``guess_bpm`` when there is none. The
+    guess resolves the octave ambiguity the spectrum has; the spectrum gives the precision
+    a short-window estimate lacks. ``tolerance <= 0`` returns the guess unchanged.
+    """
+    if tolerance <= 0:
+        return float(guess_bpm)
+    cfg = cfg or DspConfig()
+    f, score = rate_spectrum(breath_envelope(samples, sample_rate_hz, cfg), DspConfig(**{**cfg.__dict__, "method": "harmonic_sum"}))
+    band = (f >= cfg.min_bpm) & (f <= cfg.max_bpm)
+    peaks, _ = find_peaks(score, height=min_peak * score[band].max())
+    ok = peaks[(np.abs(f[peaks] - guess_bpm) <= tolerance * guess_bpm) & (f[peaks] >= cfg.min_bpm) & (f[peaks] <= cfg.max_bpm)]
+    return float(f[ok[np.argmax(score[ok])]]) if len(ok) else float(guess_bpm)
 
 
 def estimate_rate_dsp(samples: np.ndarray, sample_rate_hz: int, cfg: DspConfig | None = None) -> float:

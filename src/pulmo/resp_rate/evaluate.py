@@ -13,7 +13,7 @@ from pulmo.data.transforms.audio import NOISE_TYPES
 from pulmo.metrics.regression import f1_scores, mse_by_range, regression_report
 from pulmo.resp_rate.config import ClipConfig
 from pulmo.resp_rate.dsp import DspConfig, estimate_rate_dsp
-from pulmo.resp_rate.net import RateNet, aggregate_rate, predict_windows
+from pulmo.resp_rate.net import RateNet, predict_windows, recording_rate
 
 
 @dataclass
@@ -28,8 +28,11 @@ class LabelledAudio:
     group: str = ""
 
 
-def score_model(net: RateNet, clip: ClipConfig, items: Sequence[LabelledAudio]) -> dict:
-    """Recording-level metrics (rate = aggregate of window rates) plus window-level ones.
+def score_model(net: RateNet, clip: ClipConfig, items: Sequence[LabelledAudio],
+                tolerances: Sequence[float] = ()) -> dict:
+    """Recording-level metrics (rate = aggregate of window rates, refined as
+    ``clip.refine_tolerance`` says) plus window-level ones; ``refined`` holds the
+    recording MAE for each of ``tolerances`` (for choosing one on validation).
 
     Returns ``{"recording": report, "window": report, "mse_by_range": ..., "breath_f1": ...,
     "noise_f1": ..., "predictions": [(key, true, predicted), ...]}``; reports hold ``mae``,
@@ -37,9 +40,12 @@ def score_model(net: RateNet, clip: ClipConfig, items: Sequence[LabelledAudio]) 
     """
     rec_pred, rec_true, win_pred, win_true = [], [], [], []
     b_pred, b_true, n_pred, n_true = [], [], [], []
+    refined: dict[float, list[float]] = {t: [] for t in tolerances}
     for it in items:
         w = predict_windows(net, it.samples, clip)
-        rec_pred.append(aggregate_rate(w.rate_bpm, clip.aggregate))
+        rec_pred.append(recording_rate(it.samples, w, clip))
+        for t in tolerances:
+            refined[t].append(abs(recording_rate(it.samples, w, clip, t) - it.rate_bpm))
         rec_true.append(it.rate_bpm)
         win_pred.extend(w.rate_bpm.tolist())
         win_true.extend([it.rate_bpm] * len(w.rate_bpm))
@@ -54,6 +60,7 @@ def score_model(net: RateNet, clip: ClipConfig, items: Sequence[LabelledAudio]) 
         "breath_f1": f1_scores(b_pred, b_true, len(BREATH_CLASSES)),
         "noise_f1": f1_scores(n_pred, n_true, 2),
         "predictions": [(it.key, it.rate_bpm, p) for it, p in zip(items, rec_pred)],
+        "refined_mae": {t: float(np.mean(v)) for t, v in refined.items()},
     }
 
 

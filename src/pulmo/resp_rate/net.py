@@ -27,6 +27,7 @@ from pulmo.features.base import FeatureExtractor
 from pulmo.models import create_model
 from pulmo.resp_rate.config import ClipConfig, RespRateConfig
 from pulmo.resp_rate.data import window_starts_samples
+from pulmo.resp_rate.dsp import refine_rate
 
 NOISE_CLASSES: tuple[str, ...] = ("clean", "noisy")
 
@@ -92,6 +93,15 @@ def predict_windows(net: RateNet, samples: np.ndarray, clip: ClipConfig, batch_s
 def aggregate_rate(rates: np.ndarray, how: str) -> float:
     """One rate for a recording from its windows' rates (``median`` or ``mean``)."""
     return float(np.median(rates) if how == "median" else np.mean(rates))
+
+
+def recording_rate(samples: np.ndarray, windows: WindowPredictions, clip: ClipConfig,
+                   tolerance: float | None = None) -> float:
+    """The recording's rate: the aggregate of its window rates, refined by the envelope
+    spectrum when ``tolerance`` (default ``clip.refine_tolerance``) is positive."""
+    guess = aggregate_rate(windows.rate_bpm, clip.aggregate)
+    tol = clip.refine_tolerance if tolerance is None else tolerance
+    return refine_rate(samples, clip.sample_rate_hz, guess, tol) if tol > 0 else guess
 
 
 def save_rr_checkpoint(path: str | Path, net: RateNet, config: RespRateConfig, metrics: dict[str, Any],

@@ -1,6 +1,6 @@
 """Train one respiratory-rate experiment: subject-disjoint split, multi-task loss with
 dynamic weight averaging, epoch selection on the validation CCC of the recording rates,
-test scored once with the selected epoch.
+the spectral-refinement tolerance chosen on validation MAE, test scored once with both.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pulmo.errors import ConfigError
 from pulmo.losses.ccc import ccc_cost
 from pulmo.losses.focal import focal_loss
 from pulmo.losses.multitask import DynamicWeightAverage, convex_mixture
-from pulmo.resp_rate.config import RespRateConfig, save_rr_config
+from pulmo.resp_rate.config import ClipConfig, RespRateConfig, save_rr_config
 from pulmo.resp_rate.data import ClipSampler, Recording, load_recordings, subject_folds
 from pulmo.resp_rate.evaluate import LabelledAudio, score_model
 from pulmo.resp_rate.net import RateNet, build_net, save_rr_checkpoint
@@ -110,13 +110,19 @@ def run_rr_experiment(cfg: RespRateConfig, out_dir: str | Path, progress: bool =
     net.load_state_dict(best[2])
     metrics: dict[str, Any] = {"selected_epoch": best[1], "epochs_run": len(history),
                                "subjects": {k: sorted({r.patient_id for r in v}) for k, v in splits.items()}}
+    cfg.clip.refine_tolerance = 0.0
+    grid = score_model(net, cfg.clip, val_items, tolerances=cfg.clip.refine_grid)["refined_mae"]
+    cfg.clip.refine_tolerance = min(grid, key=lambda t: (grid[t], t)) if grid else 0.0
+    metrics["refine"] = {"val_mae_by_tolerance": grid, "selected_tolerance": cfg.clip.refine_tolerance}
+    test_items = _items(recs["test"])
+    metrics["test_neural_only"] = score_model(net, ClipConfig(**{**cfg.clip.__dict__, "refine_tolerance": 0.0}), test_items)["recording"]
     for name in ("val", "test"):
         res = score_model(net, cfg.clip, _items(recs[name]))
         metrics[name] = {**res["recording"], "window": res["window"], "mse_by_range": res["mse_by_range"],
                          "breath_f1": res["breath_f1"], "noise_f1": res["noise_f1"]}
         metrics[f"{name}_predictions"] = res["predictions"]
     metrics["train_seconds"] = time.time() - started
-    save_rr_checkpoint(out / "model.pt", net, cfg, {k: metrics[k] for k in ("val", "test", "selected_epoch")})
+    save_rr_checkpoint(out / "model.pt", net, cfg, {k: metrics[k] for k in ("val", "test", "test_neural_only", "selected_epoch", "refine")})
     (out / "history.json").write_text(json.dumps(history, indent=1))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics

@@ -171,3 +171,13 @@ def write_breath_folder(root: str | Path, subjects: int = 3, rates_bpm: tuple[fl
         writer.writeheader()
         writer.writerows(rows)
     return root
+
+
+def demo_recording(sample_rate_hz: int = 2000, seed: int = 0) -> tuple[np.ndarray, list[tuple[float, float, float]]]:
+    """A 60 s demo: 20 s calm (12 bpm), 20 s heavy breathing (40 bpm), 20 s recovering
+    (18 bpm) with fan noise at 15 dB. Returns samples and ``(start_s, end_s, rate_bpm)`` parts."""
+    rng = np.random.default_rng(seed)
+    parts = [(0.0, 20.0, 12.0, None), (20.0, 40.0, 40.0, None), (40.0, 60.0, 18.0, 15.0)]
+    audio = [synth_breath(end - start, rate, sample_rate_hz, rng, irregularity=0.08, snr_db=snr,
+                          noise_type="fan" if snr is not None else None).audio for start, end, rate, snr in parts]
+    return np.concatenate(audio), [(s, e, r) for s, e, r, _ in parts]
