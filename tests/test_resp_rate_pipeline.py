@@ -41,7 +41,8 @@ def small_config(root: Path, **train) -> RespRateConfig:
 @pytest.fixture(scope="module")
 def checkpoint(breath_dir, tmp_path_factory) -> Path:
     cfg = small_config(breath_dir)
-    return save_rr_checkpoint(tmp_path_factory.mktemp("ckpt") / "rr.pt", build_net(cfg), cfg, {"test": {"mae": 1.0, "n": 3}})
+    return save_rr_checkpoint(tmp_path_factory.mktemp("ckpt") / "rr.pt", build_net(cfg), cfg,
+                              {"test": {"mae": 1.0, "n": 3}, "subjects": {"train": ["subject00"], "val": [], "test": []}})
 
 
 def test_adapter_reads_rrujo_layout(breath_dir):
@@ -84,7 +85,11 @@ def test_cli_evaluate_json(breath_dir, checkpoint, capsys):
     assert main(["evaluate", "--task", "resp-rate", "--data", str(breath_dir), "--checkpoint", str(checkpoint), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert {"mae", "mse", "ccc", "pearson", "n", "model", "checkpoint", "checkpoint_sha256"} <= set(report)
-    assert report["n"] == 12 and report["window"]["n"] > 12
+    # the default test split leaves out the subject the checkpoint was trained on
+    assert report["n"] == 9 and report["excluded_seen_subject_recordings"] == 3 and report["window"]["n"] > 9
+    assert main(["evaluate", "--task", "resp-rate", "--data", str(breath_dir), "--checkpoint", str(checkpoint),
+                 "--split", "all", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 12
 
 
 def test_cli_analyze_track_and_plot(breath_dir, checkpoint, tmp_path, capsys):
@@ -125,3 +130,17 @@ def test_clear_errors_for_bad_input(case, message, checkpoint, tmp_path, capsys)
     assert main(["analyze", str(path), "--task", "resp-rate", "--checkpoint", str(checkpoint)]) == 2
     err = capsys.readouterr().err
     assert message in err and str(path) in err
+
+
+def test_real_rrujo_adapter_and_subject_folds():
+    from pulmo.config import default_data_root
+
+    root = default_data_root() / "rrujo"
+    if not (root / "labels.csv").is_file():
+        pytest.skip(f"RRuJO not found at {root}")
+    recs = load_breath_csv(root)
+    assert len(recs) == 250 and {r.rr_bpm for r in recs} == {8.0, 10.0, 12.0, 18.0, 20.0}
+    assert {r.device for r in recs} == {"RRinervasO", "ThinklabsO"} and len({r.patient_id for r in recs}) == 25
+    folds = [subject_folds(recs, RespRateConfig().data.__class__(test_fold=k)) for k in range(5)]
+    tests = [{r.patient_id for r in f["test"]} for f in folds]
+    assert set().union(*tests) == {r.patient_id for r in recs} and sum(len(t) for t in tests) == 25

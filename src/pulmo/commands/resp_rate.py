@@ -18,12 +18,13 @@ def evaluate(args: argparse.Namespace) -> int:
 
     data = Path(args.data) if args.data else default_data_root() / "rrujo"
     pipe = RespRatePipeline.from_checkpoint(args.checkpoint)
-    report = evaluate_folder(pipe, data, args.limit)
+    report = evaluate_folder(pipe, data, args.limit, args.split)
     if args.json:
         print(json.dumps(report))
         return 0
     print(f"{report['model']} ({report['checkpoint']}, sha256 {report['checkpoint_sha256']}) on {data}")
-    print(f"recordings scored: {report['n']}; rate per recording = {report['aggregate']}")
+    print(f"recordings scored: {report['n']} (left out, subjects seen in training/validation: "
+          f"{report['excluded_seen_subject_recordings']}; --split all keeps them); rate per recording = {report['aggregate']}")
     print(f"MAE {report['mae']:.2f} bpm  MSE {report['mse']:.2f}  CCC {report['ccc']:.3f}  Pearson {report['pearson']:.3f}  "
           f"bias {report['bias']:+.2f} (LoA ±{report['loa']:.2f})")
     w = report["window"]

@@ -60,6 +60,8 @@ class RespRatePipeline:
         path = Path(checkpoint) if checkpoint else default_checkpoint("resp-rate")
         bundle = read_checkpoint(path)
         self.net, self.clip = build_from_rr_checkpoint(bundle)
+        subjects = bundle.get("metrics", {}).get("subjects", {})
+        self.seen_subjects = set(subjects.get("train", [])) | set(subjects.get("val", []))
         self.path = path
         self.model = {"name": bundle["name"], "checkpoint": path.name, "sha256": file_hash(path),
                       "pulmo_version": bundle.get("pulmo_version", "")}
@@ -92,7 +94,7 @@ class RespRatePipeline:
                          dict(self.model))
 
 
-def evaluate_folder(pipe: RespRatePipeline, data: str | Path, limit: int = 0) -> dict[str, Any]:
+def evaluate_folder(pipe: RespRatePipeline, data: str | Path, limit: int = 0, split: str = "test") -> dict[str, Any]:
     """Score every recording listed in ``data``'s ``labels.csv`` (path and bpm/rr_bpm).
 
     Each recording is cut into windows of the model's clip length; its rate is the
@@ -100,8 +102,18 @@ def evaluate_folder(pipe: RespRatePipeline, data: str | Path, limit: int = 0) ->
     says so). Top-level ``mae``, ``mse``, ``ccc``, ``pearson`` (bpm)
     and ``n`` are per recording; ``window`` holds the same metrics per window (each window
     scored against its recording's label); ``per_device`` the recording metrics by device.
+
+    ``split="test"`` leaves out recordings of subjects the checkpoint was trained or
+    validated on (their count is reported); ``split="all"`` scores every recording.
     """
+    if split not in ("test", "all"):
+        raise DataError(f"--split for resp-rate is 'test' (subjects unseen by the model) or 'all', got {split!r}")
     records = load_breath_csv(data)
+    seen = [r for r in records if r.patient_id in pipe.seen_subjects] if split == "test" else []
+    records = [r for r in records if r not in seen]
+    if not records:
+        raise DataError(f"{data}: every recording belongs to a subject the model was trained or validated on; "
+                        "use --split all to score them anyway")
     if limit:
         records = records[:limit]
     rec_pred, rec_true, win_pred, win_true, devices = [], [], [], [], []
@@ -122,6 +134,8 @@ def evaluate_folder(pipe: RespRatePipeline, data: str | Path, limit: int = 0) ->
                            + (f", refined by the envelope spectrum within ±{100 * pipe.clip.refine_tolerance:.0f} %"
                               if pipe.clip.refine_tolerance > 0 else ""))
     report["window"] = regression_report(win_pred, win_true)
+    report["split"] = split
+    report["excluded_seen_subject_recordings"] = len(seen)
     report["per_device"] = {
         d: regression_report([p for p, dd in zip(rec_pred, devices) if dd == d], [t for t, dd in zip(rec_true, devices) if dd == d])
         for d in sorted(set(devices))

@@ -110,6 +110,7 @@ class RRTrainConfig:
     lr: float = 3e-3
     weight_decay: float = 0.0
     patience: int = 8
+    val_hop_s: float = 3.0  # window hop for the per-epoch validation (final scores use clip.hop_s)
 
 
 @dataclass

@@ -76,6 +76,7 @@ def run_rr_experiment(cfg: RespRateConfig, out_dir: str | Path, progress: bool =
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
     history = []
     val_items = _items(recs["val"])
+    val_clip = ClipConfig(**{**cfg.clip.__dict__, "hop_s": cfg.train.val_hop_s})
     steps = max(cfg.train.clips_per_epoch // cfg.train.batch_size, 1)
     for epoch in range(cfg.train.epochs):
         net.train()
@@ -93,7 +94,7 @@ def run_rr_experiment(cfg: RespRateConfig, out_dir: str | Path, progress: bool =
             opt.step()
             sums += losses.detach()
         dwa.end_epoch((sums / steps).tolist())
-        val = score_model(net, cfg.clip, val_items)
+        val = score_model(net, val_clip, val_items)
         score = val["recording"]["ccc"]
         history.append({"epoch": epoch, "losses": dict(zip(TASK_NAMES, (sums / steps).tolist())),
                         "dwa": lam.tolist(), "val_ccc": score, "val_mae": val["recording"]["mae"],
@@ -122,7 +123,7 @@ def run_rr_experiment(cfg: RespRateConfig, out_dir: str | Path, progress: bool =
                          "breath_f1": res["breath_f1"], "noise_f1": res["noise_f1"]}
         metrics[f"{name}_predictions"] = res["predictions"]
     metrics["train_seconds"] = time.time() - started
-    save_rr_checkpoint(out / "model.pt", net, cfg, {k: metrics[k] for k in ("val", "test", "test_neural_only", "selected_epoch", "refine")})
+    save_rr_checkpoint(out / "model.pt", net, cfg, {k: metrics[k] for k in ("val", "test", "test_neural_only", "selected_epoch", "refine", "subjects")})
     (out / "history.json").write_text(json.dumps(history, indent=1))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
