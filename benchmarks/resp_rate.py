@@ -30,13 +30,15 @@ sys.path.insert(0, str(ROOT / "src"))
 
 CONFIG_DIR = ROOT / "configs" / "experiments" / "resp-rate"
 ROWS = ["table1_lstm16", "table1_lstm32", "table1_lstm64", "table2_tc_lstm32", "table3_lstm_aug",
-        "table3_tc_lstm_aug", "push_heavy"]
+        "table3_tc_lstm_aug", "push_heavy", "push_heavy64"]
+BUNDLE_ROWS = ("push_heavy", "push_heavy64")  # the rows trained with the heavy and none classes
 DSP_GRID = [dict(band_low_hz=lo, band_high_hz=hi, harmonic_decay=d)
             for lo, hi in ((100.0, 400.0), (200.0, 800.0), (300.0, 900.0)) for d in (0.8, 1.0)]
 
 
-def worker(row: str, seed: int, runs: Path) -> None:
-    """Train one row x seed (unless done) and score its model on the synthetic set."""
+def worker(row: str, seed: int, runs: Path, fold: int | None = None) -> None:
+    """Train one row x seed (unless done) and score its model on the synthetic set; with
+    ``fold``, train with that subject fold as test (cross-validation) and skip the synthetic set."""
     import torch
 
     torch.set_num_threads(1)
@@ -45,11 +47,14 @@ def worker(row: str, seed: int, runs: Path) -> None:
     from pulmo.resp_rate.evaluate import by_group, score_model, synthetic_test_set
     from pulmo.resp_rate.train import run_rr_experiment
 
-    out = runs / row / f"seed{seed}"
-    cfg = load_rr_config(CONFIG_DIR / f"{row}.yaml", {"train": {"seed": seed}})
+    out = runs / row / f"seed{seed}" if fold is None else runs / "cv" / row / f"fold{fold}"
+    over: dict[str, Any] = {"train": {"seed": seed}}
+    if fold is not None:
+        over["data"] = {"test_fold": fold}
+    cfg = load_rr_config(CONFIG_DIR / f"{row}.yaml", over)
     if not (out / "metrics.json").exists():
         run_rr_experiment(cfg, out, progress=True)
-    if not (out / "synthetic.json").exists():
+    if fold is None and not (out / "synthetic.json").exists():
         pipe = RespRatePipeline(out / "model.pt")
         items = synthetic_test_set(pipe.clip.sample_rate_hz, noisy_below_snr_db=cfg.augment.noisy_below_snr_db)
         res = score_model(pipe.net, pipe.clip, items)
@@ -58,21 +63,25 @@ def worker(row: str, seed: int, runs: Path) -> None:
         (out / "synthetic.json").write_text(json.dumps(syn, indent=1))
 
 
-def run_all(rows: list[str], seeds: list[int], jobs: int, runs: Path) -> None:
+def run_all(tasks: list[tuple[str, int, int | None]], jobs: int, runs: Path) -> None:
+    """``(row, seed, fold or None)`` tasks, each in its own process, ``jobs`` at a time."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
-    def one(task: tuple[str, int]) -> int:
-        row, seed = task
-        log = runs / f"{row}_seed{seed}.log"
+    def one(task: tuple[str, int, int | None]) -> int:
+        row, seed, fold = task
+        name = f"{row}_seed{seed}" if fold is None else f"cv_{row}_fold{fold}"
+        log = runs / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, __file__, "--worker", row, str(seed), "--runs", str(runs)]
+        if fold is not None:
+            cmd += ["--fold", str(fold)]
         with log.open("w") as fh:
-            rc = subprocess.run([sys.executable, __file__, "--worker", row, str(seed), "--runs", str(runs)],
-                                stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
-        print(f"{row} seed {seed}: exit {rc} ({log})", flush=True)
+            rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
+        print(f"{name}: exit {rc} ({log})", flush=True)
         return rc
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        codes = list(pool.map(one, [(r, s) for s in seeds for r in rows]))
+        codes = list(pool.map(one, tasks))
     if any(codes):
         sys.exit("some runs failed; see their logs")
 
@@ -110,6 +119,56 @@ def dsp_baseline(runs: Path) -> dict[str, Any]:
                         "by_snr": by_group(syn, res["predictions"])}
     cache.write_text(json.dumps(out, indent=1))
     return out
+
+
+def load_rr_config_folds() -> int:
+    from pulmo.resp_rate.config import load_rr_config
+
+    return load_rr_config(CONFIG_DIR / "base.yaml").data.folds
+
+
+def cross_validation(runs: Path, row: str, folds: int) -> str:
+    """Pooled per-recording scores over all subject folds of ``row`` (seed 0), the DSP
+    baseline chosen per fold on that fold's training+validation subjects beside it."""
+    from pulmo.data.adapters.breath_csv import load_breath_csv
+    from pulmo.metrics.regression import regression_report
+    from pulmo.resp_rate.config import load_rr_config
+    from pulmo.resp_rate.data import load_recordings, subject_folds
+    from pulmo.resp_rate.dsp import DspConfig
+    from pulmo.resp_rate.evaluate import LabelledAudio, score_dsp
+
+    cache = runs / "cv" / row / "dsp_cv.json"
+    ms_ = [json.loads((runs / "cv" / row / f"fold{k}" / "metrics.json").read_text()) for k in range(folds)]
+    if cache.exists():
+        dsp_pred = json.loads(cache.read_text())
+    else:
+        dsp_pred = []
+        for k in range(folds):
+            cfg = load_rr_config(CONFIG_DIR / "base.yaml", {"data": {"test_fold": k}})
+            splits = subject_folds(load_breath_csv(cfg.data.resolved_root()), cfg.data)
+            items = {n: [LabelledAudio(r.record.record_id, r.samples, r.rate_bpm) for r in load_recordings(splits[n], cfg.clip)]
+                     for n in ("train", "val", "test")}
+            fit = items["train"] + items["val"]
+            grid = {json.dumps(g): score_dsp(cfg.clip, fit, DspConfig(**g))["recording"]["mae"] for g in DSP_GRID}
+            best = DspConfig(**json.loads(min(grid, key=grid.get)))
+            dsp_pred += score_dsp(cfg.clip, items["test"], best)["predictions"]
+        cache.write_text(json.dumps(dsp_pred))
+    pooled = [p for m in ms_ for p in m["test_predictions"]]
+    neural = [r for m in ms_ for r in [m["test_neural_only"]]]
+    rep = regression_report([p for _, _, p in pooled], [t for _, t, _ in pooled])
+    drep = regression_report([p for _, _, p in dsp_pred], [t for _, t, _ in dsp_pred])
+    within = sum(abs(p - t) <= 1 for _, t, p in pooled) / len(pooled)
+    dwithin = sum(abs(p - t) <= 1 for _, t, p in dsp_pred) / len(dsp_pred)
+    lines = ["", f"## Five-fold subject cross-validation: {row}, seed 0 (every RRuJO recording scored once, by the model"
+             " whose test fold holds its subject)", "",
+             "| estimator | n | MAE | MSE | CCC | Pearson | within 1 bpm |", "|---|---|---|---|---|---|---|",
+             f"| {row} (refined) | {rep['n']} | {rep['mae']:.2f} | {rep['mse']:.2f} | {rep['ccc']:.3f} | {rep['pearson']:.3f} | {within:.2f} |",
+             f"| DSP harmonic_sum (chosen per fold on training+validation) | {drep['n']} | {drep['mae']:.2f} | {drep['mse']:.2f} | "
+             f"{drep['ccc']:.3f} | {drep['pearson']:.3f} | {dwithin:.2f} |", "",
+             "Per fold (test MAE refined / neural only; CCC refined / neural only; tolerance): "
+             + "; ".join(f"fold {k}: {m['test']['mae']:.2f} / {n['mae']:.2f}, {m['test']['ccc']:.3f} / {n['ccc']:.3f}, "
+                         f"{m['refine']['selected_tolerance']}" for k, (m, n) in enumerate(zip(ms_, neural))), ""]
+    return "\n".join(lines) + "\n"
 
 
 def load_runs(runs: Path, rows: list[str]) -> dict[str, list[dict[str, Any]]]:
@@ -265,13 +324,13 @@ def page(by_row: dict[str, list[dict[str, Any]]], dsp: dict[str, Any], command: 
     return "\n".join(L) + "\n"
 
 
-def bundle(by_row: dict[str, list[dict[str, Any]]], row: str, dest: Path) -> dict[str, Any]:
-    """Copy the ``row`` run with the best validation CCC to ``dest`` with fp16 weights."""
+def bundle(by_row: dict[str, list[dict[str, Any]]], rows: tuple[str, ...], dest: Path) -> dict[str, Any]:
+    """Copy the run of ``rows`` with the best validation CCC to ``dest`` with fp16 weights."""
     import torch
 
     from pulmo.engine.checkpoint import half_precision, read_checkpoint
 
-    best = max(by_row[row], key=lambda r: r["val"]["ccc"])
+    best = max((r for row in rows for r in by_row.get(row, [])), key=lambda r: r["val"]["ccc"])
     b = read_checkpoint(Path(best["run_dir"]) / "model.pt")
     b["state_dict"] = half_precision(b["state_dict"])
     b["metrics"]["synthetic"] = {k: best["synthetic"][k] for k in ("recording", "breath_f1", "noise_f1")} if best["synthetic"] else None
@@ -287,14 +346,19 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "resp_rate")
     p.add_argument("--results", type=Path, default=ROOT / "results")
-    p.add_argument("--bundle", type=Path, help="write the best push_heavy run (by validation CCC) here, fp16")
+    p.add_argument("--bundle", type=Path, help="write the best run of BUNDLE_ROWS (by validation CCC) here, fp16")
+    p.add_argument("--cv-row", help="also run this row over all subject folds (seed 0): every recording scored once")
     p.add_argument("--worker", nargs=2, metavar=("ROW", "SEED"), help=argparse.SUPPRESS)
+    p.add_argument("--fold", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        worker(args.worker[0], int(args.worker[1]), args.runs)
+        worker(args.worker[0], int(args.worker[1]), args.runs, args.fold)
         return
     started = time.time()
-    run_all(args.rows, args.seeds, args.jobs, args.runs)
+    tasks: list[tuple[str, int, int | None]] = [(r, s, None) for s in args.seeds for r in args.rows]
+    folds = load_rr_config_folds() if args.cv_row else 0
+    tasks += [(args.cv_row, 0, k) for k in range(folds)]
+    run_all(tasks, args.jobs, args.runs)
     dsp = dsp_baseline(args.runs)
     by_row = load_runs(args.runs, args.rows)
     from pulmo.engine.train import cpu_model_name
@@ -305,10 +369,13 @@ def main() -> None:
     command = "python benchmarks/resp_rate.py " + " ".join(sys.argv[1:])
     text = page(by_row, dsp, command, time.time() - started, f"CPU {cpu_model_name()}, 1 thread per run, {args.jobs} runs at a time")
     if args.bundle:
-        best = bundle(by_row, "push_heavy", args.bundle)
+        best = bundle(by_row, BUNDLE_ROWS, args.bundle)
         text += (f"\nBundled model: `{args.bundle.relative_to(ROOT) if args.bundle.is_relative_to(ROOT) else args.bundle}` = "
-                 f"push_heavy seed {best['seed']} (highest validation CCC of its seeds), fp16 weights, "
+                 f"{Path(best['run_dir']).parent.name} seed {best['seed']} (highest validation CCC among the runs of "
+                 f"{', '.join(BUNDLE_ROWS)}, the rows that learn the heavy and none classes), fp16 weights, "
                  f"{args.bundle.stat().st_size / 1e3:.0f} kB.\n")
+    if args.cv_row:
+        text += cross_validation(args.runs, args.cv_row, folds)
     (args.results / "resp_rate.md").write_text(text)
     (args.runs / "dsp_selected.json").write_text(json.dumps(dsp["selected"]))
     print(text)

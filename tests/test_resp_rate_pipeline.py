@@ -144,3 +144,17 @@ def test_real_rrujo_adapter_and_subject_folds():
     folds = [subject_folds(recs, RespRateConfig().data.__class__(test_fold=k)) for k in range(5)]
     tests = [{r.patient_id for r in f["test"]} for f in folds]
     assert set().union(*tests) == {r.patient_id for r in recs} and sum(len(t) for t in tests) == 25
+
+
+def test_bundled_model_tracks_the_demo_recording(capsys):
+    from pulmo.inference.bundled import ASSETS, default_checkpoint
+
+    pipe_path = default_checkpoint("resp-rate")
+    assert pipe_path.stat().st_size < 6e6
+    assert main(["analyze", str(ASSETS / "demo_breath.flac"), "--task", "resp-rate", "--json"]) == 0
+    track = json.loads(capsys.readouterr().out)[0]
+    calm = [w["rate_bpm"] for w in track["windows"] if w["end_s"] <= 20]
+    heavy = [w for w in track["windows"] if w["start_s"] >= 20 and w["end_s"] <= 40]
+    # the demo breathes at 12 bpm, then 40 bpm: the track must rise and flag heavy breathing there
+    assert np.median([w["rate_bpm"] for w in heavy]) > np.median(calm) + 10
+    assert np.mean([w["heavy"] for w in heavy]) > 0.5 > np.mean([r > 30 for r in calm])
