@@ -142,3 +142,20 @@ def test_refine_rate_snaps_a_coarse_guess_to_the_spectral_peak():
 def test_dsp_methods_on_clean_audio(method):
     clip = synth_breath(60.0, 25.0, 2000, np.random.default_rng(4), irregularity=0.0)
     assert estimate_rate_dsp(clip.audio, 2000, DspConfig(method=method)) == pytest.approx(25.0, rel=0.05)
+
+
+def test_every_resp_rate_experiment_loads_and_table_rows_carry_the_paper():
+    from pathlib import Path
+
+    from pulmo.errors import ConfigError
+    from pulmo.resp_rate.config import load_rr_config
+
+    files = sorted((Path(__file__).resolve().parents[1] / "configs/experiments/resp-rate").glob("*.yaml"))
+    assert len(files) >= 8
+    for f in files:
+        cfg = load_rr_config(f)
+        assert cfg.task == "resp-rate" and cfg.model.name == "rr_lstm"
+        if f.name.startswith("table"):
+            assert cfg.paper, f"{f} must carry the paper's expected values"
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_rr_config(files[0], {"train": {"epoch": 3}})

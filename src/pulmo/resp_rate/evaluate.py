@@ -12,7 +12,7 @@ from pulmo.data.adapters.synthetic_breath import BREATH_CLASSES, breath_class, s
 from pulmo.data.transforms.audio import NOISE_TYPES
 from pulmo.metrics.regression import f1_scores, mse_by_range, regression_report
 from pulmo.resp_rate.config import ClipConfig
-from pulmo.resp_rate.dsp import DspConfig, estimate_rate_dsp
+from pulmo.resp_rate.dsp import DspConfig, breath_envelope, rate_from_envelope
 from pulmo.resp_rate.net import RateNet, predict_windows, recording_rate
 
 
@@ -65,15 +65,20 @@ def score_model(net: RateNet, clip: ClipConfig, items: Sequence[LabelledAudio],
 
 
 def score_dsp(clip: ClipConfig, items: Sequence[LabelledAudio], dsp: DspConfig | None = None) -> dict:
-    """The DSP baseline on the same items: whole recording (``recording``) and the same
-    windows as the model (``window``)."""
+    """The DSP baseline on the same items: whole recording (``recording``) and windows of
+    the model's length every 4 hops (``window``), each window's rate taken from its stretch
+    of the recording's envelope (computed once per recording)."""
+    dsp = dsp or DspConfig()
     sr = clip.sample_rate_hz
-    win, hop = int(round(clip.window_s * sr)), max(int(round(clip.hop_s * sr)), 1)
+    win = int(round(clip.window_s * dsp.envelope_hz))
+    hop = max(int(round(4 * clip.hop_s * dsp.envelope_hz)), 1)
     rec, win_pred, win_true = [], [], []
     for it in items:
-        rec.append(estimate_rate_dsp(it.samples, sr, dsp))
-        for s in range(0, len(it.samples) - win + 1, hop * 4):
-            win_pred.append(estimate_rate_dsp(it.samples[s : s + win], sr, dsp))
+        env = breath_envelope(it.samples, sr, dsp)
+        rec.append(rate_from_envelope(env, dsp))
+        for s in range(0, len(env) - win + 1, hop):
+            part = env[s : s + win]
+            win_pred.append(rate_from_envelope(part - part.mean(), dsp))
             win_true.append(it.rate_bpm)
     truth = [it.rate_bpm for it in items]
     return {"recording": regression_report(rec, truth), "window": regression_report(win_pred, win_true),
