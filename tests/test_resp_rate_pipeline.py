@@ -14,7 +14,7 @@ from pulmo.cli import main
 from pulmo.data.adapters.breath_csv import load_breath_csv
 from pulmo.data.adapters.synthetic_breath import write_breath_folder
 from pulmo.errors import DataError
-from pulmo.resp_rate.config import RespRateConfig
+from pulmo.resp_rate.config import RespRateConfig, RRDataConfig
 from pulmo.resp_rate.data import ClipSampler, load_recordings, subject_folds
 from pulmo.resp_rate.net import build_net, save_rr_checkpoint
 from pulmo.resp_rate.train import run_rr_experiment
@@ -23,8 +23,6 @@ from pulmo.resp_rate.train import run_rr_experiment
 @pytest.fixture(scope="module")
 def breath_dir(tmp_path_factory) -> Path:
     return write_breath_folder(tmp_path_factory.mktemp("rr") / "breaths", subjects=4, seconds=16.0)
-
-
 
 
 def small_config(root: Path, **train) -> RespRateConfig:
@@ -141,7 +139,7 @@ def test_real_rrujo_adapter_and_subject_folds():
     recs = load_breath_csv(root)
     assert len(recs) == 250 and {r.rr_bpm for r in recs} == {8.0, 10.0, 12.0, 18.0, 20.0}
     assert {r.device for r in recs} == {"RRinervasO", "ThinklabsO"} and len({r.patient_id for r in recs}) == 25
-    folds = [subject_folds(recs, RespRateConfig().data.__class__(test_fold=k)) for k in range(5)]
+    folds = [subject_folds(recs, RRDataConfig(test_fold=k)) for k in range(5)]
     tests = [{r.patient_id for r in f["test"]} for f in folds]
     assert set().union(*tests) == {r.patient_id for r in recs} and sum(len(t) for t in tests) == 25
 
