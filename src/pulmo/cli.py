@@ -86,6 +86,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 # ``analyze(args)``; a capability joins the command line with one line here.
 TASK_COMMANDS = {
     "lung-sounds": "pulmo.commands.lung_sounds",
+    "resp-rate": "pulmo.commands.resp_rate",
 }
 TASKS = ["lung-sounds", "resp-rate", "cxr", "detect"]
 
@@ -136,9 +137,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     for r in rows:
         test = r["metrics"].get("test", {})
         print(f"{r['file']}: task {r['task']}, {r['name']}, {r['size_mb']} MB, sha256 {r['sha256']}, labels {r['labels']}")
-        if test:
+        if test and "sensitivity" in test:
             print(f"  official test (covered subset): Se {test['sensitivity']:.4f} Sp {test['specificity']:.4f} "
                   f"score {test['score']:.4f} (n={test['n']})")
+        elif test:
+            print("  test: " + "  ".join(f"{k} {v:.4g}" for k, v in test.items() if isinstance(v, (int, float))))
     return 0
 
 

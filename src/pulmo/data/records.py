@@ -15,7 +15,7 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class AudioRecord:
-    """One labelled stretch of audio: here, one respiratory cycle.
+    """One labelled stretch of audio: a respiratory cycle, or a breath recording with its rate.
 
     ``path`` is the audio file; ``start_s``/``end_s`` locate the stretch inside it in
     seconds (``end_s=None``: to the end of the file). ``annotated_start_s`` and
@@ -36,6 +36,9 @@ class AudioRecord:
     split: str = ""
     annotated_start_s: float = 0.0
     annotated_end_s: float = 0.0
+    rr_bpm: float | None = None  # respiratory rate (breaths per minute), where labelled
+    breath_count: float | None = None  # breaths in the stretch, where labelled
+    noisy: bool | None = None  # background-noise flag, where labelled
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)

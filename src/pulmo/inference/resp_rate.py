@@ -1,0 +1,174 @@
+"""Respiratory-rate inference: a recording in, a windowed rate track, heavy-breathing and
+noise flags out; and scoring of a folder of labelled recordings."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pulmo.data.adapters.breath_csv import load_breath_csv
+from pulmo.data.adapters.synthetic_breath import BREATH_CLASSES
+from pulmo.engine.checkpoint import file_hash, read_checkpoint
+from pulmo.errors import DataError
+from pulmo.inference.bundled import default_checkpoint
+from pulmo.metrics.regression import regression_report
+from pulmo.resp_rate.data import load_recording
+from pulmo.resp_rate.net import NOISE_CLASSES, WindowPredictions, build_from_rr_checkpoint, predict_windows, recording_rate
+
+
+@dataclass
+class RateWindow:
+    """One window: bounds (s), rate (bpm), breaths counted, breathing class and its
+    probabilities, heavy-breathing and noise flags."""
+
+    start_s: float
+    end_s: float
+    rate_bpm: float
+    breath_count: float
+    breathing: str
+    probabilities: dict[str, float]
+    heavy: bool
+    noisy: bool
+    noise_probability: float
+
+
+@dataclass
+class RateTrack:
+    """A recording's rate track and its summary (median/mean rate over windows, as the model's
+    ``aggregate``), the fraction of windows flagged heavy and the recording's noise flag
+    (more than half of the windows noisy)."""
+
+    path: str
+    duration_s: float
+    rate_bpm: float
+    heavy_fraction: float
+    noisy: bool
+    windows: list[RateWindow]
+    model: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class RespRatePipeline:
+    """Loads a resp-rate checkpoint (the bundled one by default) and applies it to files."""
+
+    def __init__(self, checkpoint: str | Path | None = None) -> None:
+        path = Path(checkpoint) if checkpoint else default_checkpoint("resp-rate")
+        bundle = read_checkpoint(path)
+        self.net, self.clip = build_from_rr_checkpoint(bundle)
+        subjects = bundle.get("metrics", {}).get("subjects", {})
+        self.seen_subjects = set(subjects.get("train", [])) | set(subjects.get("val", []))
+        self.path = path
+        self.model = {"name": bundle["name"], "checkpoint": path.name, "sha256": file_hash(path),
+                      "pulmo_version": bundle.get("pulmo_version", "")}
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path | None = None) -> RespRatePipeline:
+        return cls(checkpoint)
+
+    def load(self, path: str | Path) -> np.ndarray:
+        """The file at the model's rate; ``DataError`` if unreadable, NaN, silent or shorter than a window."""
+        return load_recording(str(path), self.clip.sample_rate_hz, self.clip.window_s)
+
+    def windows(self, samples: np.ndarray) -> WindowPredictions:
+        return predict_windows(self.net, samples, self.clip)
+
+    def analyze_file(self, path: str | Path, samples: np.ndarray | None = None) -> RateTrack:
+        """Rate track of ``path`` (or of ``samples`` already loaded from it by :meth:`load`)."""
+        samples = self.load(path) if samples is None else samples
+        w = self.windows(samples)
+        heavy_idx = BREATH_CLASSES.index("heavy")
+        rows = []
+        for i, s in enumerate(w.starts_s):
+            probs = {k: float(p) for k, p in zip(BREATH_CLASSES, w.breath_probs[i])}
+            cls = BREATH_CLASSES[int(w.breath_probs[i].argmax())]
+            rows.append(RateWindow(float(s), float(s + w.window_s), float(w.rate_bpm[i]), float(w.count[i]), cls, probs,
+                                   int(w.breath_probs[i].argmax()) == heavy_idx, bool(w.noise_probs[i, 1] > 0.5),
+                                   float(w.noise_probs[i, NOISE_CLASSES.index("noisy")])))
+        return RateTrack(str(path), len(samples) / self.clip.sample_rate_hz, recording_rate(samples, w, self.clip),
+                         float(np.mean([r.heavy for r in rows])), bool(np.mean([r.noisy for r in rows]) > 0.5), rows,
+                         dict(self.model))
+
+
+def evaluate_folder(pipe: RespRatePipeline, data: str | Path, limit: int = 0, split: str = "test") -> dict[str, Any]:
+    """Score every recording listed in ``data``'s ``labels.csv`` (path and bpm/rr_bpm).
+
+    Each recording is cut into windows of the model's clip length; its rate is the
+    aggregate of the window rates (refined by the envelope spectrum where the checkpoint
+    says so). Top-level ``mae``, ``mse``, ``ccc``, ``pearson`` (bpm)
+    and ``n`` are per recording; ``window`` holds the same metrics per window (each window
+    scored against its recording's label); ``per_device`` the recording metrics by device.
+
+    ``split="test"`` leaves out recordings of subjects the checkpoint was trained or
+    validated on (their count is reported); ``split="all"`` scores every recording.
+    """
+    if split not in ("test", "all"):
+        raise DataError(f"--split for resp-rate is 'test' (subjects unseen by the model) or 'all', got {split!r}")
+    records = load_breath_csv(data)
+    seen = [r for r in records if r.patient_id in pipe.seen_subjects] if split == "test" else []
+    records = [r for r in records if r not in seen]
+    if not records:
+        raise DataError(f"{data}: every recording belongs to a subject the model was trained or validated on; "
+                        "use --split all to score them anyway")
+    if limit:
+        records = records[:limit]
+    rec_pred, rec_true, win_pred, win_true, devices = [], [], [], [], []
+    for r in records:
+        try:
+            samples = pipe.load(r.path)
+            w = pipe.windows(samples)
+        except DataError as err:
+            raise DataError(f"{r.record_id}: {err}") from None
+        rec_pred.append(recording_rate(samples, w, pipe.clip))
+        rec_true.append(float(r.rr_bpm or 0.0))
+        win_pred.extend(w.rate_bpm.tolist())
+        win_true.extend([float(r.rr_bpm or 0.0)] * len(w.rate_bpm))
+        devices.append(r.device or "unknown")
+    report: dict[str, Any] = regression_report(rec_pred, rec_true)
+    report["unit"] = "breaths per minute"
+    report["aggregate"] = (f"{pipe.clip.aggregate} of {pipe.clip.window_s:g} s windows every {pipe.clip.hop_s:g} s"
+                           + (f", refined by the envelope spectrum within ±{100 * pipe.clip.refine_tolerance:.0f} %"
+                              if pipe.clip.refine_tolerance > 0 else ""))
+    report["window"] = regression_report(win_pred, win_true)
+    report["split"] = split
+    report["excluded_seen_subject_recordings"] = len(seen)
+    report["per_device"] = {
+        d: regression_report([p for p, dd in zip(rec_pred, devices) if dd == d], [t for t, dd in zip(rec_true, devices) if dd == d])
+        for d in sorted(set(devices))
+    }
+    report.update(model=pipe.model["name"], checkpoint=pipe.model["checkpoint"], checkpoint_sha256=pipe.model["sha256"])
+    return report
+
+
+def plot_track(track: RateTrack, samples: np.ndarray, sample_rate_hz: int, path: str | Path) -> Path:
+    """Save the rate track over the recording's spectrogram as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 5), sharex=True)
+    ax1.specgram(samples, NFFT=256, Fs=sample_rate_hz, noverlap=128, cmap="magma")
+    ax1.set_ylabel("Hz")
+    ax1.set_title(Path(track.path).name)
+    mid = [(w.start_s + w.end_s) / 2 for w in track.windows]
+    ax2.plot(mid, [w.rate_bpm for w in track.windows], "o-", ms=3, label="rate (window)")
+    heavy = [(m, w.rate_bpm) for m, w in zip(mid, track.windows) if w.heavy]
+    if heavy:
+        ax2.plot(*zip(*heavy), "r^", label="heavy breathing")
+    noisy = [(m, w.rate_bpm) for m, w in zip(mid, track.windows) if w.noisy]
+    if noisy:
+        ax2.plot(*zip(*noisy), "kx", label="noisy")
+    ax2.axhline(track.rate_bpm, ls="--", c="gray", label=f"recording {track.rate_bpm:.1f} bpm")
+    ax2.set_ylabel("breaths / min")
+    ax2.set_xlabel("time (s)")
+    ax2.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

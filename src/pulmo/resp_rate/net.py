@@ -1,0 +1,147 @@
+"""The respiratory-rate inference graph, window-by-window prediction, and its checkpoints.
+
+A checkpoint uses the project's format (:mod:`pulmo.engine.checkpoint`): one ``torch.save``
+dict with ``format``, ``task``, ``name``, ``labels``, ``features``, ``model``,
+``state_dict``, ``metrics``, ``config``, ``git_commit``; here ``audio`` holds the clip
+config (rate, window, hop, aggregate) and ``rate_scale_bpm`` the regression scale.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import pulmo
+from pulmo.data.adapters.synthetic_breath import BREATH_CLASSES
+from pulmo.engine.checkpoint import FORMAT, git_commit, half_precision
+from pulmo.errors import CheckpointError
+from pulmo.features import create_features
+from pulmo.features.base import FeatureExtractor
+from pulmo.models import create_model
+from pulmo.resp_rate.config import ClipConfig, RespRateConfig
+from pulmo.resp_rate.data import window_starts_samples
+from pulmo.resp_rate.dsp import refine_rate
+
+NOISE_CLASSES: tuple[str, ...] = ("clean", "noisy")
+
+
+class RateNet(nn.Module):
+    """Waveforms ``(B, T)`` -> features ``(B, 1, F, frames)`` -> the model's output dict.
+
+    ``rate`` and ``count`` come out divided by ``rate_scale_bpm`` (count by
+    ``rate_scale_bpm * clip.max_s / 60``); :meth:`predict` returns them in bpm and breaths.
+    """
+
+    def __init__(self, features: FeatureExtractor, model: nn.Module, rate_scale_bpm: float, count_scale: float) -> None:
+        super().__init__()
+        self.features, self.model = features, model
+        self.rate_scale_bpm, self.count_scale = rate_scale_bpm, count_scale
+
+    def forward(self, audio: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model(self.features(audio))
+
+
+def build_net(config: RespRateConfig) -> RateNet:
+    features = create_features(config.features.name, **{"sample_rate_hz": config.clip.sample_rate_hz, **config.features.params})
+    n_mels = features.config.n_mels
+    model = create_model(config.model.name, n_mels=n_mels, **config.model.params)
+    return RateNet(features, model, config.loss.rate_scale_bpm, config.loss.rate_scale_bpm * config.clip.max_s / 60.0)
+
+
+@dataclass
+class WindowPredictions:
+    """Per-window outputs of one recording: ``starts_s`` (W,), ``rate_bpm`` (W,),
+    ``count`` (W,), ``breath_probs`` (W, 3), ``noise_probs`` (W, 2)."""
+
+    starts_s: np.ndarray
+    window_s: float
+    rate_bpm: np.ndarray
+    count: np.ndarray
+    breath_probs: np.ndarray
+    noise_probs: np.ndarray
+
+
+@torch.no_grad()
+def predict_windows(net: RateNet, samples: np.ndarray, clip: ClipConfig, batch_size: int = 128) -> WindowPredictions:
+    """Slide windows of ``clip.window_s`` every ``clip.hop_s`` over ``samples`` (at
+    ``clip.sample_rate_hz``) and predict each. Raises ``DataError`` if shorter than a window."""
+    sr = clip.sample_rate_hz
+    win, hop = int(round(clip.window_s * sr)), max(int(round(clip.hop_s * sr)), 1)
+    starts = window_starts_samples(len(samples), win, hop)
+    net.eval()
+    outs: dict[str, list[torch.Tensor]] = {"rate": [], "count": [], "breath_logits": [], "noise_logits": []}
+    for i in range(0, len(starts), batch_size):
+        batch = torch.from_numpy(np.stack([samples[s : s + win] for s in starts[i : i + batch_size]]))
+        out = net(batch)
+        for k in outs:
+            outs[k].append(out[k].float())
+    cat = {k: torch.cat(v) for k, v in outs.items()}
+    return WindowPredictions(
+        starts_s=np.array(starts) / sr, window_s=clip.window_s,
+        rate_bpm=(cat["rate"] * net.rate_scale_bpm).numpy(), count=(cat["count"] * net.count_scale).numpy(),
+        breath_probs=cat["breath_logits"].softmax(1).numpy(), noise_probs=cat["noise_logits"].softmax(1).numpy(),
+    )
+
+
+def aggregate_rate(rates: np.ndarray, how: str) -> float:
+    """One rate for a recording from its windows' rates (``median`` or ``mean``)."""
+    return float(np.median(rates) if how == "median" else np.mean(rates))
+
+
+def recording_rate(samples: np.ndarray, windows: WindowPredictions, clip: ClipConfig,
+                   tolerance: float | None = None) -> float:
+    """The recording's rate: the aggregate of its window rates, refined by the envelope
+    spectrum when ``tolerance`` (default ``clip.refine_tolerance``) is positive."""
+    guess = aggregate_rate(windows.rate_bpm, clip.aggregate)
+    tol = clip.refine_tolerance if tolerance is None else tolerance
+    return refine_rate(samples, clip.sample_rate_hz, guess, tol) if tol > 0 else guess
+
+
+def save_rr_checkpoint(path: str | Path, net: RateNet, config: RespRateConfig, metrics: dict[str, Any],
+                       half: bool = False) -> Path:
+    """Write the net and everything needed to use it (see the module docstring)."""
+    state = net.state_dict()
+    bundle = {
+        "format": FORMAT,
+        "task": config.task,
+        "name": config.name,
+        "labels": list(BREATH_CLASSES),
+        "noise_labels": list(NOISE_CLASSES),
+        "audio": dataclasses.asdict(config.clip),
+        "features": {"name": net.features.name, "params": net.features.config_dict()},
+        "model": {"name": config.model.name, "params": {"n_mels": net.model.n_mels, **config.model.params}},
+        "rate_scale_bpm": net.rate_scale_bpm,
+        "count_scale": net.count_scale,
+        "state_dict": half_precision(state) if half else state,
+        "metrics": metrics,
+        "config": config.to_dict(),
+        "git_commit": git_commit(),
+        "pulmo_version": pulmo.__version__,
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(bundle, path)
+    return path
+
+
+def build_from_rr_checkpoint(bundle: dict[str, Any]) -> tuple[RateNet, ClipConfig]:
+    """Rebuild the net (fp32, eval mode) and its clip config from a checkpoint dict."""
+    if bundle.get("task") != "resp-rate":
+        raise CheckpointError(f"checkpoint is for task {bundle.get('task')!r}, not 'resp-rate'")
+    features = create_features(bundle["features"]["name"], **bundle["features"]["params"])
+    model = create_model(bundle["model"]["name"], **bundle["model"]["params"])
+    net = RateNet(features, model, float(bundle["rate_scale_bpm"]), float(bundle["count_scale"]))
+    state = {k: v.float() if v.is_floating_point() else v for k, v in bundle["state_dict"].items()}
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint weights do not fit its model: {err}") from None
+    return net.eval(), ClipConfig(**bundle["audio"])

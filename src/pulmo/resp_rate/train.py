@@ -1,0 +1,129 @@
+"""Train one respiratory-rate experiment: subject-disjoint split, multi-task loss with
+dynamic weight averaging, epoch selection on the validation CCC of the recording rates,
+the spectral-refinement tolerance chosen on validation MAE, test scored once with both.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pulmo.data.adapters.breath_csv import load_breath_csv
+from pulmo.errors import ConfigError
+from pulmo.losses.ccc import ccc_cost
+from pulmo.losses.focal import focal_loss
+from pulmo.losses.multitask import DynamicWeightAverage, convex_mixture
+from pulmo.resp_rate.config import ClipConfig, RespRateConfig, save_rr_config
+from pulmo.resp_rate.data import ClipSampler, Recording, load_recordings, subject_folds
+from pulmo.resp_rate.evaluate import LabelledAudio, score_model
+from pulmo.resp_rate.net import RateNet, build_net, save_rr_checkpoint
+
+TASK_NAMES = ("ccc", "ce_breath", "ce_noise", "focal_breath")
+
+
+def _items(recordings: list[Recording]) -> list[LabelledAudio]:
+    return [LabelledAudio(r.record.record_id, r.samples, r.rate_bpm, bool(r.record.noisy), r.record.device)
+            for r in recordings]
+
+
+def _class_weights(counts: np.ndarray) -> torch.Tensor:
+    """Inverse-frequency weights normalised to mean 1 over the classes seen so far."""
+    seen = counts > 0
+    w = np.zeros_like(counts, dtype=np.float64)
+    w[seen] = counts[seen].sum() / (seen.sum() * counts[seen])
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def task_losses(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], net: RateNet, cfg: RespRateConfig,
+                breath_w: torch.Tensor, noise_w: torch.Tensor) -> torch.Tensor:
+    """``(4,)`` losses: CCC cost (rate and count), weighted CE breathing, weighted CE noise,
+    focal breathing (with the CE weights)."""
+    rate_t, count_t = batch["rate"] / net.rate_scale_bpm, batch["count"] / net.count_scale
+    ccc = ccc_cost(out["rate"], rate_t, out["count"], count_t, cfg.loss.alpha)
+    if cfg.loss.l1_weight:
+        ccc = ccc + cfg.loss.l1_weight * (out["rate"] - rate_t).abs().mean()
+    ce_b = F.cross_entropy(out["breath_logits"].float(), batch["breath"], weight=breath_w)
+    ce_n = F.cross_entropy(out["noise_logits"].float(), batch["noisy"], weight=noise_w)
+    fl = focal_loss(out["breath_logits"], batch["breath"], cfg.loss.focal_gamma, breath_w)
+    return torch.stack([ccc, ce_b, ce_n, fl])
+
+
+def run_rr_experiment(cfg: RespRateConfig, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Train and select on validation; score validation and test; write ``config.yaml``,
+    ``metrics.json``, ``history.json`` and ``model.pt`` (fp32) under ``out_dir``."""
+    if cfg.data.dataset not in ("rrujo", "breath_csv"):
+        raise ConfigError(f"data.dataset {cfg.data.dataset!r} is not supported (rrujo, breath_csv)")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_rr_config(cfg, out / "config.yaml")
+    started = time.time()
+    torch.manual_seed(cfg.train.seed)
+    splits = subject_folds(load_breath_csv(cfg.data.resolved_root()), cfg.data)
+    recs = {k: load_recordings(v, cfg.clip) for k, v in splits.items()}
+    sampler = ClipSampler(recs["train"], cfg.clip, cfg.data, cfg.augment, seed=cfg.train.seed)
+    net = build_net(cfg)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    dwa = DynamicWeightAverage(len(TASK_NAMES), cfg.loss.dwa_temperature)
+    mix = torch.tensor(convex_mixture(cfg.loss.mix), dtype=torch.float32)
+    breath_counts, noise_counts = np.zeros(3), np.zeros(2)
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    history = []
+    val_items = _items(recs["val"])
+    val_clip = ClipConfig(**{**cfg.clip.__dict__, "hop_s": cfg.train.val_hop_s})
+    steps = max(cfg.train.clips_per_epoch // cfg.train.batch_size, 1)
+    for epoch in range(cfg.train.epochs):
+        net.train()
+        lam = torch.tensor(dwa.weights(), dtype=torch.float32)
+        sums = torch.zeros(len(TASK_NAMES))
+        for _ in range(steps):
+            batch = sampler.batch(cfg.train.batch_size)
+            breath_counts += np.bincount(batch["breath"].numpy(), minlength=3)
+            noise_counts += np.bincount(batch["noisy"].numpy(), minlength=2)
+            losses = task_losses(net(batch["audio"]), batch, net, cfg, _class_weights(breath_counts), _class_weights(noise_counts))
+            loss = (mix * lam * losses).sum()
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+            opt.step()
+            sums += losses.detach()
+        dwa.end_epoch((sums / steps).tolist())
+        val = score_model(net, val_clip, val_items)
+        score = val["recording"]["ccc"]
+        history.append({"epoch": epoch, "losses": dict(zip(TASK_NAMES, (sums / steps).tolist())),
+                        "dwa": lam.tolist(), "val_ccc": score, "val_mae": val["recording"]["mae"],
+                        "val_window_mae": val["window"]["mae"], "seconds": time.time() - started})
+        if progress:
+            print(f"epoch {epoch:3d} loss {float((sums / steps).sum()):.3f} val CCC {score:.3f} "
+                  f"MAE {val['recording']['mae']:.2f} (window {val['window']['mae']:.2f}) {time.time() - started:.0f} s",
+                  flush=True)
+        if best is None or score > best[0]:
+            best = (score, epoch, copy.deepcopy(net.state_dict()))
+        elif epoch - best[1] >= cfg.train.patience:
+            break
+    assert best is not None
+    net.load_state_dict(best[2])
+    metrics: dict[str, Any] = {"selected_epoch": best[1], "epochs_run": len(history),
+                               "subjects": {k: sorted({r.patient_id for r in v}) for k, v in splits.items()}}
+    cfg.clip.refine_tolerance = 0.0
+    grid = score_model(net, cfg.clip, val_items, tolerances=cfg.clip.refine_grid)["refined_mae"]
+    cfg.clip.refine_tolerance = min(grid, key=lambda t: (grid[t], t)) if grid else 0.0
+    metrics["refine"] = {"val_mae_by_tolerance": grid, "selected_tolerance": cfg.clip.refine_tolerance}
+    test_items = _items(recs["test"])
+    metrics["test_neural_only"] = score_model(net, ClipConfig(**{**cfg.clip.__dict__, "refine_tolerance": 0.0}), test_items)["recording"]
+    for name in ("val", "test"):
+        res = score_model(net, cfg.clip, _items(recs[name]))
+        metrics[name] = {**res["recording"], "window": res["window"], "mse_by_range": res["mse_by_range"],
+                         "breath_f1": res["breath_f1"], "noise_f1": res["noise_f1"]}
+        metrics[f"{name}_predictions"] = res["predictions"]
+    metrics["train_seconds"] = time.time() - started
+    save_rr_checkpoint(out / "model.pt", net, cfg, {k: metrics[k] for k in ("val", "test", "test_neural_only", "selected_epoch", "refine", "subjects")})
+    (out / "history.json").write_text(json.dumps(history, indent=1))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics

@@ -1,0 +1,158 @@
+"""Respiratory rate end to end on synthetic folders: adapter, training smoke run,
+checkpoint, CLI evaluate/analyze, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pulmo.cli import main
+from pulmo.data.adapters.breath_csv import load_breath_csv
+from pulmo.data.adapters.synthetic_breath import write_breath_folder
+from pulmo.errors import DataError
+from pulmo.resp_rate.config import RespRateConfig, RRDataConfig
+from pulmo.resp_rate.data import ClipSampler, load_recordings, subject_folds
+from pulmo.resp_rate.net import build_net, save_rr_checkpoint
+from pulmo.resp_rate.train import run_rr_experiment
+
+
+@pytest.fixture(scope="module")
+def breath_dir(tmp_path_factory) -> Path:
+    return write_breath_folder(tmp_path_factory.mktemp("rr") / "breaths", subjects=4, seconds=16.0)
+
+
+def small_config(root: Path, **train) -> RespRateConfig:
+    return RespRateConfig.from_dict({
+        "data": {"dataset": "breath_csv", "root": str(root), "folds": 4, "val_fraction": 0.34, "synthetic_fraction": 0.25,
+                 "time_compress_fraction": 0.25, "synthetic_bank": 8},
+        "clip": {"window_s": 7.0, "hop_s": 3.0},
+        "model": {"name": "rr_lstm", "params": {"variant": "tc_lstm", "hidden": 16, "embed": 16}},
+        "train": {"epochs": 2, "clips_per_epoch": 32, "batch_size": 16, **train},
+        "augment": {"enabled": True},
+    })
+
+
+@pytest.fixture(scope="module")
+def checkpoint(breath_dir, tmp_path_factory) -> Path:
+    cfg = small_config(breath_dir)
+    return save_rr_checkpoint(tmp_path_factory.mktemp("ckpt") / "rr.pt", build_net(cfg), cfg,
+                              {"test": {"mae": 1.0, "n": 3}, "subjects": {"train": ["subject00"], "val": [], "test": []}})
+
+
+def test_adapter_reads_rrujo_layout(breath_dir):
+    recs = load_breath_csv(breath_dir)
+    assert len(recs) == 12 and {r.rr_bpm for r in recs} == {8.0, 14.0, 20.0}
+    assert {r.patient_id for r in recs} == {f"subject{i:02d}" for i in range(4)} and recs[0].label == "normal"
+
+
+def test_adapter_errors(tmp_path):
+    with pytest.raises(DataError, match="labels file not found"):
+        load_breath_csv(tmp_path)
+    (tmp_path / "labels.csv").write_text("path,rate\na.wav,3\n")
+    with pytest.raises(DataError, match="needs columns"):
+        load_breath_csv(tmp_path)
+    (tmp_path / "labels.csv").write_text("path,bpm\nmissing.wav,3\n")
+    with pytest.raises(DataError, match="not found"):
+        load_breath_csv(tmp_path)
+
+
+def test_splits_are_subject_disjoint_and_sampler_labels(breath_dir):
+    cfg = small_config(breath_dir)
+    splits = subject_folds(load_breath_csv(breath_dir), cfg.data)
+    subjects = [{r.patient_id for r in splits[k]} for k in ("train", "val", "test")]
+    assert all(s for s in subjects) and not (subjects[0] & subjects[1] or subjects[0] & subjects[2] or subjects[1] & subjects[2])
+    sampler = ClipSampler(load_recordings(splits["train"], cfg.clip), cfg.clip, cfg.data, cfg.augment, seed=0)
+    b = sampler.batch(32)
+    n = b["audio"].shape[1]
+    assert 4 * 2000 <= n <= 7 * 2000
+    np.testing.assert_allclose(b["count"], b["rate"] * n / 2000 / 60, rtol=1e-3)
+    assert set(b["noisy"].tolist()) <= {0, 1} and b["rate"].max() <= 60
+
+
+def test_training_smoke_run_writes_checkpoint(breath_dir, tmp_path):
+    metrics = run_rr_experiment(small_config(breath_dir), tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "model.pt").is_file() and metrics["test"]["n"] == 3
+    assert set(metrics["test"]) >= {"mae", "mse", "ccc", "pearson", "window", "mse_by_range"}
+
+
+def test_cli_evaluate_json(breath_dir, checkpoint, capsys):
+    assert main(["evaluate", "--task", "resp-rate", "--data", str(breath_dir), "--checkpoint", str(checkpoint), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {"mae", "mse", "ccc", "pearson", "n", "model", "checkpoint", "checkpoint_sha256"} <= set(report)
+    # the default test split leaves out the subject the checkpoint was trained on
+    assert report["n"] == 9 and report["excluded_seen_subject_recordings"] == 3 and report["window"]["n"] > 9
+    assert main(["evaluate", "--task", "resp-rate", "--data", str(breath_dir), "--checkpoint", str(checkpoint),
+                 "--split", "all", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 12
+
+
+def test_cli_analyze_track_and_plot(breath_dir, checkpoint, tmp_path, capsys):
+    wav = breath_dir / "audio" / "14" / "subject00.flac"
+    assert main(["analyze", str(wav), "--task", "resp-rate", "--checkpoint", str(checkpoint), "--out", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "breaths/min" in text and "heavy" in text
+    track = json.loads((tmp_path / "subject00.json").read_text())
+    assert len(track["windows"]) == 4 and {"rate_bpm", "heavy", "noisy"} <= set(track["windows"][0])
+    assert (tmp_path / "subject00_rate.png").stat().st_size > 1000
+
+
+def _write(path: Path, samples: np.ndarray, sr: int = 2000) -> Path:
+    sf.write(path, samples, sr, subtype="FLOAT")
+    return path
+
+
+@pytest.mark.parametrize("case, message", [
+    ("short", "shorter than one 7 s window"),
+    ("silent", "silent"),
+    ("nan", "NaN"),
+    ("garbage", "cannot read audio"),
+    ("missing", "not found"),
+])
+def test_clear_errors_for_bad_input(case, message, checkpoint, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    path = tmp_path / f"{case}.wav"
+    if case == "short":
+        _write(path, 0.1 * rng.standard_normal(2000 * 3).astype(np.float32))
+    elif case == "silent":
+        _write(path, np.zeros(2000 * 10, np.float32))
+    elif case == "nan":
+        x = 0.1 * rng.standard_normal(2000 * 10).astype(np.float32)
+        x[100] = np.nan
+        _write(path, x)
+    elif case == "garbage":
+        path.write_bytes(b"not audio at all" * 10)
+    assert main(["analyze", str(path), "--task", "resp-rate", "--checkpoint", str(checkpoint)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(path) in err
+
+
+def test_real_rrujo_adapter_and_subject_folds():
+    from pulmo.config import default_data_root
+
+    root = default_data_root() / "rrujo"
+    if not (root / "labels.csv").is_file():
+        pytest.skip(f"RRuJO not found at {root}")
+    recs = load_breath_csv(root)
+    assert len(recs) == 250 and {r.rr_bpm for r in recs} == {8.0, 10.0, 12.0, 18.0, 20.0}
+    assert {r.device for r in recs} == {"RRinervasO", "ThinklabsO"} and len({r.patient_id for r in recs}) == 25
+    folds = [subject_folds(recs, RRDataConfig(test_fold=k)) for k in range(5)]
+    tests = [{r.patient_id for r in f["test"]} for f in folds]
+    assert set().union(*tests) == {r.patient_id for r in recs} and sum(len(t) for t in tests) == 25
+
+
+def test_bundled_model_tracks_the_demo_recording(capsys):
+    from pulmo.inference.bundled import ASSETS, default_checkpoint
+
+    pipe_path = default_checkpoint("resp-rate")
+    assert pipe_path.stat().st_size < 6e6
+    assert main(["analyze", str(ASSETS / "demo_breath.flac"), "--task", "resp-rate", "--json"]) == 0
+    track = json.loads(capsys.readouterr().out)[0]
+    calm = [w["rate_bpm"] for w in track["windows"] if w["end_s"] <= 20]
+    heavy = [w for w in track["windows"] if w["start_s"] >= 20 and w["end_s"] <= 40]
+    # the demo breathes at 12 bpm, then 40 bpm: the track must rise and flag heavy breathing there
+    assert np.median([w["rate_bpm"] for w in heavy]) > np.median(calm) + 10
+    assert np.mean([w["heavy"] for w in heavy]) > 0.5 > np.mean([r > 30 for r in calm])
