@@ -8,6 +8,7 @@ with one small adapter module that registers an object with this face::
         kinds = frozenset({"image"})      # file kinds it accepts: "audio" and/or "image"
         accepts_16bit_images = False      # 16-bit greyscale scans (detect: True)
         options = ("lung_mask",)          # names of per-call options it takes (may be empty)
+        min_sample_rate_hz = 4000         # audio only, optional: slower recordings are refused (422)
         def analyze(self, path, checkpoint=None, options=None) -> Analysis: ...
 
     CAPABILITIES.add("cxr", MyCapability())    # in pulmo/frontdoor/<task>.py
@@ -23,7 +24,8 @@ the model measured, which the report shows). Everything around it (envelope, rep
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -85,7 +87,7 @@ ENVELOPE_KEYS = ("task", "pulmo_version", "input", "headline", "table", "figures
 
 
 def _import_all() -> None:
-    from pulmo.frontdoor import lung_sounds  # noqa: F401  (registers its capability)
+    from pulmo.frontdoor import lung_sounds, resp_rate  # noqa: F401  (registers their capabilities)
 
 
 def capability(name: str) -> Capability:
@@ -128,6 +130,10 @@ def pick_task(info: InputInfo, task: str | None = None) -> Capability:
             raise InputRejected(415, "no_capability", f"{info.name}: no capability in this version of pulmo takes "
                                 f"{info.kind} files; available: {known}")
         cap = next((c for c in fits if not _deep(info) or c.accepts_16bit_images), fits[0])
+    need_hz = getattr(cap, "min_sample_rate_hz", 0)
+    if info.kind == "audio" and info.details.get("sample_rate_hz", need_hz) < need_hz:
+        raise InputRejected(422, "sample_rate", f"{info.name}: sample rate {info.details['sample_rate_hz']} Hz is below "
+                            f"the {need_hz} Hz the {cap.name} model needs")
     if _deep(info) and not cap.accepts_16bit_images:
         raise InputRejected(415, "bit_depth", f"{info.name}: {info.details['mode']} image with "
                             f"{info.details['bits_per_sample']} bits per sample; the {cap.name} model takes 8-bit images "
@@ -141,6 +147,41 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+class PipelineCache:
+    """A task's inference pipelines, loaded once per checkpoint (``None``: the bundled one) with
+    the checkpoint file's full SHA-256; shared by threads (inference only reads the weights).
+
+    ``load(checkpoint)`` builds a pipeline; it is called at most once per checkpoint path.
+    """
+
+    def __init__(self, task: str, load: Callable[[str | None], Any]) -> None:
+        self.task = task
+        self._load = load
+        self._pipelines: dict[str, tuple[Any, str]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, checkpoint: str | None = None) -> tuple[Any, str]:
+        """``(pipeline, checkpoint_sha256)`` for ``checkpoint``."""
+        from pulmo.inference.bundled import default_checkpoint
+
+        key = str(Path(checkpoint).resolve()) if checkpoint else ""
+        with self._lock:
+            if key not in self._pipelines:
+                pipe = self._load(checkpoint)
+                path = Path(checkpoint) if checkpoint else default_checkpoint(self.task)
+                self._pipelines[key] = (pipe, sha256_file(path))
+            return self._pipelines[key]
+
+
+def check_options(task: str, allowed: tuple[str, ...], options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``options`` as a dict; ``ConfigError`` naming any option ``task`` does not take."""
+    options = dict(options or {})
+    unknown = set(options) - set(allowed)
+    if unknown:
+        raise ConfigError(f"{task} takes options {list(allowed)}, not {sorted(unknown)}")
+    return options
 
 
 def envelope(analysis: Analysis, info: InputInfo, file_sha256: str) -> dict[str, Any]:

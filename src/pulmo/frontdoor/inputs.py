@@ -42,7 +42,7 @@ class Limits:
 
     max_upload_bytes: int = 64 * 2**20
     max_audio_seconds: float = 600.0
-    min_sample_rate_hz: int = 4000
+    min_sample_rate_hz: int = 1000  # a floor for any audio; each capability may ask for more
     max_sample_rate_hz: int = 192_000
     max_image_pixels: int = 50_000_000
     min_image_side: int = 16
@@ -119,8 +119,7 @@ def _check_audio(path: Path, name: str, limits: Limits) -> dict[str, Any]:
                             f"{limits.max_audio_seconds:.0f} s")
     if not limits.min_sample_rate_hz <= rate <= limits.max_sample_rate_hz:
         raise InputRejected(422, "sample_rate", f"{name}: sample rate {rate} Hz is outside "
-                            f"{limits.min_sample_rate_hz}-{limits.max_sample_rate_hz} Hz (lung sounds need content "
-                            f"up to 2 kHz, so at least {limits.min_sample_rate_hz} Hz)")
+                            f"{limits.min_sample_rate_hz}-{limits.max_sample_rate_hz} Hz")
     short = wav_data_shortfall(path) if info.format in ("WAV", "WAVEX") else None
     if short is not None:
         raise InputRejected(400, "truncated", f"{name}: truncated WAV: the header promises {short[0]} bytes of samples, "

@@ -4,53 +4,38 @@ crackle and wheeze probability under it."""
 from __future__ import annotations
 
 import io
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pulmo.errors import ConfigError
-from pulmo.frontdoor.capabilities import CAPABILITIES, Analysis, Figure, Table, sha256_file
+from pulmo.frontdoor.capabilities import CAPABILITIES, Analysis, Figure, PipelineCache, Table, check_options
 
 if TYPE_CHECKING:  # torch is imported on first use, so listing capabilities stays light
     from pulmo.inference.lung_sounds import LungSoundPipeline, RecordingResult
 
 
 class LungSoundsCapability:
-    """Adapter from :class:`LungSoundPipeline` to the front door; pipelines are loaded once
-    per checkpoint and shared by threads (inference only reads the weights)."""
+    """Adapter from :class:`LungSoundPipeline` to the front door."""
 
     name = "lung-sounds"
     kinds = frozenset({"audio"})
     accepts_16bit_images = False
     options: tuple[str, ...] = ("annotation", "unannotated")
+    min_sample_rate_hz = 4000  # crackles and wheezes reach 2 kHz
 
     def __init__(self) -> None:
-        self._pipelines: dict[str, tuple[LungSoundPipeline, str]] = {}
-        self._lock = threading.Lock()
+        self.pipelines = PipelineCache(self.name, _load_pipeline)
 
-    def pipeline(self, checkpoint: str | None = None) -> tuple[LungSoundPipeline, str]:  # noqa: F821
+    def pipeline(self, checkpoint: str | None = None) -> tuple[LungSoundPipeline, str]:
         """The pipeline for ``checkpoint`` (bundled when None) and the checkpoint's full SHA-256."""
-        key = str(Path(checkpoint).resolve()) if checkpoint else ""
-        from pulmo.inference.bundled import default_checkpoint
-        from pulmo.inference.lung_sounds import LungSoundPipeline
-
-        with self._lock:
-            if key not in self._pipelines:
-                pipe = LungSoundPipeline.from_checkpoint(checkpoint)
-                path = Path(checkpoint) if checkpoint else default_checkpoint(self.name)
-                self._pipelines[key] = (pipe, sha256_file(path))
-            return self._pipelines[key]
+        return self.pipelines.get(checkpoint)
 
     def analyze(self, path: Path, checkpoint: str | None = None, options: Mapping[str, Any] | None = None) -> Analysis:
         """Cycles from an ICBHI annotation (``options["annotation"]``, or a ``.txt`` beside the
         audio), else from the automatic segmenter (``options["unannotated"]="segmenter"``, the
         default) or sliding windows of the model's cycle length (``"windows"``); one
         probability per class each."""
-        options = dict(options or {})
-        unknown = set(options) - set(self.options)
-        if unknown:
-            raise ConfigError(f"lung-sounds takes options {list(self.options)}, not {sorted(unknown)}")
+        options = check_options(self.name, self.options, options)
         pipe, checkpoint_sha256 = self.pipeline(checkpoint)
         res = pipe.analyze_file(path, annotation=options.get("annotation"),
                                 unannotated=options.get("unannotated") or "segmenter")
@@ -75,6 +60,12 @@ class LungSoundsCapability:
         figure = Figure("timeline", timeline_png(path, pipe, res), "Spectrogram (band-passed, at the model's sample rate) "
                         "and the probability of crackles and wheezes per cycle (a cycle labelled 'both' counts for both).")
         return Analysis(self.name, headline, result, table, [figure])
+
+
+def _load_pipeline(checkpoint: str | None) -> LungSoundPipeline:
+    from pulmo.inference.lung_sounds import LungSoundPipeline
+
+    return LungSoundPipeline.from_checkpoint(checkpoint)
 
 
 def adventitious_probabilities(probabilities: Mapping[str, float]) -> tuple[float, float]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -63,6 +63,7 @@ class RespRatePipeline:
         subjects = bundle.get("metrics", {}).get("subjects", {})
         self.seen_subjects = set(subjects.get("train", [])) | set(subjects.get("val", []))
         self.path = path
+        self.metrics: dict[str, Any] = bundle.get("metrics", {})
         self.model = {"name": bundle["name"], "checkpoint": path.name, "sha256": file_hash(path),
                       "pulmo_version": bundle.get("pulmo_version", "")}
 
@@ -144,14 +145,13 @@ def evaluate_folder(pipe: RespRatePipeline, data: str | Path, limit: int = 0, sp
     return report
 
 
-def plot_track(track: RateTrack, samples: np.ndarray, sample_rate_hz: int, path: str | Path) -> Path:
-    """Save the rate track over the recording's spectrogram as a PNG."""
-    import matplotlib
+def plot_track(track: RateTrack, samples: np.ndarray, sample_rate_hz: int, dest: str | Path | BinaryIO) -> None:
+    """Draw the rate track over the recording's spectrogram as a PNG into ``dest`` (a path or a
+    binary file object). Uses Matplotlib's object API (no pyplot state), so threads may call it."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 5), sharex=True)
+    fig = Figure(figsize=(10, 5), layout="constrained")
+    ax1, ax2 = fig.subplots(2, 1, sharex=True)
     ax1.specgram(samples, NFFT=256, Fs=sample_rate_hz, noverlap=128, cmap="magma")
     ax1.set_ylabel("Hz")
     ax1.set_title(Path(track.path).name)
@@ -167,8 +167,4 @@ def plot_track(track: RateTrack, samples: np.ndarray, sample_rate_hz: int, path:
     ax2.set_ylabel("breaths / min")
     ax2.set_xlabel("time (s)")
     ax2.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    fig.savefig(dest, dpi=100, format="png")

@@ -1,0 +1,64 @@
+"""Respiratory rate at the front door: the rate track over time, heavy-breathing and noise flags."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pulmo.frontdoor.capabilities import CAPABILITIES, Analysis, Figure, PipelineCache, Table, check_options
+
+if TYPE_CHECKING:  # torch is imported on first use, so listing capabilities stays light
+    from pulmo.inference.resp_rate import RespRatePipeline
+
+
+class RespRateCapability:
+    """Adapter from :class:`RespRatePipeline` to the front door."""
+
+    name = "resp-rate"
+    kinds = frozenset({"audio"})
+    accepts_16bit_images = False
+    options: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self.pipelines = PipelineCache(self.name, _load_pipeline)
+
+    def analyze(self, path: Path, checkpoint: str | None = None, options: Mapping[str, Any] | None = None) -> Analysis:
+        """Breaths per minute in windows of the model's clip length across the recording, the
+        recording's rate, the share of windows with heavy breathing and the noise flag."""
+        check_options(self.name, self.options, options)
+        pipe, checkpoint_sha256 = self.pipelines.get(checkpoint)
+        samples = pipe.load(path)
+        track = pipe.analyze_file(path, samples)
+        result = track.to_dict()
+        del result["path"]  # the envelope names the input
+        result["model"]["sha256"] = checkpoint_sha256
+        test = pipe.metrics.get("test", {})
+        if "mae" in test:
+            result["model"]["evaluation"] = (
+                f"RRuJO test subjects (n={test.get('n', '?')} recordings): mean absolute error {test['mae']:.2f} "
+                f"breaths/min, CCC {test['ccc']:.2f}")
+        headline = (f"{track.rate_bpm:.1f} breaths/min over {track.duration_s:.0f} s; heavy breathing in "
+                    f"{100 * track.heavy_fraction:.0f} % of windows; {'noisy' if track.noisy else 'clean'} recording")
+        table = Table(columns=["start s", "end s", "breaths/min", "breaths", "breathing", "heavy", "noisy"],
+                      rows=[[round(w.start_s, 2), round(w.end_s, 2), round(w.rate_bpm, 1), round(w.breath_count, 2),
+                             w.breathing, w.heavy, w.noisy] for w in track.windows])
+        from pulmo.inference.resp_rate import plot_track
+
+        png = io.BytesIO()
+        plot_track(track, samples, pipe.clip.sample_rate_hz, png)
+        figure = Figure("rate_track", png.getvalue(), "Spectrogram and the breathing rate per window (heavy breathing: "
+                        "red triangles, noisy windows: crosses; dashed: the recording's rate).")
+        return Analysis(self.name, headline, result, table, [figure])
+
+
+def _load_pipeline(checkpoint: str | None) -> RespRatePipeline:
+    from pulmo.inference.resp_rate import RespRatePipeline
+
+    return RespRatePipeline.from_checkpoint(checkpoint)
+
+
+CAPABILITIES.add(RespRateCapability.name, RespRateCapability())
+
+__all__ = ["RespRateCapability"]

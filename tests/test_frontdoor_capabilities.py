@@ -1,0 +1,35 @@
+"""Each capability through the front door on its bundled model and demo file."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from pulmo.errors import ConfigError
+from pulmo.frontdoor.capabilities import analyze_path, capability, capability_names, pick_task
+from pulmo.frontdoor.inputs import InputRejected, Limits, inspect_file
+from tests.test_frontdoor import wav
+
+ASSETS = Path(__file__).resolve().parents[1] / "src" / "pulmo" / "assets"
+
+
+def test_resp_rate_reports_a_track_with_provenance():
+    assert "resp-rate" in capability_names()
+    result, analysis = analyze_path(ASSETS / "demo_breath.flac", task="resp-rate")
+    assert result["task"] == "resp-rate" and re.fullmatch(r"[0-9a-f]{64}", result["model"]["sha256"])
+    assert "breaths/min" in analysis.headline and result["model"]["evaluation"].startswith("RRuJO test subjects")
+    windows = result["windows"]
+    assert len(analysis.table.rows) == len(windows) >= 2
+    assert all(w["end_s"] > w["start_s"] for w in windows) and 0 <= result["heavy_fraction"] <= 1
+    (figure,) = analysis.figures
+    assert figure.name == "rate_track" and figure.png.startswith(b"\x89PNG")
+    with pytest.raises(ConfigError, match="resp-rate takes options"):
+        capability("resp-rate").analyze(ASSETS / "demo_breath.flac", options={"annotation": "x.txt"})
+
+
+def test_each_capability_sets_its_own_sample_rate_floor(tmp_path):
+    info = inspect_file(wav(tmp_path / "slow.wav", rate=2000), Limits())  # above the front door's 1 kHz floor
+    with pytest.raises(InputRejected) as err:
+        pick_task(info)  # audio goes to lung sounds, which needs 4 kHz
+    assert (err.value.status, err.value.code) == (422, "sample_rate") and "lung-sounds" in str(err.value)
+    assert pick_task(info, "resp-rate").name == "resp-rate"
