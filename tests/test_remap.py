@@ -30,6 +30,12 @@ def test_tables_cover_the_18_classes():
     assert binary["pants button"] == "clothing" and binary["drugs"] == "anomaly" and binary["surgical implant"] == "anomaly"
     assert mapped_classes(binary) == ["anomaly", "clothing"]
     assert build_mapping("original", recs) == {c: c for c in BODY_SCAN_CLASSES}
+    # agnostic and binary also cover classes never seen in training
+    unseen = rec([(0, 0, 1, 1)], ["handgun"])
+    assert apply_mapping([unseen], build_mapping("agnostic", recs))[0].labels == ("anomaly",)
+    assert apply_mapping([unseen], build_mapping("binary", recs))[0].labels == ("anomaly",)
+    with pytest.raises(ConfigError, match="handgun"):
+        apply_mapping([unseen], build_mapping("original", recs))
 
 
 def test_score_bands_follow_the_paper():

@@ -2,7 +2,9 @@
 F1, bands of object size, binary (clothing vs anomaly), class-agnostic, or a user file.
 
 A mapping is a plain ``dict[str, str]`` from original to new class name; a class mapped to
-:data:`DROP` loses its boxes. Applying a mapping to a class it does not name is an error.
+:data:`DROP` loses its boxes; the key :data:`ANY` (``*``) maps every class not named (the
+agnostic and binary mappings use it, so they also cover classes never seen in training).
+Applying a mapping without ``*`` to a class it does not name is an error.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pulmo.data.boxes import BoxRecord
 from pulmo.errors import ConfigError
 
 DROP = "__drop__"
+ANY = "*"
 AGNOSTIC_CLASS = "anomaly"
 
 # The body-scan set's 18 classes (paper section 3.2) and which of them are clothing.
@@ -38,13 +41,13 @@ def identity_map(classes: Iterable[str]) -> dict[str, str]:
 
 def agnostic_map(classes: Iterable[str]) -> dict[str, str]:
     """Every class -> ``anomaly`` (one class-agnostic detector)."""
-    return {c: AGNOSTIC_CLASS for c in classes}
+    return {c: AGNOSTIC_CLASS for c in classes} | {ANY: AGNOSTIC_CLASS}
 
 
 def binary_map(classes: Iterable[str], clothing: Iterable[str] = CLOTHING) -> dict[str, str]:
     """Clothing classes -> ``clothing``; all others -> ``anomaly``."""
     clothing = set(clothing)
-    return {c: "clothing" if c in clothing else AGNOSTIC_CLASS for c in classes}
+    return {c: "clothing" if c in clothing else AGNOSTIC_CLASS for c in classes} | {ANY: AGNOSTIC_CLASS}
 
 
 def score_map(f1_by_class: Mapping[str, float]) -> dict[str, str]:
@@ -140,9 +143,9 @@ def apply_mapping(records: Iterable[BoxRecord], mapping: Mapping[str, str]) -> l
     out = []
     for r in records:
         missing = sorted({lab for lab in r.labels if lab not in mapping})
-        if missing:
+        if missing and ANY not in mapping:
             raise ConfigError(f"class mapping has no entry for {missing} (image {r.path})")
-        new = [mapping[lab] for lab in r.labels]
+        new = [mapping.get(lab, mapping.get(ANY, DROP)) for lab in r.labels]
         out.append(r.with_labels(new, keep=[n != DROP for n in new]))
     return out
 
