@@ -23,6 +23,7 @@ demo: $(STAMP)
 	$(BIN)/pulmo models
 	$(BIN)/pulmo analyze src/pulmo/assets/demo_lung_sounds.flac --out out/demo
 	@echo "result written to out/demo/demo_lung_sounds.json"
+	$(BIN)/pulmo analyze src/pulmo/assets/demo_body_scan_16bit.png --task detect --out out/demo
 	@if [ -d "$${PULMO_DATA:-../shared/data}/icbhi" ]; then \
 		$(BIN)/pulmo evaluate --task lung-sounds --split test --limit 20; \
 	else echo "(no ICBHI data at $${PULMO_DATA:-../shared/data}/icbhi: skipping the real-data check)"; fi

@@ -65,11 +65,6 @@ class BoxRecord:
         return cls(**d)  # type: ignore[arg-type]
 
 
-def class_names(records: Iterable[BoxRecord]) -> list[str]:
-    """Sorted class names present in ``records``."""
-    return sorted({lab for r in records for lab in r.labels})
-
-
 def save_box_manifest(records: Iterable[BoxRecord], path: str | Path) -> None:
     with Path(path).open("w") as fh:
         for rec in records:
