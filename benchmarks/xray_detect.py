@@ -135,6 +135,21 @@ def cmd_sahi(args: argparse.Namespace) -> None:
               f"{r['images_per_s']:.2f} images/s; P {r['precision']:.4f} R {r['recall']:.4f} F1 {r['f1']:.4f}")
 
 
+def cmd_rescore(args: argparse.Namespace) -> None:
+    """Re-evaluate finished runs with another candidate score threshold (validation picks the
+    per-class thresholds again; the trained weights and chosen epoch stay)."""
+    import torch
+
+    from pulmo.detect.train import rescore_run
+
+    torch.set_num_threads(1)
+    for run in args.runs:
+        m = rescore_run(run, {"conf": args.conf})
+        t = m["test"]
+        print(f"{run}: candidates >= {args.conf}: test P {t['precision']:.4f} R {t['recall']:.4f} F1 {t['f1']:.4f} "
+              f"(val F1 {m['val']['f1']:.4f}; thresholds {m['thresholds']})", flush=True)
+
+
 def cmd_bundle(args: argparse.Namespace) -> None:
     """Store a run's model as the bundled detect checkpoint (fp16 weights), then re-score it as
     shipped on the test split and keep those metrics in it."""
@@ -310,6 +325,10 @@ def main() -> None:
     p.add_argument("--split", default="test")
     p.add_argument("--limit", type=int, default=0)
     p.set_defaults(func=cmd_sahi)
+    p = sub.add_parser("rescore")
+    p.add_argument("runs", nargs="+", help="run folders holding model.pt and metrics.json")
+    p.add_argument("--conf", type=float, default=0.01)
+    p.set_defaults(func=cmd_rescore)
     p = sub.add_parser("bundle")
     p.add_argument("run", help="run folder holding model.pt")
     p.add_argument("--dest", default="src/pulmo/assets/detect_yolov5n_baggage.pt")

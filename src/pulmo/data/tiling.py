@@ -202,13 +202,14 @@ def merge_detections(
     labels = np.asarray(labels).reshape(-1)
     seam = np.zeros(len(boxes), dtype=bool) if at_seam is None else np.asarray(at_seam, dtype=bool).reshape(-1)
     keep = nms(boxes, scores, labels, iou_threshold)
-    b, s, lab, sm = boxes[keep].tolist(), scores[keep].tolist(), labels[keep].tolist(), seam[keep].tolist()
+    boxes, scores, labels, seam = boxes[keep], scores[keep], labels[keep], seam[keep]
+    b, s, lab = boxes[seam].tolist(), scores[seam].tolist(), labels[seam].tolist()  # only seam pieces can join
     changed = True
     while changed:
         changed = False
         for i in range(len(b)):
             for j in range(i + 1, len(b)):
-                if not (sm[i] and sm[j]) or lab[i] != lab[j]:
+                if lab[i] != lab[j]:
                     continue
                 bi, bj = b[i], b[j]
                 gap_x = max(bi[0], bj[0]) - min(bi[2], bj[2])
@@ -219,9 +220,13 @@ def merge_detections(
                     continue
                 b[i] = [min(bi[0], bj[0]), min(bi[1], bj[1]), max(bi[2], bj[2]), max(bi[3], bj[3])]
                 s[i] = max(s[i], s[j])
-                del b[j], s[j], lab[j], sm[j]
+                del b[j], s[j], lab[j]
                 changed = True
                 break
             if changed:
                 break
-    return np.asarray(b, dtype=np.float64).reshape(-1, 4), np.asarray(s, dtype=np.float64), np.asarray(lab)
+    out_b = np.concatenate([boxes[~seam], np.asarray(b, dtype=np.float64).reshape(-1, 4)])
+    out_s = np.concatenate([scores[~seam], np.asarray(s, dtype=np.float64)])
+    out_l = np.concatenate([labels[~seam], np.asarray(lab, dtype=labels.dtype)])
+    order = np.argsort(-out_s, kind="stable")
+    return out_b[order], out_s[order], out_l[order]

@@ -89,8 +89,6 @@ def run_detect_experiment(cfg: DetectExperimentConfig, out_dir: str | Path, prog
     Writes ``model.pt`` (a pulmo detect checkpoint), ``metrics.json`` and ``log.jsonl`` to
     ``out_dir`` and returns the metrics.
     """
-    from pulmo.detect.checkpoint import save_detect_checkpoint
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.train.seed)
@@ -141,18 +139,25 @@ def run_detect_experiment(cfg: DetectExperimentConfig, out_dir: str | Path, prog
     log.close()
     detector.load_state_dict(best["state"])
     detector.eval()
-    train_seconds = time.time() - t_start
-    # Thresholds and the validation report come from validation images only.
+    info = {"best_epoch": best["epoch"], "monitor": cfg.train.monitor, "train_seconds": round(time.time() - t_start, 1),
+            "pretrained": pretrained_report and {k: len(v) for k, v in pretrained_report.items()}}
+    return evaluate_trained(detector, cfg, classes, mapping, val, out_dir, info, eval_test)
+
+
+def evaluate_trained(detector: torch.nn.Module, cfg: DetectExperimentConfig, classes: list[str], mapping: dict[str, str],
+                     val: list[PreparedImage], out_dir: Path, info: dict[str, Any], eval_test: bool = True) -> dict[str, Any]:
+    """Choose per-class thresholds on validation images, score tiled inference on test,
+    and write ``model.pt`` and ``metrics.json`` to ``out_dir``."""
+    from pulmo.detect.checkpoint import save_detect_checkpoint
+
     val_dets = detect_split(detector, val, cfg.tiling, classes, cfg.inference.conf, cfg.inference.iou)
     thresholds: dict[str, float] | float = cfg.inference.score_threshold
     if cfg.inference.per_class_thresholds:
         thresholds = choose_thresholds(val_dets, classes)
     metrics: dict[str, Any] = {
-        "classes": classes, "mapping": mapping, "best_epoch": best["epoch"], "monitor": cfg.train.monitor,
-        "train_seconds": round(train_seconds, 1), "thresholds": thresholds,
+        "classes": classes, "mapping": mapping, **info, "thresholds": thresholds, "candidate_conf": cfg.inference.conf,
         "val": _summary(detection_report(val_dets, thresholds, classes=classes)),
         "val_fixed_threshold": _summary(detection_report(val_dets, cfg.inference.score_threshold, classes=classes)),
-        "pretrained": pretrained_report and {k: len(v) for k, v in pretrained_report.items()},
     }
     if eval_test:
         test = [prepare_image(r, cfg.data, cfg.tiling, classes) for r in mapped(load_split(cfg.data, "test"), mapping)]
@@ -166,6 +171,24 @@ def run_detect_experiment(cfg: DetectExperimentConfig, out_dir: str | Path, prog
                            {k: metrics[k] for k in ("val", "test") if k in metrics})
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def rescore_run(run_dir: str | Path, inference: dict[str, Any]) -> dict[str, Any]:
+    """Re-run the post-training evaluation of a finished run with other inference settings
+    (e.g. a lower candidate threshold); training and the chosen epoch are unchanged."""
+    from pulmo.detect.checkpoint import build_detector, read_detect_checkpoint
+
+    run_dir = Path(run_dir)
+    bundle = read_detect_checkpoint(run_dir / "model.pt")
+    config = bundle["config"]
+    config["inference"] = {**config["inference"], **inference}
+    cfg = DetectExperimentConfig.from_dict(config)
+    old = json.loads((run_dir / "metrics.json").read_text())
+    classes, mapping = list(bundle["labels"]), dict(bundle["mapping"])
+    val_raw = _limit(load_split(cfg.data, "val"), cfg.data.max_val_images)
+    val = [prepare_image(r, cfg.data, cfg.tiling, classes) for r in mapped(val_raw, mapping)]
+    info = {k: old[k] for k in ("best_epoch", "monitor", "train_seconds", "pretrained") if k in old}
+    return evaluate_trained(build_detector(bundle), cfg, classes, mapping, val, run_dir, info)
 
 
 def _summary(report: dict[str, Any]) -> dict[str, Any]:

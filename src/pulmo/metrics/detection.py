@@ -140,7 +140,7 @@ def detection_report(
 
 
 def choose_thresholds(images: Sequence[ImageDetections], classes: Sequence[str],
-                      grid: Sequence[float] = tuple(np.round(np.arange(0.05, 0.951, 0.05), 2)),
+                      grid: Sequence[float] = (0.01, 0.02, 0.03, 0.05, 0.075, *np.round(np.arange(0.1, 0.951, 0.05), 2).tolist()),
                       iou_threshold: float = 0.5) -> dict[str, float]:
     """Per-class confidence thresholds that maximise each class's F1 (use validation images,
     never test). Matching is per class, so the classes can be tuned independently."""

@@ -90,7 +90,7 @@ class UltralyticsYolo(nn.Module):
         self.eval()
         out = self.net(images)
         out = out[0] if isinstance(out, (tuple, list)) else out
-        dets = non_max_suppression(out, conf_thres=conf, iou_thres=iou, nc=self.num_classes, max_det=300)
+        dets = non_max_suppression(out, conf_thres=conf, iou_thres=iou, nc=self.num_classes, max_det=100)
         self.train(was_training)
         return [(d[:, :4].cpu().numpy().astype(np.float64), d[:, 4].cpu().numpy().astype(np.float64),
                  d[:, 5].cpu().numpy().astype(np.int64)) for d in dets]
