@@ -327,7 +327,7 @@ def main() -> None:
     p.set_defaults(func=cmd_sahi)
     p = sub.add_parser("rescore")
     p.add_argument("runs", nargs="+", help="run folders holding model.pt and metrics.json")
-    p.add_argument("--conf", type=float, default=0.01)
+    p.add_argument("--conf", type=float, default=0.05)
     p.set_defaults(func=cmd_rescore)
     p = sub.add_parser("bundle")
     p.add_argument("run", help="run folder holding model.pt")

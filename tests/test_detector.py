@@ -129,3 +129,22 @@ def test_cli_errors_are_one_line(tiny_run, tmp_path, capsys):
     torch.save({"format": "pulmo-checkpoint/1", "task": "lung-sounds"}, lung)
     assert main(["evaluate", "--task", "detect", "--data", str(tmp_path), "--checkpoint", str(lung)]) == 2
     assert "not a detect checkpoint" in capsys.readouterr().err
+
+
+def test_bundled_detect_model_is_listed_and_loads(capsys):
+    pytest.importorskip("ultralytics")
+    from pulmo.cli import main
+    from pulmo.inference.bundled import default_checkpoint
+    from pulmo.inference.detect import DetectPipeline
+
+    path = default_checkpoint("detect")
+    assert path.stat().st_size < 6e6
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert path.name in out and "task detect" in out
+    line = out.split(path.name, 1)[1].splitlines()[1]
+    assert line.strip().startswith("test:") and " f1 " in line
+    pipe = DetectPipeline.from_checkpoint()
+    assert pipe.labels == ["anomaly"] and pipe.mapping["*"] == "anomaly"
+    res, image, _ = pipe.detect_file(path.parent / "demo_body_scan_16bit.png")
+    assert image.dtype == np.uint16 and res.width == 406 and res.height == 500

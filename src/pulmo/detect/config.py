@@ -103,7 +103,7 @@ class InferenceConfig:
     """Tiled inference: candidate threshold ``conf``, per-tile NMS ``iou``, merge thresholds,
     and whether per-class score thresholds are chosen on validation for F1."""
 
-    conf: float = 0.01
+    conf: float = 0.05
     iou: float = 0.5
     score_threshold: float = 0.25
     per_class_thresholds: bool = True
