@@ -79,7 +79,10 @@ def validation_loss(detector: torch.nn.Module, samples: list[Sample], batch_size
 
 
 def _limit(records: list[BoxRecord], n: int) -> list[BoxRecord]:
-    return records[:n] if n > 0 else records
+    """``n`` records spread evenly over the list (files are often grouped by class), or all."""
+    if n <= 0 or n >= len(records):
+        return records
+    return [records[int(i)] for i in np.linspace(0, len(records) - 1, n).round()]
 
 
 def run_detect_experiment(cfg: DetectExperimentConfig, out_dir: str | Path, progress: bool = True,
@@ -173,15 +176,17 @@ def evaluate_trained(detector: torch.nn.Module, cfg: DetectExperimentConfig, cla
     return metrics
 
 
-def rescore_run(run_dir: str | Path, inference: dict[str, Any]) -> dict[str, Any]:
+def rescore_run(run_dir: str | Path, inference: dict[str, Any], data: dict[str, Any] | None = None) -> dict[str, Any]:
     """Re-run the post-training evaluation of a finished run with other inference settings
-    (e.g. a lower candidate threshold); training and the chosen epoch are unchanged."""
+    (e.g. a lower candidate threshold) or validation images (``data``, e.g.
+    ``{"max_val_images": 0}``: all of them); training and the chosen epoch are unchanged."""
     from pulmo.detect.checkpoint import build_detector, read_detect_checkpoint
 
     run_dir = Path(run_dir)
     bundle = read_detect_checkpoint(run_dir / "model.pt")
     config = bundle["config"]
     config["inference"] = {**config["inference"], **inference}
+    config["data"] = {**config["data"], **(data or {})}
     cfg = DetectExperimentConfig.from_dict(config)
     old = json.loads((run_dir / "metrics.json").read_text())
     classes, mapping = list(bundle["labels"]), dict(bundle["mapping"])
