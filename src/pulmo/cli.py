@@ -87,6 +87,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 TASK_COMMANDS = {
     "lung-sounds": "pulmo.commands.lung_sounds",
     "resp-rate": "pulmo.commands.resp_rate",
+    "detect": "pulmo.commands.detect",
 }
 TASKS = ["lung-sounds", "resp-rate", "cxr", "detect"]
 
@@ -141,7 +142,8 @@ def cmd_models(args: argparse.Namespace) -> int:
             print(f"  official test (covered subset): Se {test['sensitivity']:.4f} Sp {test['specificity']:.4f} "
                   f"score {test['score']:.4f} (n={test['n']})")
         elif test:
-            print("  test: " + "  ".join(f"{k} {v:.4g}" for k, v in test.items() if isinstance(v, (int, float))))
+            print("  test: " + " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                        for k, v in test.items() if isinstance(v, (int, float)) and not isinstance(v, bool)))
     return 0
 
 
