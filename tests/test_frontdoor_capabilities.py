@@ -33,3 +33,14 @@ def test_each_capability_sets_its_own_sample_rate_floor(tmp_path):
         pick_task(info)  # audio goes to lung sounds, which needs 4 kHz
     assert (err.value.status, err.value.code) == (422, "sample_rate") and "lung-sounds" in str(err.value)
     assert pick_task(info, "resp-rate").name == "resp-rate"
+
+
+def test_a_16bit_scan_goes_to_detection_and_comes_back_with_boxes_drawn():
+    pytest.importorskip("ultralytics")
+    result, analysis = analyze_path(ASSETS / "demo_body_scan_16bit.png")  # no task: a 16-bit image means detect
+    assert result["task"] == "detect" and re.fullmatch(r"[0-9a-f]{64}", result["model"]["sha256"])
+    assert result["model"]["evaluation"].startswith("baggage X-ray test split")
+    assert len(analysis.table.rows) == len(result["detections"]) and result["any_anomaly"] == bool(result["detections"])
+    assert "image_png" not in result and "path" not in result
+    (figure,) = analysis.figures
+    assert figure.name == "boxes" and figure.png.startswith(b"\x89PNG")

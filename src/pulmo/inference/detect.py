@@ -116,6 +116,14 @@ class DetectPipeline:
 
 def draw_detections(image: np.ndarray, levels: tuple[float, float], result: DetectResult, out_png: str | Path) -> Path:
     """Write the image (windowed to 8-bit for display) with labelled boxes as a PNG."""
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    render_detections(image, levels, result).save(out_png)
+    return out_png
+
+
+def render_detections(image: np.ndarray, levels: tuple[float, float], result: DetectResult) -> Image.Image:
+    """The image windowed to 8-bit for display, with each detection's box, label and score drawn."""
     canvas = Image.fromarray(to_display_uint8(image, levels))
     draw = ImageDraw.Draw(canvas)
     width = max(2, round(max(canvas.size) / 400))
@@ -124,7 +132,4 @@ def draw_detections(image: np.ndarray, levels: tuple[float, float], result: Dete
         colour = COLOURS[names.index(d.label) % len(COLOURS)]
         draw.rectangle(d.box_xyxy, outline=colour, width=width)
         draw.text((d.box_xyxy[0] + 2, max(0, d.box_xyxy[1] - 12)), f"{d.label} {d.score:.2f}", fill=colour)
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(out_png)
-    return out_png
+    return canvas
