@@ -22,6 +22,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/pulmo models
 	$(BIN)/pulmo analyze src/pulmo/assets/demo_lung_sounds.flac --out out/demo
+	$(BIN)/pulmo analyze src/pulmo/assets/demo_cxr.png --task cxr --out out/demo
 	@echo "result written to out/demo/demo_lung_sounds.json"
 	@if [ -d "$${PULMO_DATA:-../shared/data}/icbhi" ]; then \
 		$(BIN)/pulmo evaluate --task lung-sounds --split test --limit 20; \

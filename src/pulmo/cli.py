@@ -86,6 +86,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 # ``analyze(args)``; a capability joins the command line with one line here.
 TASK_COMMANDS = {
     "lung-sounds": "pulmo.commands.lung_sounds",
+    "cxr": "pulmo.commands.cxr",
 }
 TASKS = ["lung-sounds", "resp-rate", "cxr", "detect"]
 
@@ -125,8 +126,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         test = r["metrics"].get("test", {})
         print(f"{r['file']}: task {r['task']}, {r['name']}, {r['size_mb']} MB, sha256 {r['sha256']}, labels {r['labels']}")
         if test:
-            print(f"  official test (covered subset): Se {test['sensitivity']:.4f} Sp {test['specificity']:.4f} "
-                  f"score {test['score']:.4f} (n={test['n']})")
+            print("  test: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                         for k, v in test.items() if isinstance(v, (int, float))))
     return 0
 
 

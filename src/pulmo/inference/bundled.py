@@ -7,7 +7,7 @@ from pathlib import Path
 from pulmo.errors import CheckpointError
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
-DEFAULT_CHECKPOINTS = {"lung-sounds": "lung_sounds_resnet18_attn.pt"}
+DEFAULT_CHECKPOINTS = {"lung-sounds": "lung_sounds_resnet18_attn.pt", "cxr": "cxr_efficientnet_lite0_head.pt"}
 
 
 def bundled_checkpoints() -> list[Path]:
