@@ -14,29 +14,34 @@ def to_uint8(gray: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(gray * 255.0), 0, 255).astype(np.uint8)
 
 
-def lung_box(gray: np.ndarray, margin: float = 0.06, min_area: float = 0.12) -> tuple[int, int, int, int]:
+def lung_box(gray: np.ndarray, margin: float = 0.05, min_area: float = 0.12) -> tuple[int, int, int, int]:
     """Bounding box ``(x0, y0, x1, y1)`` in pixels around the two lung fields.
 
-    A heuristic, not a segmentation model: on a 256-px copy, smooth, threshold at Otsu's
-    level to find dark (air-filled) regions, drop dark regions touching the border (air
-    outside the body), keep the two largest remaining regions, and pad their joint box by
-    ``margin`` of the image size. When that box covers less than ``min_area`` of the image
-    (nothing lung-like found) the whole image is returned.
+    A heuristic, not a segmentation model: on a 256-px copy, smooth, threshold at Otsu's level
+    to find dark (air-filled) regions, and take the largest dark region whose centre lies in
+    the left half (x 10-50 %, y 20-80 %) and the largest in the right half; their joint box,
+    padded by ``margin`` of the image size, is returned. When either side has no such region
+    (area >= 2 % of the image), or the box covers less than ``min_area`` of the image, the
+    whole image is returned.
     """
     h, w = gray.shape
     small = cv2.resize(to_uint8(gray), (256, 256), interpolation=cv2.INTER_AREA)
     small = cv2.GaussianBlur(small, (7, 7), 0)
     _, dark = cv2.threshold(small, 0, 255, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
     dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=8)
-    inner = []
+    n, _, stats, centroids = cv2.connectedComponentsWithStats(dark, connectivity=8)
+    sides: dict[str, tuple[int, int]] = {}
     for k in range(1, n):
-        x, y, bw, bh, area = stats[k]
-        if x > 0 and y > 0 and x + bw < 256 and y + bh < 256 and area >= 0.01 * 256 * 256:
-            inner.append((area, k))
-    if not inner:
+        area = int(stats[k][4])
+        cx, cy = centroids[k] / 256
+        if area < 0.02 * 256 * 256 or not 0.2 <= cy <= 0.8 or not 0.1 <= cx <= 0.9:
+            continue
+        side = "left" if cx < 0.5 else "right"
+        if area > sides.get(side, (0, -1))[0]:
+            sides[side] = (area, k)
+    if len(sides) < 2:
         return 0, 0, w, h
-    keep = [k for _, k in sorted(inner, reverse=True)[:2]]
+    keep = [k for _, k in sides.values()]
     x0 = min(stats[k][0] for k in keep)
     y0 = min(stats[k][1] for k in keep)
     x1 = max(stats[k][0] + stats[k][2] for k in keep)
