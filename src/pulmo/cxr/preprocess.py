@@ -19,7 +19,8 @@ def lung_box(gray: np.ndarray, margin: float = 0.05, min_area: float = 0.12) -> 
 
     A heuristic, not a segmentation model: on a 256-px copy, smooth, threshold at Otsu's level
     to find dark (air-filled) regions, and take the largest dark region whose centre lies in
-    the left half (x 10-50 %, y 20-80 %) and the largest in the right half; their joint box,
+    the left half (x 10-50 %, y 20-80 %) and the largest in the right half (regions spanning
+    the whole image, the air around the body, are skipped); their joint box,
     padded by ``margin`` of the image size, is returned. When either side has no such region
     (area >= 2 % of the image), or the box covers less than ``min_area`` of the image, the
     whole image is returned.
@@ -32,9 +33,11 @@ def lung_box(gray: np.ndarray, margin: float = 0.05, min_area: float = 0.12) -> 
     n, _, stats, centroids = cv2.connectedComponentsWithStats(dark, connectivity=8)
     sides: dict[str, tuple[int, int]] = {}
     for k in range(1, n):
-        area = int(stats[k][4])
+        x, y, bw, bh, area = (int(v) for v in stats[k])
         cx, cy = centroids[k] / 256
         if area < 0.02 * 256 * 256 or not 0.2 <= cy <= 0.8 or not 0.1 <= cx <= 0.9:
+            continue
+        if bw >= 250 or bh >= 250:  # spans the image: the air around the body, not a lung
             continue
         side = "left" if cx < 0.5 else "right"
         if area > sides.get(side, (0, -1))[0]:

@@ -28,9 +28,11 @@ def synth_xray(label: str, size_px: int, rng: np.random.Generator, pose: bool = 
         cx_px = int(s * (cx + rng.uniform(-0.02, 0.02)))
         cv2.ellipse(lungs, (cx_px, int(s * 0.5)), (int(s * 0.13), int(s * 0.27)), 0, 0, 360, 1.0, -1)
     img -= 0.5 * lungs
-    for k in range(6):  # ribs
+    ribs = np.zeros_like(img)
+    for k in range(6):
         y = int(s * (0.3 + 0.08 * k))
-        cv2.ellipse(img, (s // 2, y), (int(s * 0.3), int(s * 0.05)), 0, 180, 360, 0.55, max(1, s // 128))
+        cv2.ellipse(ribs, (s // 2, y), (int(s * 0.3), int(s * 0.05)), 0, 180, 360, 0.12, max(1, s // 128))
+    img += ribs
     if label == "Covid":
         for _ in range(5):
             side = rng.choice([0.22, 0.78])
