@@ -25,7 +25,8 @@ def test_round_trip(tmp_path):
 
 
 def test_every_shipped_experiment_loads():
-    files = sorted(f for f in (REPO / "configs/experiments").rglob("*.yaml") if f.name != "base.yaml")
+    files = sorted(f for f in (REPO / "configs/experiments").rglob("*.yaml")
+                   if f.name != "base.yaml" and f.parent.name != "vbreathnet")  # chest X-ray: tests/test_cxr_data.py
     assert len(files) >= 10
     for f in files:
         cfg = load_config(f)

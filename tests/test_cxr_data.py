@@ -80,6 +80,17 @@ def test_csv_and_medmnist_adapters(tmp_path):
     assert recs[7].label == ["Normal", "Pneumonia"][int(arrays["test_labels"][0, 0])]
 
 
+def test_every_shipped_cxr_experiment_loads():
+    from pathlib import Path
+
+    files = sorted(f for f in (Path(__file__).parents[1] / "configs/experiments/vbreathnet").glob("*.yaml") if f.name != "base.yaml")
+    assert len(files) >= 10
+    for f in files:
+        cfg = load_cxr_config(f)
+        if f.name.startswith("table"):
+            assert cfg.paper, f"{f} must carry the paper's expected values"
+
+
 def test_cxr_config_loads_strictly(tmp_path):
     (tmp_path / "base.yaml").write_text("image: {size_px: 64}\ntrain: {epochs: 3}\n")
     (tmp_path / "x.yaml").write_text("base: base.yaml\ngates: {blur_min: 50}\n")

@@ -105,6 +105,8 @@ class CxrConfig:
     """One chest X-ray experiment."""
 
     name: str = "cxr"
+    description: str = ""
+    paper: dict[str, Any] = field(default_factory=dict)  # the paper's reported values, as fractions
     dataset: str = "covid19_3class"  # folder under <data root>/cxr: covid19_3class or pneumoniamnist
     classes: list[str] = field(default_factory=lambda: list(COVID3_CLASSES))
     image: ImageConfig = field(default_factory=ImageConfig)
