@@ -179,7 +179,7 @@ def report(bundle: Path | None) -> None:
 
 
 def choose_bundle(candidates: list[tuple[float, int, str]], tolerance: float = 0.02) -> tuple[float, str] | None:
-    """The rule fixed before any val number was seen: among the ImageNet EfficientNet-Lite0 rows
+    """The rule (fixed before any shortcut-control row was scored): among the ImageNet EfficientNet-Lite0 rows
     whose mean inner-validation macro-F1 is within ``tolerance`` of the best, the one with the
     most shortcut controls (lung crop, equalised contrast, strong crops); ties by inner-val F1.
     The external check is on adult X-rays, which the inner split cannot represent, so removing
@@ -339,7 +339,7 @@ Confusion matrices (summed over seeds): `results/cxr_confusion/<row>.png`.
 
 {cam_text}
 
-Bundled row: {chosen[1] if chosen else '-'} (seed 0). Rule, fixed before any val number was seen: among the
+Bundled row: {chosen[1] if chosen else "-"} (seed 0). Rule, fixed while the study was running and before any shortcut-control row was scored: among the
 ImageNet EfficientNet-Lite0 rows whose mean inner-validation macro-F1 is within 0.02 of the best, the one
 with the most shortcut controls (lung crop, equalised contrast, random resized crops).
 """
