@@ -25,6 +25,7 @@ demo: $(STAMP)
 	@echo "result: out/demo/demo_lung_sounds.json; report to read: out/demo/demo_lung_sounds.html (spectrogram + cycle timeline)"
 	$(BIN)/pulmo analyze src/pulmo/assets/demo_breath.flac --task resp-rate --out out/demo
 	$(BIN)/pulmo analyze src/pulmo/assets/demo_body_scan_16bit.png --task detect --out out/demo
+	$(BIN)/pulmo analyze src/pulmo/assets/demo_cxr.png --task cxr --out out/demo
 	@if [ -d "$${PULMO_DATA:-../shared/data}/icbhi" ]; then \
 		$(BIN)/pulmo evaluate --task lung-sounds --split test --limit 20; \
 	else echo "(no ICBHI data at $${PULMO_DATA:-../shared/data}/icbhi: skipping the real-data check)"; fi

@@ -21,8 +21,10 @@ CASES = {
                                (True, True, "deit_tiny_patch16_224"), (True, True, "deit_tiny_distilled_patch16_224")]
     ],
     "efficientnet_lite0": [{"pretrained": ""}],
+    "vbreathnet": [{}],
+    "transfer": [{"backbone": "mobilenet_v2"}, {"backbone": "efficientnet_lite0"}],
 }
-CNNS = {"resnet18_attn", "efficientnet_lite0"}
+CNNS = {"resnet18_attn", "efficientnet_lite0", "vbreathnet", "transfer"}
 MULTI_TASK = {"rr_lstm"}  # dict outputs; forward/backward over every variant in test_resp_rate_core.py
 VARIANTS = [(name, kwargs) for name, cases in CASES.items() for kwargs in cases]
 
@@ -40,6 +42,8 @@ def test_forward_backward_every_parameter_gets_a_gradient(name, kwargs):
     assert out.shape == (2, 4) and model.num_classes == 4
     out.square().sum().backward()
     for pname, p in model.named_parameters():
+        if not p.requires_grad:  # frozen backbones of the transfer baselines
+            continue
         assert p.grad is not None, f"{pname} got no gradient"
         assert torch.isfinite(p.grad).all(), f"{pname} has a non-finite gradient"
     if name in CNNS:

@@ -88,6 +88,7 @@ TASK_COMMANDS = {
     "lung-sounds": "pulmo.commands.lung_sounds",
     "resp-rate": "pulmo.commands.resp_rate",
     "detect": "pulmo.commands.detect",
+    "cxr": "pulmo.commands.cxr",
 }
 TASKS = ["lung-sounds", "resp-rate", "cxr", "detect"]
 

@@ -1,0 +1,1 @@
+"""Explanations: Grad-CAM heatmaps for the CNNs in the model registry."""
