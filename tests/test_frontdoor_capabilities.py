@@ -44,3 +44,26 @@ def test_a_16bit_scan_goes_to_detection_and_comes_back_with_boxes_drawn():
     assert "image_png" not in result and "path" not in result
     (figure,) = analysis.figures
     assert figure.name == "boxes" and figure.png.startswith(b"\x89PNG")
+
+
+def test_an_8bit_xray_goes_to_cxr_with_gates_and_a_gradcam_overlay():
+    result, analysis = analyze_path(ASSETS / "demo_cxr.png")  # no task: an 8-bit image means chest X-ray
+    assert result["task"] == "cxr" and re.fullmatch(r"[0-9a-f]{64}", result["model"]["sha256"])
+    probs = result["probabilities"]
+    assert set(probs) == {"Covid", "Normal", "Viral Pneumonia"} and sum(probs.values()) == pytest.approx(1, abs=1e-3)
+    assert result["label"] == max(probs, key=probs.get) and "passed" in result["gates"]
+    assert "not yet measured on adult non-COVID" in result["model"]["evaluation"]
+    (figure,) = analysis.figures
+    assert figure.name == "gradcam" and figure.png.startswith(b"\x89PNG")
+
+
+def test_loading_the_detector_engine_leaves_pillow_alone(tmp_path):
+    pytest.importorskip("ultralytics")
+    from PIL import Image, UnidentifiedImageError
+
+    from pulmo.models.detector import import_engine
+
+    import_engine()
+    (tmp_path / "n.png").write_text("not an image")
+    with pytest.raises(UnidentifiedImageError):  # not ultralytics' attempt to install a HEIF plugin
+        Image.open(tmp_path / "n.png")

@@ -6,12 +6,10 @@ the activations of the hooked layer then do, and the library's gradient hooks fi
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-from PIL import Image
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
@@ -54,11 +52,3 @@ def overlay(gray: np.ndarray, heat: np.ndarray, alpha: float = 0.4) -> np.ndarra
     colour = cv2.applyColorMap(np.uint8(255 * np.clip(heat, 0, 1)), cv2.COLORMAP_JET)[..., ::-1]
     base = np.repeat((np.clip(gray, 0, 1) * 255)[..., None], 3, axis=2)
     return np.uint8(np.clip((1 - alpha) * base + alpha * colour, 0, 255))
-
-
-def save_overlay(path: str | Path, gray: np.ndarray, heat: np.ndarray) -> Path:
-    """Write the overlay as PNG; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(overlay(gray, heat)).save(path)
-    return path

@@ -87,7 +87,7 @@ ENVELOPE_KEYS = ("task", "pulmo_version", "input", "headline", "table", "figures
 
 
 def _import_all() -> None:
-    from pulmo.frontdoor import detect, lung_sounds, resp_rate  # noqa: F401  (registers their capabilities)
+    from pulmo.frontdoor import cxr, detect, lung_sounds, resp_rate  # noqa: F401  (registers their capabilities)
 
 
 def capability(name: str) -> Capability:

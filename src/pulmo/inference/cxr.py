@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from pulmo.cxr.checkpoint import build_cxr_model
 from pulmo.cxr.duplicates import find_duplicates, leaked
@@ -19,7 +20,7 @@ from pulmo.data.adapters.image_folder import ImageRecord, load_record_image, rea
 from pulmo.data.image_io import read_image
 from pulmo.engine.checkpoint import file_hash, read_checkpoint
 from pulmo.errors import DataError
-from pulmo.explain.gradcam import grad_cam, save_overlay
+from pulmo.explain.gradcam import grad_cam, overlay
 from pulmo.inference.bundled import default_checkpoint
 from pulmo.metrics.classification import classification_report
 
@@ -49,6 +50,7 @@ class CxrPipeline:
     def __init__(self, bundle: dict[str, Any], checkpoint_path: Path) -> None:
         self.model, self.cfg = build_cxr_model(bundle)
         self.labels: list[str] = list(bundle["labels"])
+        self.metrics: dict[str, Any] = bundle.get("metrics", {})
         self.model_info = {"name": bundle["name"], "checkpoint": checkpoint_path.name,
                            "sha256": file_hash(checkpoint_path), "pulmo_version": bundle["pulmo_version"],
                            "git_commit": bundle["git_commit"]}
@@ -67,6 +69,10 @@ class CxrPipeline:
         """Grad-CAM ``(size_px, size_px)`` in [0, 1] for the model's input made from ``gray``."""
         return grad_cam(self.model, to_input(gray, self.cfg.image), class_index)
 
+    def gradcam_overlay(self, gray: np.ndarray, class_index: int) -> np.ndarray:
+        """The Grad-CAM of ``class_index`` over the model's view of ``gray``: ``(S, S, 3)`` uint8 RGB."""
+        return overlay(prepare_gray(gray, self.cfg.image), self.heatmap(gray, class_index))
+
     def analyze_file(self, path: str | Path, overlay_dir: str | Path | None = None) -> XrayResult:
         """Classify one image; with ``overlay_dir``, also write ``<stem>_gradcam.png`` there
         (the Grad-CAM of the predicted class over the model's view of the image)."""
@@ -74,11 +80,14 @@ class CxrPipeline:
         probs = self.probabilities([gray])[0]
         k = int(probs.argmax())
         overlay = None
+        overlay_png = None
         if overlay_dir is not None:
-            view = prepare_gray(gray, self.cfg.image)
-            overlay = str(save_overlay(Path(overlay_dir) / f"{Path(path).stem}_gradcam.png", view, self.heatmap(gray, k)))
+            out = Path(overlay_dir) / f"{Path(path).stem}_gradcam.png"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(self.gradcam_overlay(gray, k)).save(out)
+            overlay_png = str(out)
         return XrayResult(str(path), self.labels[k], {lab: float(p) for lab, p in zip(self.labels, probs)},
-                          check_quality(gray, self.cfg.gates).to_dict(), overlay, self.model_info)
+                          check_quality(gray, self.cfg.gates).to_dict(), overlay_png, dict(self.model_info))
 
     def evaluate_folder(self, root: str | Path, split: str = "all", drop_leaks: bool = True) -> dict[str, Any]:
         """Score a folder-per-class tree (``ROOT/[split/]<class>/*``) whose class folders are

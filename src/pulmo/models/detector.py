@@ -35,11 +35,30 @@ Targets = list[tuple[np.ndarray, np.ndarray]]
 Detections = list[tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
+def import_engine() -> None:
+    """Import ultralytics (``ConfigError`` with the install hint if absent) without its patch of Pillow.
+
+    On import, ultralytics replaces ``PIL.Image.open`` process-wide with a wrapper that, on a
+    file Pillow cannot identify, tries to install ``pi-heif`` and fails offline with
+    ``ModuleNotFoundError``; the rest of pulmo (the chest X-ray reader, the service's input
+    checks) relies on Pillow's own errors, so the original is put back.
+    """
+    try:
+        import ultralytics  # noqa: F401
+        from ultralytics.utils import patches
+    except ImportError:
+        raise ConfigError(ENGINE_HINT) from None
+    from PIL import Image
+
+    if Image.open is patches.image_open:
+        Image.open = patches._image_open
+
+
 def engine_available() -> bool:
     """Whether the optional detector engine can be imported."""
     try:
-        import ultralytics  # noqa: F401
-    except ImportError:
+        import_engine()
+    except ConfigError:
         return False
     return True
 
@@ -50,6 +69,7 @@ class UltralyticsYolo(nn.Module):
     def __init__(self, model_yaml: str, num_classes: int) -> None:
         super().__init__()
         os.environ.setdefault("YOLO_OFFLINE", "1")
+        import_engine()
         try:
             from ultralytics.cfg import get_cfg
             from ultralytics.nn.tasks import DetectionModel
