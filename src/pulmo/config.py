@@ -200,11 +200,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
-    """Read an experiment YAML (with optional ``base:``) and apply ``overrides`` last.
-
-    ``overrides`` uses nested dicts, e.g. ``{"train": {"seed": 2}}``.
-    """
+def read_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An experiment YAML as a plain dict: its one-level ``base:`` merged under it, ``name``
+    defaulting to the file's stem, ``overrides`` (nested dicts) merged last. Every
+    capability's loader builds its typed config from this."""
     path = Path(path)
     data = _read_yaml(path)
     base_name = data.pop("base", None)
@@ -214,9 +213,15 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
             raise ConfigError(f"{base_name}: only one level of 'base:' is supported")
         data = _merge(base, data)
     data.setdefault("name", path.stem)
-    if overrides:
-        data = _merge(data, overrides)
-    return ExperimentConfig.from_dict(data)
+    return _merge(data, overrides) if overrides else data
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Read a lung-sound experiment YAML (see :func:`read_experiment`).
+
+    ``overrides`` uses nested dicts, e.g. ``{"train": {"seed": 2}}``.
+    """
+    return ExperimentConfig.from_dict(read_experiment(path, overrides))
 
 
 def save_config(config: ExperimentConfig, path: str | Path) -> None:

@@ -9,16 +9,13 @@ package file's SHA-256 against the one recorded. Every other model is stored who
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-import pulmo
 from pulmo.cxr.config import CxrConfig
-from pulmo.engine.checkpoint import FORMAT, file_hash, git_commit, half_precision
+from pulmo.engine.checkpoint import file_hash, half_precision, write_checkpoint
 from pulmo.errors import CheckpointError
 from pulmo.models import create_model
 
@@ -45,24 +42,14 @@ def save_cxr_checkpoint(path: str | Path, model: nn.Module, cfg: CxrConfig, metr
     elif "pretrained" in params:
         params["pretrained"] = ""  # the weights are in the checkpoint
     bundle = {
-        "format": FORMAT,
         "task": TASK,
         "name": cfg.name,
         "labels": list(cfg.classes),
         "image": cfg.to_dict()["image"],
         "gates": cfg.to_dict()["gates"],
         "model": {"name": cfg.model.name, "params": params, "backbone_source": backbone_source},
-        "state_dict": half_precision(state) if half else state,
-        "metrics": metrics,
-        "config": cfg.to_dict(),
-        "git_commit": git_commit(),
-        "pulmo_version": pulmo.__version__,
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(bundle, path)
-    return path
+    return write_checkpoint(path, bundle, half_precision(state) if half else state, metrics, cfg.to_dict())
 
 
 def build_cxr_model(bundle: dict[str, Any]) -> tuple[nn.Module, CxrConfig]:

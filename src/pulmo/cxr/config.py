@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pulmo.config import NamedConfig, _build, _merge, _read_yaml
+from pulmo.config import NamedConfig, _build, read_experiment
 from pulmo.errors import ConfigError
 
 COVID3_CLASSES: tuple[str, ...] = ("Covid", "Normal", "Viral Pneumonia")
@@ -125,10 +125,4 @@ class CxrConfig:
 
 def load_cxr_config(path: str | Path, overrides: dict[str, Any] | None = None) -> CxrConfig:
     """Read a YAML experiment (with an optional one-level ``base:`` file); ``overrides`` last."""
-    path = Path(path)
-    data = _read_yaml(path)
-    base_name = data.pop("base", None)
-    if base_name is not None:
-        data = _merge(_read_yaml(path.parent / base_name), data)
-    data.setdefault("name", path.stem)
-    return CxrConfig.from_dict(_merge(data, overrides or {}))
+    return CxrConfig.from_dict(read_experiment(path, overrides))

@@ -8,15 +8,13 @@ thresholds (per class, chosen on validation) and the metrics reached.
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 
-import pulmo
 from pulmo.detect.config import DetectDataConfig, DetectExperimentConfig, InferenceConfig, TilingConfig
-from pulmo.engine.checkpoint import FORMAT, git_commit, half_precision, read_checkpoint
+from pulmo.engine.checkpoint import half_precision, read_checkpoint, write_checkpoint
 from pulmo.errors import CheckpointError
 
 
@@ -25,7 +23,6 @@ def save_detect_checkpoint(path: str | Path, detector: torch.nn.Module, cfg: Det
                            half: bool = False) -> Path:
     state = detector.state_dict()
     bundle = {
-        "format": FORMAT,
         "task": "detect",
         "name": cfg.name,
         "labels": list(classes),
@@ -35,17 +32,8 @@ def save_detect_checkpoint(path: str | Path, detector: torch.nn.Module, cfg: Det
         "tiling": asdict(cfg.tiling),
         "inference": asdict(cfg.inference),
         "thresholds": thresholds,
-        "state_dict": half_precision(state) if half else state,
-        "metrics": metrics,
-        "config": cfg.to_dict(),
-        "git_commit": git_commit(),
-        "pulmo_version": pulmo.__version__,
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(bundle, path)
-    return path
+    return write_checkpoint(path, bundle, half_precision(state) if half else state, metrics, cfg.to_dict())
 
 
 def read_detect_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pulmo.config import _build, _merge, _read_yaml, default_data_root
+from pulmo.config import _build, default_data_root, read_experiment
 from pulmo.data.transforms.boxes import AUGMENTATIONS
 from pulmo.errors import ConfigError
 
@@ -131,15 +131,4 @@ class DetectExperimentConfig:
 
 def load_detect_config(path: str | Path, overrides: dict[str, Any] | None = None) -> DetectExperimentConfig:
     """Read a detection experiment YAML (optional one-level ``base:``), ``overrides`` last."""
-    path = Path(path)
-    data = _read_yaml(path)
-    base_name = data.pop("base", None)
-    if base_name is not None:
-        base = _read_yaml(path.parent / base_name)
-        if "base" in base:
-            raise ConfigError(f"{base_name}: only one level of 'base:' is supported")
-        data = _merge(base, data)
-    data.setdefault("name", path.stem)
-    if overrides:
-        data = _merge(data, overrides)
-    return DetectExperimentConfig.from_dict(data)
+    return DetectExperimentConfig.from_dict(read_experiment(path, overrides))

@@ -63,16 +63,27 @@ def save_checkpoint(
     """Write ``net`` and everything needed to use it; ``half`` stores weights as fp16."""
     state = half_precision(net.state_dict()) if half else net.state_dict()
     bundle = {
-        "format": FORMAT,
         "task": config.task,
         "name": config.name,
         "labels": list(labels),
         "audio": asdict(config.audio),
         "features": {"name": net.features.name, "params": net.features.config_dict()},
         "model": {"name": config.model.name, "params": _model_params(config, labels, net)},
-        "state_dict": state,
+    }
+    return write_checkpoint(path, bundle, state, metrics, config.to_dict())
+
+
+def write_checkpoint(path: str | Path, fields: dict[str, Any], state_dict: dict[str, torch.Tensor],
+                     metrics: dict[str, Any], config: dict[str, Any]) -> Path:
+    """Save ``fields`` (a capability's own keys: ``task``, ``name``, ``labels``, ``model``, ...)
+    with what every checkpoint carries: the format tag, the weights, the metrics, the resolved
+    config, the git commit, the pulmo version and the time. Returns ``path``."""
+    bundle = {
+        "format": FORMAT,
+        **fields,
+        "state_dict": state_dict,
         "metrics": metrics,
-        "config": config.to_dict(),
+        "config": config,
         "git_commit": git_commit(),
         "pulmo_version": pulmo.__version__,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -79,7 +79,6 @@ class CxrPipeline:
         gray = read_image(path)
         probs = self.probabilities([gray])[0]
         k = int(probs.argmax())
-        overlay = None
         overlay_png = None
         if overlay_dir is not None:
             out = Path(overlay_dir) / f"{Path(path).stem}_gradcam.png"

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from pulmo.config import NamedConfig, _build, _merge, _read_yaml, default_data_root
+from pulmo.config import NamedConfig, _build, default_data_root, read_experiment
 from pulmo.errors import ConfigError
 
 
@@ -137,17 +137,7 @@ class RespRateConfig:
 
 def load_rr_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RespRateConfig:
     """Read a respiratory-rate experiment YAML (optional one-level ``base:``), overrides last."""
-    path = Path(path)
-    data = _read_yaml(path)
-    base_name = data.pop("base", None)
-    if base_name is not None:
-        base = _read_yaml(path.parent / base_name)
-        base.pop("base", None)
-        data = _merge(base, data)
-    data.setdefault("name", path.stem)
-    if overrides:
-        data = _merge(data, overrides)
-    return RespRateConfig.from_dict(data)
+    return RespRateConfig.from_dict(read_experiment(path, overrides))
 
 
 def save_rr_config(config: RespRateConfig, path: str | Path) -> None:

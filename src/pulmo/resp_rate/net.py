@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-import pulmo
 from pulmo.data.adapters.synthetic_breath import BREATH_CLASSES
-from pulmo.engine.checkpoint import FORMAT, git_commit, half_precision
+from pulmo.engine.checkpoint import half_precision, write_checkpoint
 from pulmo.errors import CheckpointError
 from pulmo.features import create_features
 from pulmo.features.base import FeatureExtractor
@@ -109,7 +107,6 @@ def save_rr_checkpoint(path: str | Path, net: RateNet, config: RespRateConfig, m
     """Write the net and everything needed to use it (see the module docstring)."""
     state = net.state_dict()
     bundle = {
-        "format": FORMAT,
         "task": config.task,
         "name": config.name,
         "labels": list(BREATH_CLASSES),
@@ -119,17 +116,8 @@ def save_rr_checkpoint(path: str | Path, net: RateNet, config: RespRateConfig, m
         "model": {"name": config.model.name, "params": {"n_mels": net.model.n_mels, **config.model.params}},
         "rate_scale_bpm": net.rate_scale_bpm,
         "count_scale": net.count_scale,
-        "state_dict": half_precision(state) if half else state,
-        "metrics": metrics,
-        "config": config.to_dict(),
-        "git_commit": git_commit(),
-        "pulmo_version": pulmo.__version__,
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(bundle, path)
-    return path
+    return write_checkpoint(path, bundle, half_precision(state) if half else state, metrics, config.to_dict())
 
 
 def build_from_rr_checkpoint(bundle: dict[str, Any]) -> tuple[RateNet, ClipConfig]:
