@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
+from typing import Any
 
-from pulmo.errors import PulmoError
+from pulmo.commands import analyze_each
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -45,29 +45,21 @@ def analyze(args: argparse.Namespace) -> int:
 
     pipe = CxrPipeline.from_checkpoint(args.checkpoint)
     out = Path(args.out) if args.out else None
-    results, failures = [], []
-    for f in args.files:
-        try:
-            res = pipe.analyze_file(f, overlay_dir=out)
-        except PulmoError as err:
-            failures.append(f)
-            print(f"pulmo: skipped {f}: {err}", file=sys.stderr)
-            continue
-        results.append(res.to_dict())
+
+    def one(f: str) -> dict[str, Any]:
+        res = pipe.analyze_file(f, overlay_dir=out)
         if out:
             (out / f"{Path(f).stem}.json").write_text(json.dumps(res.to_dict(), indent=2))
-        if not args.json:
-            print(f"{f}: {res.label}  (model {res.model['name']}, sha256 {res.model['sha256']})")
-            print("  " + "  ".join(f"{k} {v:.3f}" for k, v in res.probabilities.items()))
-            g = res.gates
-            verdict = "passed" if g["passed"] else "FAILED: " + "; ".join(g["reasons"])
-            print(f"  quality gates {verdict} (variance of Laplacian {g['laplacian_var']:.1f}, "
-                  f"gray-level std {g['contrast_std']:.1f})")
-            if res.overlay:
-                print(f"  Grad-CAM overlay: {res.overlay}")
-    if args.json:
-        print(json.dumps(results))
-    if failures:
-        print(f"{len(failures)} file(s) failed: " + "; ".join(failures), file=sys.stderr)
-        return 1 if results else 2
-    return 0
+        return res.to_dict()
+
+    def show(f: str, r: dict[str, Any]) -> None:
+        print(f"{f}: {r['label']}  (model {r['model']['name']}, sha256 {r['model']['sha256']})")
+        print("  " + "  ".join(f"{k} {v:.3f}" for k, v in r["probabilities"].items()))
+        g = r["gates"]
+        verdict = "passed" if g["passed"] else "FAILED: " + "; ".join(g["reasons"])
+        print(f"  quality gates {verdict} (variance of Laplacian {g['laplacian_var']:.1f}, "
+              f"gray-level std {g['contrast_std']:.1f})")
+        if r["overlay"]:
+            print(f"  Grad-CAM overlay: {r['overlay']}")
+
+    return analyze_each(args.files, one, show, args.json)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
+from typing import Any
 
-from pulmo.errors import PulmoError
+from pulmo.commands import analyze_each
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -40,27 +40,19 @@ def analyze(args: argparse.Namespace) -> int:
 
     pipe = DetectPipeline.from_checkpoint(args.checkpoint)
     out = Path(args.out) if args.out else Path(".")
-    results, failures = [], []
-    for f in args.files:
-        try:
-            res, image, levels = pipe.detect_file(f)
-        except PulmoError as err:
-            failures.append(f)
-            print(f"pulmo: skipped {f}: {err}", file=sys.stderr)
-            continue
+
+    def one(f: str) -> dict[str, Any]:
+        res, image, levels = pipe.detect_file(f)
         res.image_png = str(draw_detections(image, levels, res, out / f"{Path(f).stem}_detections.png"))
         if args.out:
             (out / f"{Path(f).stem}_detections.json").write_text(json.dumps(res.to_dict(), indent=2))
-        results.append(res.to_dict())
-        if not args.json:
-            print(f"{f}: {res.width}x{res.height}, {len(res.detections)} object(s); model {res.model['name']} "
-                  f"(sha256 {res.model['sha256']}, pulmo {res.model['pulmo_version']}); boxes drawn in {res.image_png}")
-            for d in res.detections:
-                x0, y0, x1, y1 = d.box_xyxy
-                print(f"  {d.label:16s} {d.score:.3f}  [{x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}]")
-    if args.json:
-        print(json.dumps(results))
-    if failures:
-        print(f"{len(failures)} file(s) failed: " + "; ".join(failures), file=sys.stderr)
-        return 1 if results else 2
-    return 0
+        return res.to_dict()
+
+    def show(f: str, r: dict[str, Any]) -> None:
+        print(f"{f}: {r['width']}x{r['height']}, {len(r['detections'])} object(s); model {r['model']['name']} "
+              f"(sha256 {r['model']['sha256']}, pulmo {r['model']['pulmo_version']}); boxes drawn in {r['image_png']}")
+        for d in r["detections"]:
+            x0, y0, x1, y1 = d["box_xyxy"]
+            print(f"  {d['label']:16s} {d['score']:.3f}  [{x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}]")
+
+    return analyze_each(args.files, one, show, args.json)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
+from typing import Any
 
-from pulmo.errors import PulmoError
+from pulmo.commands import analyze_each
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -42,32 +42,23 @@ def analyze(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
-    results, failures = [], []
-    for f in args.files:
-        try:
-            samples = pipe.load(f)
-            track = pipe.analyze_file(f, samples)
-        except PulmoError as err:
-            failures.append(f)
-            print(f"pulmo: skipped {f}: {err}", file=sys.stderr)
-            continue
-        results.append(track.to_dict())
+    def one(f: str) -> dict[str, Any]:
+        samples = pipe.load(f)
+        track = pipe.analyze_file(f, samples)
         if out:
             (out / f"{Path(f).stem}.json").write_text(json.dumps(track.to_dict(), indent=2))
             plot_track(track, samples, pipe.clip.sample_rate_hz, out / f"{Path(f).stem}_rate.png")
-        if not args.json:
-            print(f"{f}: {track.rate_bpm:.1f} breaths/min ({pipe.clip.aggregate} of {len(track.windows)} windows of "
-                  f"{pipe.clip.window_s:g} s); heavy breathing in {100 * track.heavy_fraction:.0f} % of windows; "
-                  f"{'NOISY' if track.noisy else 'clean'}; model {track.model['name']} (sha256 {track.model['sha256']})")
-            print(f"  {'start s':>8} {'end s':>7} {'bpm':>6} {'breaths':>7}  {'breathing':9} heavy noisy")
-            for w in track.windows:
-                print(f"  {w.start_s:8.1f} {w.end_s:7.1f} {w.rate_bpm:6.1f} {w.breath_count:7.2f}  {w.breathing:9} "
-                      f"{'yes' if w.heavy else '-':5} {'yes' if w.noisy else '-'}")
-            if out:
-                print(f"  wrote {out / (Path(f).stem + '.json')} and {out / (Path(f).stem + '_rate.png')}")
-    if args.json:
-        print(json.dumps(results))
-    if failures:
-        print(f"{len(failures)} file(s) failed: " + "; ".join(failures), file=sys.stderr)
-        return 1 if results else 2
-    return 0
+        return track.to_dict()
+
+    def show(f: str, t: dict[str, Any]) -> None:
+        print(f"{f}: {t['rate_bpm']:.1f} breaths/min ({pipe.clip.aggregate} of {len(t['windows'])} windows of "
+              f"{pipe.clip.window_s:g} s); heavy breathing in {100 * t['heavy_fraction']:.0f} % of windows; "
+              f"{'NOISY' if t['noisy'] else 'clean'}; model {t['model']['name']} (sha256 {t['model']['sha256']})")
+        print(f"  {'start s':>8} {'end s':>7} {'bpm':>6} {'breaths':>7}  {'breathing':9} heavy noisy")
+        for w in t["windows"]:
+            print(f"  {w['start_s']:8.1f} {w['end_s']:7.1f} {w['rate_bpm']:6.1f} {w['breath_count']:7.2f}  "
+                  f"{w['breathing']:9} {'yes' if w['heavy'] else '-':5} {'yes' if w['noisy'] else '-'}")
+        if out:
+            print(f"  wrote {out / (Path(f).stem + '.json')} and {out / (Path(f).stem + '_rate.png')}")
+
+    return analyze_each(args.files, one, show, args.json)
