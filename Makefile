@@ -16,16 +16,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Main job on bundled defaults: the bundled lung-sound model classifies the bundled
-# (synthetic) recording cycle by cycle and saves the result; with the shared ICBHI copy
-# present it also re-scores the model on the first recordings of the official test split.
+# Main job on bundled defaults: the front door picks each bundled (synthetic) sample's task
+# (lung sounds, respiratory rate for the 2 kHz breath recording, chest X-ray, detection for
+# the 16-bit scan) and writes a JSON result and an HTML report per sample; with the shared
+# ICBHI copy present it also re-scores the lung-sound model on the first test recordings.
 demo: $(STAMP)
 	$(BIN)/pulmo models
-	$(BIN)/pulmo analyze src/pulmo/assets/demo_lung_sounds.flac --out out/demo
-	@echo "result: out/demo/demo_lung_sounds.json; report to read: out/demo/demo_lung_sounds.html (spectrogram + cycle timeline)"
-	$(BIN)/pulmo analyze src/pulmo/assets/demo_breath.flac --task resp-rate --out out/demo
-	$(BIN)/pulmo analyze src/pulmo/assets/demo_body_scan_16bit.png --task detect --out out/demo
-	$(BIN)/pulmo analyze src/pulmo/assets/demo_cxr.png --task cxr --out out/demo
+	$(BIN)/pulmo analyze src/pulmo/assets/demo_lung_sounds.flac src/pulmo/assets/demo_breath.flac \
+		src/pulmo/assets/demo_cxr.png src/pulmo/assets/demo_body_scan_16bit.png --out out/demo
+	@echo "results: out/demo/<sample>.json, reports to read: out/demo/<sample>.html (with their figures)"
 	@if [ -d "$${PULMO_DATA:-../shared/data}/icbhi" ]; then \
 		$(BIN)/pulmo evaluate --task lung-sounds --split test --limit 20; \
 	else echo "(no ICBHI data at $${PULMO_DATA:-../shared/data}/icbhi: skipping the real-data check)"; fi

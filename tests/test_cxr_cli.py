@@ -64,11 +64,11 @@ def test_analyze_prints_probabilities_and_gates_and_writes_overlay(tiny, capsys,
     out = tmp_path / "out"
     assert main(["analyze", str(img), str(bad), "--task", "cxr", "--checkpoint", str(ckpt), "--out", str(out)]) == 1
     cap = capsys.readouterr()
-    assert "quality gates passed" in cap.out and "Covid" in cap.out and "skipped" in cap.err
+    assert "passes the quality gates" in cap.out and "Covid" in cap.out and "skipped" in cap.err
     res = json.loads((out / "000.json").read_text())
-    assert sum(res["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
-    assert res["gates"]["passed"] is True and res["overlay"].endswith("000_gradcam.png")
-    overlay = np.asarray(Image.open(res["overlay"]))
+    assert res["task"] == "cxr" and sum(res["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert res["gates"]["passed"] is True and (out / "000.html").is_file()
+    overlay = np.asarray(Image.open(out / "000_gradcam.png"))
     assert overlay.shape == (48, 48, 3)
 
 

@@ -107,8 +107,9 @@ def test_cli_evaluate_and_analyze(tiny_run, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["analyze", str(scan), "--task", "detect", "--checkpoint", ckpt, "--out", str(out), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)[0]
-    png = Path(res["image_png"])
-    assert png.is_file() and png.parent == out
+    assert res["task"] == "detect" and len(res["detections"]) == len(res["table"]["rows"])
+    png = out / "scan_boxes.png"
+    assert png.is_file() and (out / "scan.html").is_file()
     from PIL import Image
 
     assert Image.open(png).size == (162, 200)

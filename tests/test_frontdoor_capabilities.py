@@ -29,10 +29,11 @@ def test_resp_rate_reports_a_track_with_provenance():
 
 def test_each_capability_sets_its_own_sample_rate_floor(tmp_path):
     info = inspect_file(wav(tmp_path / "slow.wav", rate=2000), Limits())  # above the front door's 1 kHz floor
+    assert pick_task(info).name == "resp-rate"  # lung sounds needs 4 kHz, so a 2 kHz recording goes to the rate model
     with pytest.raises(InputRejected) as err:
-        pick_task(info)  # audio goes to lung sounds, which needs 4 kHz
+        pick_task(info, "lung-sounds")
     assert (err.value.status, err.value.code) == (422, "sample_rate") and "lung-sounds" in str(err.value)
-    assert pick_task(info, "resp-rate").name == "resp-rate"
+    assert pick_task(inspect_file(wav(tmp_path / "fast.wav", rate=8000), Limits())).name == "lung-sounds"
 
 
 def test_a_16bit_scan_goes_to_detection_and_comes_back_with_boxes_drawn():

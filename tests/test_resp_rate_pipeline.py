@@ -97,7 +97,7 @@ def test_cli_analyze_track_and_plot(breath_dir, checkpoint, tmp_path, capsys):
     assert "breaths/min" in text and "heavy" in text
     track = json.loads((tmp_path / "subject00.json").read_text())
     assert len(track["windows"]) == 4 and {"rate_bpm", "heavy", "noisy"} <= set(track["windows"][0])
-    assert (tmp_path / "subject00_rate.png").stat().st_size > 1000
+    assert (tmp_path / "subject00_rate_track.png").stat().st_size > 1000 and (tmp_path / "subject00.html").is_file()
 
 
 def _write(path: Path, samples: np.ndarray, sr: int = 2000) -> Path:
@@ -109,7 +109,7 @@ def _write(path: Path, samples: np.ndarray, sr: int = 2000) -> Path:
     ("short", "shorter than one 7 s window"),
     ("silent", "silent"),
     ("nan", "NaN"),
-    ("garbage", "cannot read audio"),
+    ("garbage", "not a recognised audio"),  # refused by the front door before decoding
     ("missing", "not found"),
 ])
 def test_clear_errors_for_bad_input(case, message, checkpoint, tmp_path, capsys):

@@ -171,7 +171,7 @@ def test_every_bad_upload_gets_a_clear_4xx(srv, tmp_path):
         ("notes.wav", b"just some text, not audio", None, 415, "wrong_type"),
         ("cut.wav", truncated(good, tmp_path / "cut.wav").read_bytes(), None, 400, "truncated"),
         ("long.wav", wav(tmp_path / "long.wav", seconds=31.0).read_bytes(), None, 413, "too_long"),
-        ("slow.wav", wav(tmp_path / "slow.wav", rate=2000).read_bytes(), None, 422, "sample_rate"),
+        ("slow.wav", wav(tmp_path / "slow.wav", rate=2000).read_bytes(), "lung-sounds", 422, "sample_rate"),
         ("deep.png", png(tmp_path / "deep.png", mode="I;16").read_bytes(), None, 415, "bit_depth"),
         ("bomb.png", png_header_only(tmp_path / "bomb.png", 9000, 9000).read_bytes(), None, 413, "too_many_pixels"),
         ("dot.png", png(tmp_path / "dot.png", (1, 1)).read_bytes(), None, 422, "too_small"),

@@ -82,8 +82,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-# One module per capability under ``pulmo.commands`` holds its ``evaluate(args)`` and
-# ``analyze(args)``; a capability joins the command line with one line here.
+# One module per capability under ``pulmo.commands`` holds its ``evaluate(args)``; a capability
+# joins the command line with one line here (and ``pulmo analyze`` through ``pulmo.frontdoor``).
 TASK_COMMANDS = {
     "lung-sounds": "pulmo.commands.lung_sounds",
     "resp-rate": "pulmo.commands.resp_rate",
@@ -107,13 +107,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    """Analyse files with the task's model; keep going past bad files. Without ``--task``
-    the front door picks each file's capability from its kind (audio, image)."""
-    if args.task is None:
-        from pulmo.frontdoor.batch import analyze_files
+    """Analyse files and folders through the front door (task from ``--task`` or from each file);
+    keep going past bad files."""
+    from pulmo.frontdoor.batch import analyze_files
 
-        return analyze_files(args)
-    return int(_task_module(args.task).analyze(args))
+    return analyze_files(args)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

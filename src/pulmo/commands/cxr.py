@@ -1,13 +1,11 @@
-"""``pulmo evaluate|analyze --task cxr``: chest X-ray scoring and single-image analysis."""
+"""``pulmo evaluate --task cxr``: chest X-ray scoring on a folder-per-class tree."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
-from pulmo.commands import analyze_each
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -36,30 +34,3 @@ def evaluate(args: argparse.Namespace) -> int:
     for lab, row in zip(report["labels"], report["confusion_matrix"]):
         print(f"  {lab:16s} {row}")
     return 0
-
-
-def analyze(args: argparse.Namespace) -> int:
-    """Classify each image, print probabilities and gate verdicts; ``--out`` writes JSON and
-    the Grad-CAM overlay PNG per image. Keeps going past bad files."""
-    from pulmo.inference.cxr import CxrPipeline
-
-    pipe = CxrPipeline.from_checkpoint(args.checkpoint)
-    out = Path(args.out) if args.out else None
-
-    def one(f: str) -> dict[str, Any]:
-        res = pipe.analyze_file(f, overlay_dir=out)
-        if out:
-            (out / f"{Path(f).stem}.json").write_text(json.dumps(res.to_dict(), indent=2))
-        return res.to_dict()
-
-    def show(f: str, r: dict[str, Any]) -> None:
-        print(f"{f}: {r['label']}  (model {r['model']['name']}, sha256 {r['model']['sha256']})")
-        print("  " + "  ".join(f"{k} {v:.3f}" for k, v in r["probabilities"].items()))
-        g = r["gates"]
-        verdict = "passed" if g["passed"] else "FAILED: " + "; ".join(g["reasons"])
-        print(f"  quality gates {verdict} (variance of Laplacian {g['laplacian_var']:.1f}, "
-              f"gray-level std {g['contrast_std']:.1f})")
-        if r["overlay"]:
-            print(f"  Grad-CAM overlay: {r['overlay']}")
-
-    return analyze_each(args.files, one, show, args.json)

@@ -1,13 +1,11 @@
-"""``pulmo evaluate|analyze --task detect``: tiled X-ray anomaly detection."""
+"""``pulmo evaluate --task detect``: tiled X-ray anomaly detection scored on a VOC split."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
-from pulmo.commands import analyze_each
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -32,27 +30,3 @@ def evaluate(args: argparse.Namespace) -> int:
         print(f"  {c:16s} P {m['precision']:.4f} R {m['recall']:.4f} F1 {m['f1']:.4f} (TP {m['tp']} FP {m['fp']} FN {m['fn']})")
     print(f"throughput: {report['tiles_per_s']:.1f} tiles/s, {report['images_per_s']:.2f} images/s")
     return 0
-
-
-def analyze(args: argparse.Namespace) -> int:
-    """Detect objects in each image and write a PNG with the boxes; keep going past bad files."""
-    from pulmo.inference.detect import DetectPipeline, draw_detections
-
-    pipe = DetectPipeline.from_checkpoint(args.checkpoint)
-    out = Path(args.out) if args.out else Path(".")
-
-    def one(f: str) -> dict[str, Any]:
-        res, image, levels = pipe.detect_file(f)
-        res.image_png = str(draw_detections(image, levels, res, out / f"{Path(f).stem}_detections.png"))
-        if args.out:
-            (out / f"{Path(f).stem}_detections.json").write_text(json.dumps(res.to_dict(), indent=2))
-        return res.to_dict()
-
-    def show(f: str, r: dict[str, Any]) -> None:
-        print(f"{f}: {r['width']}x{r['height']}, {len(r['detections'])} object(s); model {r['model']['name']} "
-              f"(sha256 {r['model']['sha256']}, pulmo {r['model']['pulmo_version']}); boxes drawn in {r['image_png']}")
-        for d in r["detections"]:
-            x0, y0, x1, y1 = d["box_xyxy"]
-            print(f"  {d['label']:16s} {d['score']:.3f}  [{x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}]")
-
-    return analyze_each(args.files, one, show, args.json)

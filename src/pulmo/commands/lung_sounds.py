@@ -1,4 +1,4 @@
-"""``pulmo evaluate|analyze --task lung-sounds``: ICBHI scoring and cycle-by-cycle classification."""
+"""``pulmo evaluate --task lung-sounds``: ICBHI scoring."""
 
 from __future__ import annotations
 
@@ -27,11 +27,3 @@ def evaluate(args: argparse.Namespace) -> int:
         for lab, row in zip(report["labels"], report["confusion_matrix"]):
             print(f"  {lab:8s} {row}")
     return 0
-
-
-def analyze(args: argparse.Namespace) -> int:
-    """Classify each cycle of each recording through the front door (summary, JSON, HTML
-    report with the spectrogram and cycle timeline); keep going past bad files."""
-    from pulmo.frontdoor.batch import analyze_files
-
-    return analyze_files(args)

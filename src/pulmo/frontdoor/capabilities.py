@@ -104,10 +104,20 @@ def _deep(info: InputInfo) -> bool:
     return info.kind == "image" and info.details.get("bits_per_sample", 8) > 8
 
 
+def _suits(cap: Capability, info: InputInfo) -> bool:
+    """Whether ``cap`` takes this file as it is: image bit depth, audio sample rate."""
+    if _deep(info) and not cap.accepts_16bit_images:
+        return False
+    rate = info.details.get("sample_rate_hz")
+    return info.kind != "audio" or rate is None or rate >= getattr(cap, "min_sample_rate_hz", 0)
+
+
 def pick_task(info: InputInfo, task: str | None = None) -> Capability:
     """The capability for a checked input: ``task`` if given (it must accept the file's
     kind), else the first of ``PREFERRED[kind]`` that is registered and accepts the file
-    (a 16-bit image skips capabilities that take 8-bit only), else any that does, by name.
+    (a 16-bit image skips capabilities that take 8-bit only; audio sampled below a
+    capability's ``min_sample_rate_hz`` skips it, so 2 kHz breath recordings go to
+    respiratory rate), else any that does, by name.
 
     Raises:
         InputRejected: no capability takes this kind of file, or ``task`` does not.
@@ -129,7 +139,7 @@ def pick_task(info: InputInfo, task: str | None = None) -> Capability:
             known = ", ".join(f"{n} ({'/'.join(sorted(CAPABILITIES.get(n).kinds))})" for n in CAPABILITIES.names())
             raise InputRejected(415, "no_capability", f"{info.name}: no capability in this version of pulmo takes "
                                 f"{info.kind} files; available: {known}")
-        cap = next((c for c in fits if not _deep(info) or c.accepts_16bit_images), fits[0])
+        cap = next((c for c in fits if _suits(c, info)), fits[0])
     need_hz = getattr(cap, "min_sample_rate_hz", 0)
     if info.kind == "audio" and info.details.get("sample_rate_hz", need_hz) < need_hz:
         raise InputRejected(422, "sample_rate", f"{info.name}: sample rate {info.details['sample_rate_hz']} Hz is below "

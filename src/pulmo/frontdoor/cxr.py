@@ -42,7 +42,7 @@ class CxrCapability:
             result.pop(key, None)
         result["model"]["sha256"] = checkpoint_sha256
         val = pipe.metrics.get("val", {})
-        if "accuracy" in val:
+        if {"accuracy", "macro_f1"} <= set(val):
             result["model"]["evaluation"] = (
                 f"COVID-19 3-class validation split without leaked duplicates (paediatric normal and viral images, "
                 f"adult COVID images): accuracy {val['accuracy']:.2f}, macro-F1 {val['macro_f1']:.2f}; not yet "

@@ -35,7 +35,7 @@ class DetectCapability:
             result.pop(key, None)
         result["model"]["sha256"] = checkpoint_sha256
         test = pipe.bundle.get("metrics", {}).get("test", {})
-        if "f1" in test:
+        if {"precision", "recall", "f1"} <= set(test):
             result["model"]["evaluation"] = (
                 f"baggage X-ray test split (n={test.get('n', '?')} images, whole images after tiled inference): "
                 f"precision {test['precision']:.2f}, recall {test['recall']:.2f}, F1 {test['f1']:.2f} at IoU 0.5")

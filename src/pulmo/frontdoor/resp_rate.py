@@ -35,7 +35,7 @@ class RespRateCapability:
         del result["path"]  # the envelope names the input
         result["model"]["sha256"] = checkpoint_sha256
         test = pipe.metrics.get("test", {})
-        if "mae" in test:
+        if {"mae", "ccc"} <= set(test):
             result["model"]["evaluation"] = (
                 f"RRuJO test subjects (n={test.get('n', '?')} recordings): mean absolute error {test['mae']:.2f} "
                 f"breaths/min, CCC {test['ccc']:.2f}")
