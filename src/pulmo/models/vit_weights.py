@@ -55,7 +55,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a weights file, unwrapped from the layouts above."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"pretrained weights not found: {path}")
+        raise CheckpointError(f"pretrained weights file not found: {path}")
     try:
         raw: Any = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for corrupt or foreign files
