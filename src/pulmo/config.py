@@ -16,7 +16,7 @@ import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import yaml
 
@@ -133,8 +133,20 @@ class TrainConfig:
             raise ConfigError(f"train.schedule must be 'cosine' or 'constant', got {self.schedule!r}")
 
 
+class ExperimentFile:
+    """What every capability's top-level experiment dataclass shares: a plain-dict round trip
+    (``from_dict`` refuses unknown keys, naming them)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        return _build(cls, data, "")  # type: ignore[no-any-return]
+
+
 @dataclass
-class ExperimentConfig:
+class ExperimentConfig(ExperimentFile):
     """One experiment file = one reported number (DESIGN rule 8)."""
 
     name: str = "experiment"
@@ -147,13 +159,6 @@ class ExperimentConfig:
     model: NamedConfig = field(default_factory=lambda: NamedConfig("resnet18_attn"))
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ExperimentConfig:
-        return _build(cls, data, "")
 
 
 def _build(cls: type, data: Any, where: str) -> Any:

@@ -7,12 +7,11 @@ never needs the training file.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pulmo.config import NamedConfig, _build, read_experiment
+from pulmo.config import ExperimentFile, NamedConfig, read_experiment
 from pulmo.errors import ConfigError
 
 COVID3_CLASSES: tuple[str, ...] = ("Covid", "Normal", "Viral Pneumonia")
@@ -101,7 +100,7 @@ class CxrTrainConfig:
 
 
 @dataclass
-class CxrConfig:
+class CxrConfig(ExperimentFile):
     """One chest X-ray experiment."""
 
     name: str = "cxr"
@@ -113,14 +112,6 @@ class CxrConfig:
     gates: GateConfig = field(default_factory=GateConfig)
     model: NamedConfig = field(default_factory=lambda: NamedConfig("vbreathnet"))
     train: CxrTrainConfig = field(default_factory=CxrTrainConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CxrConfig:
-        """Build from a nested dict; unknown keys raise ``ConfigError`` naming them."""
-        return _build(cls, data, "")
 
 
 def load_cxr_config(path: str | Path, overrides: dict[str, Any] | None = None) -> CxrConfig:

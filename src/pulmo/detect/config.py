@@ -3,12 +3,11 @@ loaded with the same ``base:`` merge and unknown-key checks as :mod:`pulmo.confi
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pulmo.config import _build, default_data_root, read_experiment
+from pulmo.config import ExperimentFile, default_data_root, read_experiment
 from pulmo.data.transforms.boxes import AUGMENTATIONS
 from pulmo.errors import ConfigError
 
@@ -110,7 +109,7 @@ class InferenceConfig:
 
 
 @dataclass
-class DetectExperimentConfig:
+class DetectExperimentConfig(ExperimentFile):
     name: str = "detect"
     task: str = "detect"
     description: str = ""
@@ -120,13 +119,6 @@ class DetectExperimentConfig:
     model: DetectorConfig = field(default_factory=DetectorConfig)
     train: DetectTrainConfig = field(default_factory=DetectTrainConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DetectExperimentConfig:
-        return _build(cls, data, "")
 
 
 def load_detect_config(path: str | Path, overrides: dict[str, Any] | None = None) -> DetectExperimentConfig:

@@ -5,14 +5,13 @@ Reuses the loader of :mod:`pulmo.config` (one-level ``base:`` merge, unknown key
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from pulmo.config import NamedConfig, _build, default_data_root, read_experiment
+from pulmo.config import ExperimentFile, NamedConfig, default_data_root, read_experiment
 from pulmo.errors import ConfigError
 
 
@@ -114,7 +113,7 @@ class RRTrainConfig:
 
 
 @dataclass
-class RespRateConfig:
+class RespRateConfig(ExperimentFile):
     name: str = "resp_rate"
     task: str = "resp-rate"
     description: str = ""
@@ -126,13 +125,6 @@ class RespRateConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     loss: RRLossConfig = field(default_factory=RRLossConfig)
     train: RRTrainConfig = field(default_factory=RRTrainConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RespRateConfig:
-        return _build(cls, data, "")
 
 
 def load_rr_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RespRateConfig:
