@@ -11,18 +11,16 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
+from bench_jobs import run_logged
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -46,24 +44,10 @@ class Study:
 
 def run_all(study: Study, rows: Sequence[str], seeds: Sequence[int], jobs: int, out: Path, extra: Sequence[str]) -> None:
     """Every row x seed through ``pulmo reproduce``, ``jobs`` at a time; a log per run under ``out``."""
-    tasks = [(study.config(row), s) for s in seeds for row in rows]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-
-    def one(task: tuple[Path, int]) -> int:
-        cfg, seed = task
-        cmd = [sys.executable, "-m", "pulmo.cli", "reproduce", str(cfg), "--seeds", str(seed), "--out", str(out),
-               "--threads", "1", "--quiet", *extra]
-        log = out / f"{cfg.stem}_seed{seed}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("w") as fh:
-            rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
-        print(f"{cfg.stem} seed {seed}: exit {rc} ({log})", flush=True)
-        return rc
-
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        codes = list(pool.map(one, tasks))
-    if any(codes):
-        sys.exit("some runs failed; see their logs")
+    run_logged([(f"{row} seed {seed}",
+                 [sys.executable, "-m", "pulmo.cli", "reproduce", str(study.config(row)), "--seeds", str(seed),
+                  "--out", str(out), "--threads", "1", "--quiet", *extra],
+                 out / f"{row}_seed{seed}.log") for seed in seeds for row in rows], jobs)
 
 
 def load_runs(study: Study, out: Path, recorded: Path | None = None) -> dict[str, list[dict[str, Any]]]:

@@ -14,15 +14,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_jobs import run_logged
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -64,25 +62,12 @@ def worker(row: str, seed: int, runs: Path, fold: int | None = None) -> None:
 
 def run_all(tasks: list[tuple[str, int, int | None]], jobs: int, runs: Path) -> None:
     """``(row, seed, fold or None)`` tasks, each in its own process, ``jobs`` at a time."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-
-    def one(task: tuple[str, int, int | None]) -> int:
-        row, seed, fold = task
+    commands = []
+    for row, seed, fold in tasks:
         name = f"{row}_seed{seed}" if fold is None else f"cv_{row}_fold{fold}"
-        log = runs / f"{name}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, __file__, "--worker", row, str(seed), "--runs", str(runs)]
-        if fold is not None:
-            cmd += ["--fold", str(fold)]
-        with log.open("w") as fh:
-            rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
-        print(f"{name}: exit {rc} ({log})", flush=True)
-        return rc
-
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        codes = list(pool.map(one, tasks))
-    if any(codes):
-        sys.exit("some runs failed; see their logs")
+        argv = [sys.executable, __file__, "--worker", row, str(seed), "--runs", str(runs)]
+        commands.append((name, argv + (["--fold", str(fold)] if fold is not None else []), runs / f"{name}.log"))
+    run_logged(commands, jobs)
 
 
 def dsp_baseline(runs: Path) -> dict[str, Any]:
