@@ -26,17 +26,13 @@ class LungSoundsCapability:
     def __init__(self) -> None:
         self.pipelines = PipelineCache(self.name, _load_pipeline)
 
-    def pipeline(self, checkpoint: str | None = None) -> tuple[LungSoundPipeline, str]:
-        """The pipeline for ``checkpoint`` (bundled when None) and the checkpoint's full SHA-256."""
-        return self.pipelines.get(checkpoint)
-
     def analyze(self, path: Path, checkpoint: str | None = None, options: Mapping[str, Any] | None = None) -> Analysis:
         """Cycles from an ICBHI annotation (``options["annotation"]``, or a ``.txt`` beside the
         audio), else from the automatic segmenter (``options["unannotated"]="segmenter"``, the
         default) or sliding windows of the model's cycle length (``"windows"``); one
         probability per class each."""
         options = check_options(self.name, self.options, options)
-        pipe, checkpoint_sha256 = self.pipeline(checkpoint)
+        pipe, checkpoint_sha256 = self.pipelines.get(checkpoint)
         res = pipe.analyze_file(path, annotation=options.get("annotation"),
                                 unannotated=options.get("unannotated") or "segmenter")
         result = res.to_dict()
