@@ -100,13 +100,27 @@ def test_cli_analyze_track_and_plot(breath_dir, checkpoint, tmp_path, capsys):
     assert (tmp_path / "subject00_rate_track.png").stat().st_size > 1000 and (tmp_path / "subject00.html").is_file()
 
 
+def test_clip_shorter_than_a_window_is_one_window(checkpoint, tmp_path):
+    """A 5 s clip (between the 4 s shortest training clip and the 7 s scoring window) is
+    scored as one window of its own length, not refused."""
+    from pulmo.inference.resp_rate import RespRatePipeline
+
+    rng = np.random.default_rng(1)
+    path = _write(tmp_path / "five.wav", 0.1 * rng.standard_normal(2000 * 5).astype(np.float32))
+    pipe = RespRatePipeline.from_checkpoint(checkpoint)
+    w = pipe.windows(pipe.load(path))
+    assert w.window_s == pytest.approx(5.0) and len(w.rate_bpm) == 1 and np.isfinite(w.rate_bpm).all()
+    track = pipe.analyze_file(path)
+    assert len(track.windows) == 1 and track.windows[0].end_s == pytest.approx(5.0)
+
+
 def _write(path: Path, samples: np.ndarray, sr: int = 2000) -> Path:
     sf.write(path, samples, sr, subtype="FLOAT")
     return path
 
 
 @pytest.mark.parametrize("case, message", [
-    ("short", "shorter than one 7 s window"),
+    ("short", "shorter than the model's shortest clip of 4 s"),
     ("silent", "silent"),
     ("nan", "NaN"),
     ("garbage", "not a recognised audio"),  # refused by the front door before decoding

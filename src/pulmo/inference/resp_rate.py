@@ -73,7 +73,7 @@ class RespRatePipeline:
 
     def load(self, path: str | Path) -> np.ndarray:
         """The file at the model's rate; ``DataError`` if unreadable, NaN, silent or shorter than a window."""
-        return load_recording(str(path), self.clip.sample_rate_hz, self.clip.window_s)
+        return load_recording(str(path), self.clip.sample_rate_hz, self.clip.min_s)
 
     def windows(self, samples: np.ndarray) -> WindowPredictions:
         return predict_windows(self.net, samples, self.clip)

@@ -37,7 +37,8 @@ class Recording:
 
 
 def load_recording(path: str, sample_rate_hz: int, min_seconds: float) -> np.ndarray:
-    """Read, mix to mono and resample ``path``; refuse audio shorter than ``min_seconds`` or silent.
+    """Read, mix to mono and resample ``path``; refuse audio shorter than ``min_seconds``
+    (a model's shortest training clip, ``ClipConfig.min_s``) or silent.
 
     Raises:
         DataError: unreadable, NaN/infinite samples, too short, or silent.
@@ -45,14 +46,14 @@ def load_recording(path: str, sample_rate_hz: int, min_seconds: float) -> np.nda
     samples, sr = read_audio(path)
     duration = len(samples) / sr
     if duration < min_seconds:
-        raise DataError(f"{path} is {duration:.2f} s long, shorter than one {min_seconds:g} s window")
+        raise DataError(f"{path} is {duration:.2f} s long, shorter than the model's shortest clip of {min_seconds:g} s")
     if float(np.abs(samples).max()) < 1e-6 or float(np.std(samples)) < 1e-7:
         raise DataError(f"{path} is silent (no signal above 1e-6 full scale)")
     return resample(samples, sr, sample_rate_hz)
 
 
 def load_recordings(records: Sequence[AudioRecord], clip: ClipConfig) -> list[Recording]:
-    return [Recording(r, load_recording(r.path, clip.sample_rate_hz, clip.window_s), float(r.rr_bpm or 0.0))
+    return [Recording(r, load_recording(r.path, clip.sample_rate_hz, clip.min_s), float(r.rr_bpm or 0.0))
             for r in records]
 
 

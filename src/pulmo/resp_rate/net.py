@@ -19,7 +19,7 @@ from torch import nn
 
 from pulmo.data.adapters.synthetic_breath import BREATH_CLASSES
 from pulmo.engine.checkpoint import half_precision, write_checkpoint
-from pulmo.errors import CheckpointError
+from pulmo.errors import CheckpointError, DataError
 from pulmo.features import create_features
 from pulmo.features.base import FeatureExtractor
 from pulmo.models import create_model
@@ -69,9 +69,13 @@ class WindowPredictions:
 @torch.no_grad()
 def predict_windows(net: RateNet, samples: np.ndarray, clip: ClipConfig, batch_size: int = 128) -> WindowPredictions:
     """Slide windows of ``clip.window_s`` every ``clip.hop_s`` over ``samples`` (at
-    ``clip.sample_rate_hz``) and predict each. Raises ``DataError`` if shorter than a window."""
+    ``clip.sample_rate_hz``) and predict each. A recording shorter than ``window_s`` but at
+    least ``clip.min_s`` long (the shortest training clip) is scored as one window of its own
+    length. Raises ``DataError`` if shorter than ``clip.min_s``."""
     sr = clip.sample_rate_hz
-    win, hop = int(round(clip.window_s * sr)), max(int(round(clip.hop_s * sr)), 1)
+    if len(samples) < int(round(clip.min_s * sr)):
+        raise DataError(f"audio of {len(samples) / sr:.2f} s is shorter than the model's shortest clip of {clip.min_s:g} s")
+    win, hop = min(int(round(clip.window_s * sr)), len(samples)), max(int(round(clip.hop_s * sr)), 1)
     starts = window_starts_samples(len(samples), win, hop)
     net.eval()
     outs: dict[str, list[torch.Tensor]] = {"rate": [], "count": [], "breath_logits": [], "noise_logits": []}
@@ -82,7 +86,7 @@ def predict_windows(net: RateNet, samples: np.ndarray, clip: ClipConfig, batch_s
             outs[k].append(out[k].float())
     cat = {k: torch.cat(v) for k, v in outs.items()}
     return WindowPredictions(
-        starts_s=np.array(starts) / sr, window_s=clip.window_s,
+        starts_s=np.array(starts) / sr, window_s=win / sr,
         rate_bpm=(cat["rate"] * net.rate_scale_bpm).numpy(), count=(cat["count"] * net.count_scale).numpy(),
         breath_probs=cat["breath_logits"].softmax(1).numpy(), noise_probs=cat["noise_logits"].softmax(1).numpy(),
     )
