@@ -114,6 +114,21 @@ def test_clip_shorter_than_a_window_is_one_window(checkpoint, tmp_path):
     assert len(track.windows) == 1 and track.windows[0].end_s == pytest.approx(5.0)
 
 
+def test_model_without_heavy_training_says_heavy_is_not_assessed(breath_dir, tmp_path):
+    """A checkpoint trained on real paced clips only (no synthetic or time-compressed clips)
+    never saw heavy breathing: the front door says so instead of reporting 0 % heavy."""
+    from pulmo.frontdoor.resp_rate import RespRateCapability
+
+    cfg = small_config(breath_dir)
+    cfg.data.synthetic_fraction = cfg.data.time_compress_fraction = 0.0
+    ckpt = save_rr_checkpoint(tmp_path / "rate_only.pt", build_net(cfg), cfg, {"subjects": {}})
+    rng = np.random.default_rng(2)
+    wav = _write(tmp_path / "clip.wav", 0.1 * rng.standard_normal(2000 * 8).astype(np.float32))
+    analysis = RespRateCapability().analyze(wav, checkpoint=str(ckpt))
+    assert "heavy breathing not assessed" in analysis.headline
+    assert analysis.result["heavy_assessed"] is False and {row[5] for row in analysis.table.rows} == {"n/a"}
+
+
 def _write(path: Path, samples: np.ndarray, sr: int = 2000) -> Path:
     sf.write(path, samples, sr, subtype="FLOAT")
     return path

@@ -39,11 +39,13 @@ class RespRateCapability:
             result["model"]["evaluation"] = (
                 f"RRuJO test subjects (n={test.get('n', '?')} recordings): mean absolute error {test['mae']:.2f} "
                 f"breaths/min, CCC {test['ccc']:.2f}")
-        headline = (f"{track.rate_bpm:.1f} breaths/min over {track.duration_s:.0f} s; heavy breathing in "
-                    f"{100 * track.heavy_fraction:.0f} % of windows; {'noisy' if track.noisy else 'clean'} recording")
+        heavy = (f"heavy breathing in {100 * track.heavy_fraction:.0f} % of windows" if track.heavy_assessed else
+                 "heavy breathing not assessed (this model was trained on rates up to 20 breaths/min only)")
+        headline = (f"{track.rate_bpm:.1f} breaths/min over {track.duration_s:.0f} s; {heavy}; "
+                    f"{'noisy' if track.noisy else 'clean'} recording")
         table = Table(columns=["start s", "end s", "breaths/min", "breaths", "breathing", "heavy", "noisy"],
                       rows=[[round(w.start_s, 2), round(w.end_s, 2), round(w.rate_bpm, 1), round(w.breath_count, 2),
-                             w.breathing, w.heavy, w.noisy] for w in track.windows])
+                             w.breathing, w.heavy if track.heavy_assessed else "n/a", w.noisy] for w in track.windows])
         from pulmo.inference.resp_rate import plot_track
 
         png = io.BytesIO()

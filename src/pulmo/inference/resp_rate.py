@@ -39,7 +39,8 @@ class RateWindow:
 class RateTrack:
     """A recording's rate track and its summary (median/mean rate over windows, as the model's
     ``aggregate``), the fraction of windows flagged heavy and the recording's noise flag
-    (more than half of the windows noisy)."""
+    (more than half of the windows noisy). ``heavy_assessed`` is False for a model that never
+    saw heavy breathing in training: its heavy flags are then meaningless (always off)."""
 
     path: str
     duration_s: float
@@ -48,6 +49,7 @@ class RateTrack:
     noisy: bool
     windows: list[RateWindow]
     model: dict[str, str] = field(default_factory=dict)
+    heavy_assessed: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,6 +66,7 @@ class RespRatePipeline:
         self.seen_subjects = set(subjects.get("train", [])) | set(subjects.get("val", []))
         self.path = path
         self.metrics: dict[str, Any] = bundle.get("metrics", {})
+        self.heavy_assessed = learned_heavy_breathing(bundle.get("config", {}))
         self.model = {"name": bundle["name"], "checkpoint": path.name, "sha256": file_hash(path),
                       "pulmo_version": bundle.get("pulmo_version", "")}
 
@@ -92,7 +95,17 @@ class RespRatePipeline:
                                    float(w.noise_probs[i, NOISE_CLASSES.index("noisy")])))
         return RateTrack(str(path), len(samples) / self.clip.sample_rate_hz, recording_rate(samples, w, self.clip),
                          float(np.mean([r.heavy for r in rows])), bool(np.mean([r.noisy for r in rows]) > 0.5), rows,
-                         dict(self.model))
+                         dict(self.model), self.heavy_assessed)
+
+
+def learned_heavy_breathing(config: dict[str, Any]) -> bool:
+    """Whether a checkpoint's training config gave it rates in the heavy range: synthetic clips
+    (0-60 bpm) or time-compressed real clips. Real RRuJO recordings stop at 20 bpm; a config
+    without these sources never saw the heavy class. Checkpoints without a config count as trained."""
+    data = config.get("data")
+    if not isinstance(data, dict):
+        return True
+    return float(data.get("synthetic_fraction", 0.0)) > 0 or float(data.get("time_compress_fraction", 0.0)) > 0
 
 
 def evaluate_folder(pipe: RespRatePipeline, data: str | Path, limit: int = 0, split: str = "test") -> dict[str, Any]:
