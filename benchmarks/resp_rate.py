@@ -27,8 +27,12 @@ sys.path.insert(0, str(ROOT / "src"))
 
 CONFIG_DIR = ROOT / "configs" / "experiments" / "resp-rate"
 ROWS = ["table1_lstm16", "table1_lstm32", "table1_lstm64", "table2_tc_lstm32", "table3_lstm_aug",
-        "table3_tc_lstm_aug", "push_heavy", "push_heavy64"]
-BUNDLE_ROWS = ("push_heavy", "push_heavy64")  # the rows trained with the heavy and none classes
+        "table3_tc_lstm_aug", "push_heavy", "push_heavy64", "push_window15", "push_light_heavy_window15",
+        "push_heavy_window15", "push_heavy64_window15"]
+# the rows trained with the heavy and none classes: the bundled model must be able to flag them
+BUNDLE_ROWS = ("push_heavy", "push_heavy64", "push_light_heavy_window15", "push_heavy_window15", "push_heavy64_window15")
+# the most accurate rows on paced real recordings; never trained above 20 bpm (no heavy class)
+RATE_ONLY_ROWS = ("push_window15",)
 DSP_GRID = [dict(band_low_hz=lo, band_high_hz=hi, harmonic_decay=d)
             for lo, hi in ((100.0, 400.0), (200.0, 800.0), (300.0, 900.0)) for d in (0.8, 1.0)]
 
@@ -93,7 +97,7 @@ def dsp_baseline(runs: Path) -> dict[str, Any]:
     grid = {json.dumps(g): score_dsp(cfg.clip, fit, DspConfig(**g))["recording"]["mae"] for g in DSP_GRID}
     best = json.loads(min(grid, key=grid.get))
     chosen = DspConfig(**best)
-    out: dict[str, Any] = {"selected": best, "fit_mae_by_setting": grid}
+    out: dict[str, Any] = {"selected": best, "fit_mae_by_setting": grid, "window_s": cfg.clip.window_s}
     for method in ("harmonic_sum", "autocorrelation", "spectral_peak"):
         res = score_dsp(cfg.clip, test, DspConfig(**{**best, "method": method}))
         out[method] = {**res["recording"], "window": res["window"], "mse_by_range": res["mse_by_range"]}
@@ -155,20 +159,40 @@ def cross_validation(runs: Path, row: str, folds: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def load_runs(runs: Path, rows: list[str]) -> dict[str, list[dict[str, Any]]]:
+def load_runs(runs: Path, rows: list[str], stored: Path | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Every finished run of ``rows`` by row, seeds in order: from ``runs/<row>/seed*/``, and
+    for runs whose folders are gone (``runs/`` is not kept between machines) from the
+    per-run summaries in ``stored`` (written by :func:`write_run_summaries`; no weights, so
+    such runs are tabulated but never bundled)."""
     from pulmo.resp_rate.config import load_rr_config
 
+    kept = {(m["row"], m["seed"]): m for m in json.loads(stored.read_text())} if stored and stored.is_file() else {}
     by_row: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
+        found = {}
         for path in sorted((runs / row).glob("seed*/metrics.json")):
             m = json.loads(path.read_text())
             m["seed"] = int(path.parent.name[4:])
             m["run_dir"] = str(path.parent)
             syn = path.parent / "synthetic.json"
             m["synthetic"] = json.loads(syn.read_text()) if syn.exists() else None
-            m["paper"] = load_rr_config(CONFIG_DIR / f"{row}.yaml").paper
-            by_row.setdefault(row, []).append(m)
+            found[m["seed"]] = m
+        for (r, seed), m in kept.items():
+            if r == row and seed not in found:
+                found[seed] = {**m, "from_results": True}
+        cfg = load_rr_config(CONFIG_DIR / f"{row}.yaml")
+        for seed in sorted(found):
+            found[seed]["paper"], found[seed]["window_s"] = cfg.paper, cfg.clip.window_s
+            by_row.setdefault(row, []).append(found[seed])
     return by_row
+
+
+def write_run_summaries(by_row: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    """Per-run metrics (no training history, no per-recording predictions) for every run in
+    ``by_row``: what the page needs to be rebuilt once ``runs/`` is gone."""
+    drop = {"history", "val_predictions", "test_predictions", "paper", "window_s", "from_results"}
+    out = [{"row": row, **{k: v for k, v in m.items() if k not in drop}} for row, rs in by_row.items() for m in rs]
+    path.write_text(json.dumps(out, indent=1) + "\n")
 
 
 def ms(values: list[float | None], digits: int = 3) -> str:
@@ -249,29 +273,30 @@ def page(by_row: dict[str, list[dict[str, Any]]], dsp: dict[str, Any], command: 
         f" recording rates; refinement tolerance on validation MAE), training = {len(subj['train'])} subjects. One split"
         " (fold 0 of 5, split seed 0); seeds vary the training only. Audio resampled to 2 kHz (the lowest rate in RRuJO), so"
         " the 40 mel bands span 0-1000 Hz (the paper's 7500 Hz upper edge capped at Nyquist).",
-        "A recording's rate = median of the model's rates on 7 s windows every 1 s; **refined** = that median snapped to the"
+        "A recording's rate = median of the model's rates on windows of its clip length (7 s; 15 s for the `_window15` rows)"
+        " every 1 s; **refined** = that median snapped to the"
         " strongest peak of the recording's breath-envelope harmonic-sum spectrum within ± tolerance (chosen on validation;"
         " 0 = off). Rates in breaths per minute; mean ± std over seeds.",
         "",
         f"Device: {device}. Wall time of this invocation: {wall_s / 60:.1f} min (finished runs are reused; per-run training"
-        " seconds are in the CSV). Machine shared with other jobs (2 cores).",
+        " seconds are in the CSV). 2 cores, shared with other benchmark jobs.",
         "",
         f"Reproduce: `{command}`",
         "",
         "## RRuJO test (per recording)",
         "",
-        "| row | seeds | CCC | Pearson | MSE | MAE | MAE per 7 s window | neural only: MAE | neural only: CCC | tolerance | val CCC |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| row | window | seeds | CCC | Pearson | MSE | MAE | MAE per window | neural only: MAE | neural only: CCC | tolerance | val CCC |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row, rs in by_row.items():
-        L.append(f"| {row} | {len(rs)} | {ms([r['test']['ccc'] for r in rs])} | {ms([r['test']['pearson'] for r in rs])} | "
+        L.append(f"| {row} | {rs[0]['window_s']:g} s | {len(rs)} | {ms([r['test']['ccc'] for r in rs])} | {ms([r['test']['pearson'] for r in rs])} | "
                  f"{ms([r['test']['mse'] for r in rs], 2)} | {ms([r['test']['mae'] for r in rs], 2)} | "
                  f"{ms([r['test']['window']['mae'] for r in rs], 2)} | {ms([r['test_neural_only']['mae'] for r in rs], 2)} | "
                  f"{ms([r['test_neural_only']['ccc'] for r in rs])} | "
                  f"{', '.join(str(r['refine']['selected_tolerance']) for r in rs)} | {ms([r['val']['ccc'] for r in rs])} |")
     for method in ("harmonic_sum", "autocorrelation", "spectral_peak"):
         d = dsp[method]
-        L.append(f"| DSP {method} (whole recording) | - | {d['ccc']:.3f} | {d['pearson']:.3f} | {d['mse']:.2f} | {d['mae']:.2f} | "
+        L.append(f"| DSP {method} (whole recording) | {dsp['window_s']:g} s | - | {d['ccc']:.3f} | {d['pearson']:.3f} | {d['mse']:.2f} | {d['mae']:.2f} | "
                  f"{d['window']['mae']:.2f} | - | - | - | - |")
     L += ["", f"DSP settings chosen on training+validation recordings: `{json.dumps(dsp['selected'])}`.", "",
           "## Table I (LSTM size) and Table II (LSTM vs TC-LSTM), beside the paper", "",
@@ -322,7 +347,7 @@ def bundle(by_row: dict[str, list[dict[str, Any]]], rows: tuple[str, ...], dest:
 
     from pulmo.engine.checkpoint import half_precision, read_checkpoint
 
-    best = max((r for row in rows for r in by_row.get(row, [])), key=lambda r: r["val"]["ccc"])
+    best = max((r for row in rows for r in by_row.get(row, []) if not r.get("from_results")), key=lambda r: r["val"]["ccc"])
     b = read_checkpoint(Path(best["run_dir"]) / "model.pt")
     b["state_dict"] = half_precision(b["state_dict"])
     b["metrics"]["synthetic"] = {k: best["synthetic"][k] for k in ("recording", "breath_f1", "noise_f1")} if best["synthetic"] else None
@@ -339,7 +364,8 @@ def main() -> None:
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "resp_rate")
     p.add_argument("--results", type=Path, default=ROOT / "results")
     p.add_argument("--bundle", type=Path, help="write the best run of BUNDLE_ROWS (by validation CCC) here, fp16")
-    p.add_argument("--cv-row", help="also run this row over all subject folds (seed 0): every recording scored once")
+    p.add_argument("--bundle-rate-only", type=Path, help="write the best run of RATE_ONLY_ROWS (by validation CCC) here, fp16")
+    p.add_argument("--cv-row", nargs="+", help="also run these rows over all subject folds (seed 0): every recording scored once")
     p.add_argument("--worker", nargs=2, metavar=("ROW", "SEED"), help=argparse.SUPPRESS)
     p.add_argument("--fold", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -349,25 +375,29 @@ def main() -> None:
     started = time.time()
     tasks: list[tuple[str, int, int | None]] = [(r, s, None) for s in args.seeds for r in args.rows]
     folds = load_rr_config_folds() if args.cv_row else 0
-    tasks += [(args.cv_row, 0, k) for k in range(folds)]
+    tasks += [(row, 0, k) for row in args.cv_row or [] for k in range(folds)]
     run_all(tasks, args.jobs, args.runs)
     dsp = dsp_baseline(args.runs)
-    by_row = load_runs(args.runs, args.rows)
+    by_row = load_runs(args.runs, args.rows, args.results / "resp_rate_runs.json")
     from pulmo.engine.train import cpu_model_name
 
     args.results.mkdir(parents=True, exist_ok=True)
     write_csv(by_row, args.results / "resp_rate.csv")
+    write_run_summaries(by_row, args.results / "resp_rate_runs.json")
     plot_snr(by_row, dsp, args.results / "resp_rate_snr.png")
     command = "python benchmarks/resp_rate.py " + " ".join(sys.argv[1:])
     text = page(by_row, dsp, command, time.time() - started, f"CPU {cpu_model_name()}, 1 thread per run, {args.jobs} runs at a time")
-    if args.bundle:
-        best = bundle(by_row, BUNDLE_ROWS, args.bundle)
-        text += (f"\nBundled model: `{args.bundle.relative_to(ROOT) if args.bundle.is_relative_to(ROOT) else args.bundle}` = "
-                 f"{Path(best['run_dir']).parent.name} seed {best['seed']} (highest validation CCC among the runs of "
-                 f"{', '.join(BUNDLE_ROWS)}, the rows that learn the heavy and none classes), fp16 weights, "
-                 f"{args.bundle.stat().st_size / 1e3:.0f} kB.\n")
-    if args.cv_row:
-        text += cross_validation(args.runs, args.cv_row, folds)
+    bundles = ((args.bundle, BUNDLE_ROWS, "Bundled model (the default)", "the rows that learn the heavy and none classes"),
+               (args.bundle_rate_only, RATE_ONLY_ROWS, "Rate-only model (`--checkpoint`)",
+                "never trained above 20 bpm: it does not assess heavy breathing"))
+    for dest, rows, what, why in bundles:
+        if dest:
+            best = bundle(by_row, rows, dest)
+            text += (f"\n{what}: `{dest.relative_to(ROOT) if dest.is_relative_to(ROOT) else dest}` = "
+                     f"{Path(best['run_dir']).parent.name} seed {best['seed']} (highest validation CCC among the runs of "
+                     f"{', '.join(rows)}, {why}), fp16 weights, {dest.stat().st_size / 1e3:.0f} kB.\n")
+    for row in args.cv_row or []:
+        text += cross_validation(args.runs, row, folds)
     (args.results / "resp_rate.md").write_text(text)
     (args.runs / "dsp_selected.json").write_text(json.dumps(dsp["selected"]))
     print(text)
