@@ -186,6 +186,7 @@ ROWS = [
     ("Fig. 11", "Base", "fig11_base"), ("Fig. 11", "Base, +3 epochs", "fig11_base_stage2"),
     ("Fig. 11", "Ideal", "fig11_ideal"), ("Fig. 11", "Ideal, +4 epochs", "fig11_ideal_stage2"),
     ("Fig. 11", "Ideal, 30 epochs", "fig11_ideal_long"), ("Fig. 11", "Ideal, 30 + 24 epochs", "fig11_ideal_long_stage2"),
+    ("Fig. 11", "Ideal, 30 + 24 + 16 epochs at lr 1e-4", "fig11_ideal_long_stage3"),
     ("Fig. 5", "no tile (full image)", "fig5_full"), ("Fig. 5", "1 tile", "fig5_tiles1"),
     ("Fig. 5", "2 tiles", "fig5_tiles2"), ("Fig. 5", "4 tiles", "fig5_tiles4"),
     ("Fig. 7", "None", "fig7_none"), ("Fig. 7", "G. Blur", "fig7_blur"), ("Fig. 7", "H. Flip", "fig7_hflip"),

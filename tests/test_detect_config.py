@@ -14,8 +14,8 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "experiments" / "xra
 
 def test_every_detect_experiment_loads_with_paper_values():
     files = sorted(f for f in CONFIGS.glob("*_fig*.yaml"))
-    # 17 rows of Figs. 5, 7, 9, 11 on two datasets + second stages of base and ideal + the 30(+24)-epoch ideal
-    assert len(files) == 38
+    # 17 rows of Figs. 5, 7, 9, 11 on two datasets + second stages of base and ideal + the 30(+24+16)-epoch ideal
+    assert len(files) == 39
     for f in files:
         cfg = load_detect_config(f)
         assert cfg.task == "detect" and cfg.name == f.stem
