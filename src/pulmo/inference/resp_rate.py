@@ -75,7 +75,7 @@ class RespRatePipeline:
         return cls(checkpoint)
 
     def load(self, path: str | Path) -> np.ndarray:
-        """The file at the model's rate; ``DataError`` if unreadable, NaN, silent or shorter than a window."""
+        """The file at the model's rate; ``DataError`` if unreadable, NaN, silent or shorter than ``clip.min_s``."""
         return load_recording(str(path), self.clip.sample_rate_hz, self.clip.min_s)
 
     def windows(self, samples: np.ndarray) -> WindowPredictions:
