@@ -294,7 +294,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         "",
         f"Device: CPU {cpu_model_name()}, one torch thread per run (`OMP_NUM_THREADS=1`, `nice -n 10`), 2 cores, no GPU. "
         "The four Fig. 11 Base/Ideal rows shared the cores with three other agents' jobs (wall times inflated several-fold); "
-        "the Fig. 5/7/9 rows and the 30-epoch row ran 2-4 at a time on the 2 cores. Compare `train s` within a session only.",
+        "the Fig. 5/7/9 rows and the 30-epoch Ideal rows ran 2-4 at a time on the 2 cores. Compare `train s` within a session only.",
         "Detector: YOLOv5n (ultralytics 8.4.190 model definition `yolov5n.yaml`, anchor-free 'u' head) trained **from scratch** "
         "(no pretrained weights are installable offline); the paper fine-tuned YOLOv5s for 150-500 epochs on a GPU.",
         "Metrics: whole test images after tiled inference (grid tiles with overlap, shifted back, merged across seams), "
@@ -351,7 +351,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     lines += ["## Commands", "", "```",
               "export PULMO_DATA=/work/shared/data OMP_NUM_THREADS=1 YOLO_OFFLINE=1",
               "nice -n 10 .venv/bin/python benchmarks/xray_detect.py run configs/experiments/xray-detect/<name>.yaml",
-              "nice -n 10 .venv/bin/python benchmarks/xray_detect.py sahi --checkpoint runs/xray_detect/baggage_fig11_ideal_stage2/seed0/model.pt",
+              "nice -n 10 .venv/bin/python benchmarks/xray_detect.py sahi   # the bundled model; --checkpoint PATH for another",
               ".venv/bin/python benchmarks/xray_detect.py report",
               ".venv/bin/pulmo evaluate --task detect --data /work/shared/data/xray_det --split test --json",
               "```", "", "Per-run logs, metrics and checkpoints: `runs/xray_detect/<name>/seed0/` (not committed).", ""]
