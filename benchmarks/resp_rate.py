@@ -6,7 +6,11 @@ its own process (one thread each, ``--jobs`` at a time) into ``--runs/<row>/seed
 finished runs are reused. Each run's selected model is then scored on the synthetic set.
 Writes ``results/resp_rate.md``, ``results/resp_rate.csv`` and ``results/resp_rate_snr.png``.
 
-    python benchmarks/resp_rate.py --seeds 0 1 2 --jobs 2 --bundle src/pulmo/assets/resp_rate_tc_lstm.pt
+    python benchmarks/resp_rate.py --seeds 0 1 2 --jobs 2 --cv-row push_window15 --cv-seeds 0 1 2 \
+        --bundle src/pulmo/assets/resp_rate_tc_lstm.pt --bundle-rate-only src/pulmo/assets/resp_rate_lstm_window15.pt
+
+The two bundled networks are the members of the default composite model, which
+``benchmarks/resp_rate_composite.py`` builds and scores.
 """
 
 from __future__ import annotations
@@ -28,11 +32,11 @@ sys.path.insert(0, str(ROOT / "src"))
 CONFIG_DIR = ROOT / "configs" / "experiments" / "resp-rate"
 ROWS = ["table1_lstm16", "table1_lstm32", "table1_lstm64", "table2_tc_lstm32", "table3_lstm_aug",
         "table3_tc_lstm_aug", "push_heavy", "push_heavy64", "push_window15", "push_light_heavy_window15",
-        "push_heavy_window15", "push_heavy64_window15"]
+        "push_heavy_window15", "push_heavy64_window15", "push_window15_stretch", "push_window15_long"]
 # the rows trained with the heavy and none classes: the bundled model must be able to flag them
 BUNDLE_ROWS = ("push_heavy", "push_heavy64", "push_light_heavy_window15", "push_heavy_window15", "push_heavy64_window15")
 # the most accurate rows on paced real recordings; never trained above 20 bpm (no heavy class)
-RATE_ONLY_ROWS = ("push_window15",)
+RATE_ONLY_ROWS = ("push_window15", "push_window15_stretch", "push_window15_long")
 DSP_GRID = [dict(band_low_hz=lo, band_high_hz=hi, harmonic_decay=d)
             for lo, hi in ((100.0, 400.0), (200.0, 800.0), (300.0, 900.0)) for d in (0.8, 1.0)]
 
@@ -48,7 +52,7 @@ def worker(row: str, seed: int, runs: Path, fold: int | None = None) -> None:
     from pulmo.resp_rate.evaluate import by_group, score_model, synthetic_test_set
     from pulmo.resp_rate.train import run_rr_experiment
 
-    out = runs / row / f"seed{seed}" if fold is None else runs / "cv" / row / f"fold{fold}"
+    out = runs / row / f"seed{seed}" if fold is None else cv_dir(runs, row, seed, fold)
     over: dict[str, Any] = {"train": {"seed": seed}}
     if fold is not None:
         over["data"] = {"test_fold": fold}
@@ -58,17 +62,22 @@ def worker(row: str, seed: int, runs: Path, fold: int | None = None) -> None:
     if fold is None and not (out / "synthetic.json").exists():
         pipe = RespRatePipeline(out / "model.pt")
         items = synthetic_test_set(pipe.clip.sample_rate_hz, noisy_below_snr_db=cfg.augment.noisy_below_snr_db)
-        res = score_model(pipe.net, pipe.clip, items)
+        res = score_model(pipe.predictor, items)
         syn = {k: res[k] for k in ("recording", "window", "mse_by_range", "breath_f1", "noise_f1")}
         syn["by_snr"] = by_group(items, res["predictions"])
         (out / "synthetic.json").write_text(json.dumps(syn, indent=1))
+
+
+def cv_dir(runs: Path, row: str, seed: int, fold: int) -> Path:
+    """Where the cross-validation run of ``row`` x ``seed`` with subject fold ``fold`` as test lives."""
+    return runs / "cv" / row / f"seed{seed}" / f"fold{fold}"
 
 
 def run_all(tasks: list[tuple[str, int, int | None]], jobs: int, runs: Path) -> None:
     """``(row, seed, fold or None)`` tasks, each in its own process, ``jobs`` at a time."""
     commands = []
     for row, seed, fold in tasks:
-        name = f"{row}_seed{seed}" if fold is None else f"cv_{row}_fold{fold}"
+        name = f"{row}_seed{seed}" if fold is None else f"cv_{row}_seed{seed}_fold{fold}"
         argv = [sys.executable, __file__, "--worker", row, str(seed), "--runs", str(runs)]
         commands.append((name, argv + (["--fold", str(fold)] if fold is not None else []), runs / f"{name}.log"))
     run_logged(commands, jobs)
@@ -115,9 +124,9 @@ def load_rr_config_folds() -> int:
     return load_rr_config(CONFIG_DIR / "base.yaml").data.folds
 
 
-def cross_validation(runs: Path, row: str, folds: int) -> str:
-    """Pooled per-recording scores over all subject folds of ``row`` (seed 0), the DSP
-    baseline chosen per fold on that fold's training+validation subjects beside it."""
+def cross_validation(runs: Path, row: str, folds: int, seeds: list[int]) -> str:
+    """Pooled per-recording scores over all subject folds of ``row``, per seed and as mean ± std
+    over ``seeds``, the DSP baseline chosen per fold on that fold's training+validation subjects beside them."""
     from pulmo.data.adapters.breath_csv import load_breath_csv
     from pulmo.metrics.regression import regression_report
     from pulmo.resp_rate.config import load_rr_config
@@ -125,8 +134,7 @@ def cross_validation(runs: Path, row: str, folds: int) -> str:
     from pulmo.resp_rate.dsp import DspConfig
     from pulmo.resp_rate.evaluate import LabelledAudio, score_dsp
 
-    cache = runs / "cv" / row / "dsp_cv.json"
-    ms_ = [json.loads((runs / "cv" / row / f"fold{k}" / "metrics.json").read_text()) for k in range(folds)]
+    cache = runs / "cv" / "dsp_cv.json"  # the same for every row
     if cache.exists():
         dsp_pred = json.loads(cache.read_text())
     else:
@@ -141,21 +149,30 @@ def cross_validation(runs: Path, row: str, folds: int) -> str:
             best = DspConfig(**json.loads(min(grid, key=grid.get)))
             dsp_pred += score_dsp(cfg.clip, items["test"], best)["predictions"]
         cache.write_text(json.dumps(dsp_pred))
-    pooled = [p for m in ms_ for p in m["test_predictions"]]
-    neural = [r for m in ms_ for r in [m["test_neural_only"]]]
-    rep = regression_report([p for _, _, p in pooled], [t for _, t, _ in pooled])
-    drep = regression_report([p for _, _, p in dsp_pred], [t for _, t, _ in dsp_pred])
-    within = sum(abs(p - t) <= 1 for _, t, p in pooled) / len(pooled)
-    dwithin = sum(abs(p - t) <= 1 for _, t, p in dsp_pred) / len(dsp_pred)
-    lines = ["", f"## Five-fold subject cross-validation: {row}, seed 0 (every RRuJO recording scored once, by the model"
-             " whose test fold holds its subject)", "",
-             "| estimator | n | MAE | MSE | CCC | Pearson | within 1 bpm |", "|---|---|---|---|---|---|---|",
-             f"| {row} (refined) | {rep['n']} | {rep['mae']:.2f} | {rep['mse']:.2f} | {rep['ccc']:.3f} | {rep['pearson']:.3f} | {within:.2f} |",
-             f"| DSP harmonic_sum (chosen per fold on training+validation) | {drep['n']} | {drep['mae']:.2f} | {drep['mse']:.2f} | "
-             f"{drep['ccc']:.3f} | {drep['pearson']:.3f} | {dwithin:.2f} |", "",
-             "Per fold (test MAE refined / neural only; CCC refined / neural only; tolerance): "
-             + "; ".join(f"fold {k}: {m['test']['mae']:.2f} / {n['mae']:.2f}, {m['test']['ccc']:.3f} / {n['ccc']:.3f}, "
-                         f"{m['refine']['selected_tolerance']}" for k, (m, n) in enumerate(zip(ms_, neural))), ""]
+
+    def scores(preds: list[list[Any]]) -> dict[str, float]:
+        rep = regression_report([p for _, _, p in preds], [t for _, t, _ in preds])
+        return {**rep, "within": sum(abs(p - t) <= 1 for _, t, p in preds) / len(preds)}
+
+    def line(name: str, r: dict[str, float]) -> str:
+        return (f"| {name} | {r['n']} | {r['mae']:.2f} | {r['mse']:.2f} | {r['ccc']:.3f} | {r['pearson']:.3f} | "
+                f"{r['within']:.2f} |")
+
+    per_seed = {s: [json.loads((cv_dir(runs, row, s, k) / "metrics.json").read_text()) for k in range(folds)] for s in seeds}
+    pooled = {s: scores([p for m in ms_ for p in m["test_predictions"]]) for s, ms_ in per_seed.items()}
+    lines = ["", f"## Five-fold subject cross-validation: {row}, seeds {', '.join(map(str, seeds))} (every RRuJO recording"
+             " scored once per seed, by the model whose test fold holds its subject)", "",
+             "| estimator | n | MAE | MSE | CCC | Pearson | within 1 bpm |", "|---|---|---|---|---|---|---|"]
+    lines += [line(f"{row} (refined), seed {s}", r) for s, r in pooled.items()]
+    if len(seeds) > 1:
+        lines.append(f"| {row} (refined), mean ± std over seeds | {pooled[seeds[0]]['n']} | "
+                     + " | ".join(ms([r[k] for r in pooled.values()], d) for k, d in
+                                  (("mae", 2), ("mse", 2), ("ccc", 3), ("pearson", 3), ("within", 2))) + " |")
+    lines += [line("DSP harmonic_sum (chosen per fold on training+validation)", scores(dsp_pred)), "",
+              "Per fold (test MAE refined / neural only; CCC refined / neural only; tolerance): "
+              + "; ".join(f"seed {s} fold {k}: {m['test']['mae']:.2f} / {m['test_neural_only']['mae']:.2f}, "
+                          f"{m['test']['ccc']:.3f} / {m['test_neural_only']['ccc']:.3f}, {m['refine']['selected_tolerance']}"
+                          for s, ms_ in per_seed.items() for k, m in enumerate(ms_)), ""]
     return "\n".join(lines) + "\n"
 
 
@@ -363,9 +380,12 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "resp_rate")
     p.add_argument("--results", type=Path, default=ROOT / "results")
-    p.add_argument("--bundle", type=Path, help="write the best run of BUNDLE_ROWS (by validation CCC) here, fp16")
-    p.add_argument("--bundle-rate-only", type=Path, help="write the best run of RATE_ONLY_ROWS (by validation CCC) here, fp16")
-    p.add_argument("--cv-row", nargs="+", help="also run these rows over all subject folds (seed 0): every recording scored once")
+    p.add_argument("--bundle", type=Path, help="write the best run of BUNDLE_ROWS (by validation CCC) here, fp16: the "
+                   "breathing member of the default composite (benchmarks/resp_rate_composite.py)")
+    p.add_argument("--bundle-rate-only", type=Path, help="write the best run of RATE_ONLY_ROWS (by validation CCC) here, "
+                   "fp16: the composite's rate member")
+    p.add_argument("--cv-row", nargs="+", help="also run these rows over all subject folds: every recording scored once per seed")
+    p.add_argument("--cv-seeds", type=int, nargs="+", default=[0], help="training seeds of the --cv-row runs")
     p.add_argument("--worker", nargs=2, metavar=("ROW", "SEED"), help=argparse.SUPPRESS)
     p.add_argument("--fold", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -375,7 +395,7 @@ def main() -> None:
     started = time.time()
     tasks: list[tuple[str, int, int | None]] = [(r, s, None) for s in args.seeds for r in args.rows]
     folds = load_rr_config_folds() if args.cv_row else 0
-    tasks += [(row, 0, k) for row in args.cv_row or [] for k in range(folds)]
+    tasks += [(row, s, k) for row in args.cv_row or [] for s in args.cv_seeds for k in range(folds)]
     run_all(tasks, args.jobs, args.runs)
     dsp = dsp_baseline(args.runs)
     by_row = load_runs(args.runs, args.rows, args.results / "resp_rate_runs.json")
@@ -387,8 +407,8 @@ def main() -> None:
     plot_snr(by_row, dsp, args.results / "resp_rate_snr.png")
     command = "python benchmarks/resp_rate.py " + " ".join(sys.argv[1:])
     text = page(by_row, dsp, command, time.time() - started, f"CPU {cpu_model_name()}, 1 thread per run, {args.jobs} runs at a time")
-    bundles = ((args.bundle, BUNDLE_ROWS, "Bundled model (the default)", "the rows that learn the heavy and none classes"),
-               (args.bundle_rate_only, RATE_ONLY_ROWS, "Rate-only model (`--checkpoint`)",
+    bundles = ((args.bundle, BUNDLE_ROWS, "Breathing member of the default composite", "the rows that learn the heavy and none classes"),
+               (args.bundle_rate_only, RATE_ONLY_ROWS, "Rate member of the default composite",
                 "never trained above 20 bpm: it does not assess heavy breathing"))
     for dest, rows, what, why in bundles:
         if dest:
@@ -397,7 +417,7 @@ def main() -> None:
                      f"{Path(best['run_dir']).parent.name} seed {best['seed']} (highest validation CCC among the runs of "
                      f"{', '.join(rows)}, {why}), fp16 weights, {dest.stat().st_size / 1e3:.0f} kB.\n")
     for row in args.cv_row or []:
-        text += cross_validation(args.runs, row, folds)
+        text += cross_validation(args.runs, row, folds, args.cv_seeds)
     (args.results / "resp_rate.md").write_text(text)
     (args.runs / "dsp_selected.json").write_text(json.dumps(dsp["selected"]))
     print(text)

@@ -39,6 +39,10 @@ class RespRateCapability:
             result["model"]["evaluation"] = (
                 f"RRuJO test subjects (n={test.get('n', '?')} recordings): mean absolute error {test['mae']:.2f} "
                 f"breaths/min, CCC {test['ccc']:.2f}")
+            cv = pipe.metrics.get("cross_validation", {})
+            if {"mae", "ccc"} <= set(cv):
+                result["model"]["evaluation"] += (f"; five-fold subject cross-validation (n={cv.get('n', '?')}): "
+                                                  f"{cv['mae']:.2f} breaths/min, CCC {cv['ccc']:.2f}")
         heavy = (f"heavy breathing in {100 * track.heavy_fraction:.0f} % of windows" if track.heavy_assessed else
                  "heavy breathing not assessed (this model was trained on rates up to 20 breaths/min only)")
         headline = (f"{track.rate_bpm:.1f} breaths/min over {track.duration_s:.0f} s; {heavy}; "

@@ -7,7 +7,7 @@ from pathlib import Path
 from pulmo.errors import CheckpointError
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
-DEFAULT_CHECKPOINTS = {"lung-sounds": "lung_sounds_resnet18_attn.pt", "resp-rate": "resp_rate_tc_lstm.pt",
+DEFAULT_CHECKPOINTS = {"lung-sounds": "lung_sounds_resnet18_attn.pt", "resp-rate": "resp_rate_composite.pt",
                        "cxr": "cxr_efficientnet_lite0_head.pt", "detect": "detect_yolov5n_baggage.pt"}
 
 

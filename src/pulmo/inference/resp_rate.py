@@ -16,7 +16,9 @@ from pulmo.errors import DataError
 from pulmo.inference.bundled import default_checkpoint
 from pulmo.metrics.regression import regression_report
 from pulmo.resp_rate.data import load_recording
-from pulmo.resp_rate.net import NOISE_CLASSES, WindowPredictions, build_from_rr_checkpoint, predict_windows, recording_rate
+from pulmo.resp_rate.config import ClipConfig
+from pulmo.resp_rate.net import NOISE_CLASSES, WindowPredictions, recording_rate
+from pulmo.resp_rate.predictor import breathing_bundle, predictor_from_checkpoint
 
 
 @dataclass
@@ -56,19 +58,24 @@ class RateTrack:
 
 
 class RespRatePipeline:
-    """Loads a resp-rate checkpoint (the bundled one by default) and applies it to files."""
+    """Loads a resp-rate checkpoint (the bundled one by default: a composite, see
+    :mod:`pulmo.resp_rate.predictor`) and applies it to files."""
 
     def __init__(self, checkpoint: str | Path | None = None) -> None:
         path = Path(checkpoint) if checkpoint else default_checkpoint("resp-rate")
         bundle = read_checkpoint(path)
-        self.net, self.clip = build_from_rr_checkpoint(bundle)
+        self.predictor = predictor_from_checkpoint(bundle)
         subjects = bundle.get("metrics", {}).get("subjects", {})
         self.seen_subjects = set(subjects.get("train", [])) | set(subjects.get("val", []))
         self.path = path
         self.metrics: dict[str, Any] = bundle.get("metrics", {})
-        self.heavy_assessed = learned_heavy_breathing(bundle.get("config", {}))
+        self.heavy_assessed = learned_heavy_breathing(breathing_bundle(bundle).get("config", {}))
         self.model = {"name": bundle["name"], "checkpoint": path.name, "sha256": file_hash(path),
                       "pulmo_version": bundle.get("pulmo_version", "")}
+
+    @property
+    def clip(self) -> ClipConfig:
+        return self.predictor.clip
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path | None = None) -> RespRatePipeline:
@@ -79,7 +86,7 @@ class RespRatePipeline:
         return load_recording(str(path), self.clip.sample_rate_hz, self.clip.min_s)
 
     def windows(self, samples: np.ndarray) -> WindowPredictions:
-        return predict_windows(self.net, samples, self.clip)
+        return self.predictor.windows(samples)
 
     def analyze_file(self, path: str | Path, samples: np.ndarray | None = None) -> RateTrack:
         """Rate track of ``path`` (or of ``samples`` already loaded from it by :meth:`load`)."""

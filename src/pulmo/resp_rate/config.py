@@ -24,7 +24,10 @@ class RRDataConfig:
     ``synthetic_fraction`` of each training batch's clips come from the breath generator
     (rates 0-60 bpm, so the heavy class exists; ``synthetic_bank`` clips are generated once
     and cropped at random); ``time_compress_fraction`` of the real
-    clips are sped up 1.5-3x (rate multiplied alike).
+    clips are sped up 1.5-3x (rate multiplied alike); of the others, ``rate_stretch_fraction``
+    are resampled by a factor drawn log-uniformly from ``rate_stretch_range`` (rate multiplied
+    alike): paced recordings hold a few rates only (RRuJO: 8, 10, 12, 18, 20 bpm), and the
+    stretch fills the range between them.
     """
 
     dataset: str = "rrujo"
@@ -36,13 +39,18 @@ class RRDataConfig:
     synthetic_fraction: float = 0.0
     synthetic_bank: int = 400
     time_compress_fraction: float = 0.0
+    rate_stretch_fraction: float = 0.0
+    rate_stretch_range: list[float] = field(default_factory=lambda: [0.8, 1.25])
 
     def __post_init__(self) -> None:
         if not 0 <= self.test_fold < self.folds:
             raise ConfigError("data.test_fold must lie in [0, data.folds)")
-        for name in ("synthetic_fraction", "time_compress_fraction"):
+        for name in ("synthetic_fraction", "time_compress_fraction", "rate_stretch_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"data.{name} must lie in [0, 1]")
+        lo, hi = self.rate_stretch_range
+        if not 0 < lo <= hi:
+            raise ConfigError("data.rate_stretch_range must be [low, high] with 0 < low <= high")
 
     def resolved_root(self) -> Path:
         return Path(self.root) if self.root else default_data_root() / self.dataset

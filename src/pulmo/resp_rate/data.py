@@ -107,6 +107,9 @@ class ClipSampler:
         factor = 1.0
         if self.rng.random() < self.data.time_compress_fraction and rate > 0:
             factor = float(self.rng.uniform(1.5, min(3.0, 60.0 / rate)))
+        elif self.data.rate_stretch_fraction > 0 and self.rng.random() < self.data.rate_stretch_fraction and rate > 0:
+            lo, hi = self.data.rate_stretch_range
+            factor = float(np.exp(self.rng.uniform(np.log(lo), np.log(hi))))
         span = int(round(n * factor))
         if len(x) < span:  # shorter than needed: repeat the recording
             x = np.resize(x, span)

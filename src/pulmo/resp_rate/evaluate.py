@@ -13,7 +13,8 @@ from pulmo.data.transforms.audio import NOISE_TYPES
 from pulmo.metrics.regression import f1_scores, mse_by_range, regression_report
 from pulmo.resp_rate.config import ClipConfig
 from pulmo.resp_rate.dsp import DspConfig, breath_envelope, rate_from_envelope
-from pulmo.resp_rate.net import RateNet, predict_windows, recording_rate
+from pulmo.resp_rate.net import recording_rate
+from pulmo.resp_rate.predictor import RatePredictor
 
 
 @dataclass
@@ -28,10 +29,9 @@ class LabelledAudio:
     group: str = ""
 
 
-def score_model(net: RateNet, clip: ClipConfig, items: Sequence[LabelledAudio],
-                tolerances: Sequence[float] = ()) -> dict:
+def score_model(model: RatePredictor, items: Sequence[LabelledAudio], tolerances: Sequence[float] = ()) -> dict:
     """Recording-level metrics (rate = aggregate of window rates, refined as
-    ``clip.refine_tolerance`` says) plus window-level ones; ``refined`` holds the
+    ``model.clip.refine_tolerance`` says) plus window-level ones; ``refined`` holds the
     recording MAE for each of ``tolerances`` (for choosing one on validation).
 
     Returns ``{"recording": report, "window": report, "mse_by_range": ..., "breath_f1": ...,
@@ -41,8 +41,9 @@ def score_model(net: RateNet, clip: ClipConfig, items: Sequence[LabelledAudio],
     rec_pred, rec_true, win_pred, win_true = [], [], [], []
     b_pred, b_true, n_pred, n_true = [], [], [], []
     refined: dict[float, list[float]] = {t: [] for t in tolerances}
+    clip = model.clip
     for it in items:
-        w = predict_windows(net, it.samples, clip)
+        w = model.windows(it.samples)
         rec_pred.append(recording_rate(it.samples, w, clip))
         for t in tolerances:
             refined[t].append(abs(recording_rate(it.samples, w, clip, t) - it.rate_bpm))

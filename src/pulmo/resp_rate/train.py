@@ -24,6 +24,7 @@ from pulmo.resp_rate.config import ClipConfig, RespRateConfig, save_rr_config
 from pulmo.resp_rate.data import ClipSampler, Recording, load_recordings, subject_folds
 from pulmo.resp_rate.evaluate import LabelledAudio, score_model
 from pulmo.resp_rate.net import RateNet, build_net, save_rr_checkpoint
+from pulmo.resp_rate.predictor import NetPredictor
 
 TASK_NAMES = ("ccc", "ce_breath", "ce_noise", "focal_breath")
 
@@ -94,7 +95,7 @@ def run_rr_experiment(cfg: RespRateConfig, out_dir: str | Path, progress: bool =
             opt.step()
             sums += losses.detach()
         dwa.end_epoch((sums / steps).tolist())
-        val = score_model(net, val_clip, val_items)
+        val = score_model(NetPredictor(net, val_clip), val_items)
         score = val["recording"]["ccc"]
         history.append({"epoch": epoch, "losses": dict(zip(TASK_NAMES, (sums / steps).tolist())),
                         "dwa": lam.tolist(), "val_ccc": score, "val_mae": val["recording"]["mae"],
@@ -112,13 +113,13 @@ def run_rr_experiment(cfg: RespRateConfig, out_dir: str | Path, progress: bool =
     metrics: dict[str, Any] = {"selected_epoch": best[1], "epochs_run": len(history),
                                "subjects": {k: sorted({r.patient_id for r in v}) for k, v in splits.items()}}
     cfg.clip.refine_tolerance = 0.0
-    grid = score_model(net, cfg.clip, val_items, tolerances=cfg.clip.refine_grid)["refined_mae"]
+    grid = score_model(NetPredictor(net, cfg.clip), val_items, tolerances=cfg.clip.refine_grid)["refined_mae"]
     cfg.clip.refine_tolerance = min(grid, key=lambda t: (grid[t], t)) if grid else 0.0
     metrics["refine"] = {"val_mae_by_tolerance": grid, "selected_tolerance": cfg.clip.refine_tolerance}
     test_items = _items(recs["test"])
-    metrics["test_neural_only"] = score_model(net, ClipConfig(**{**cfg.clip.__dict__, "refine_tolerance": 0.0}), test_items)["recording"]
+    metrics["test_neural_only"] = score_model(NetPredictor(net, ClipConfig(**{**cfg.clip.__dict__, "refine_tolerance": 0.0})), test_items)["recording"]
     for name in ("val", "test"):
-        res = score_model(net, cfg.clip, _items(recs[name]))
+        res = score_model(NetPredictor(net, cfg.clip), _items(recs[name]))
         metrics[name] = {**res["recording"], "window": res["window"], "mse_by_range": res["mse_by_range"],
                          "breath_f1": res["breath_f1"], "noise_f1": res["noise_f1"]}
         metrics[f"{name}_predictions"] = res["predictions"]

@@ -1,0 +1,234 @@
+"""The composite resp-rate model: a rate-only network for the rate, a heavy-capable network
+for the breathing class (see ``pulmo.resp_rate.predictor``), on RRuJO and the synthetic set.
+
+Members: ``--rate`` (never trained above 20 bpm) and ``--breathing`` (learned the none and
+heavy classes), by default the two networks ``benchmarks/resp_rate.py`` bundled, each the
+run of its rows with the best validation CCC. The gate (class only, or also the breathing
+member's rate above a threshold) is chosen on validation only: RRuJO validation subjects
+plus a synthetic validation set generated with its own seed (sum of the two MAEs). Then
+scored once on the RRuJO test subjects and the held-out synthetic set, and over the five
+subject folds (members = the seed-0 cross-validation runs of the two rows, the gate chosen
+per fold the same way). Writes ``results/resp_rate_composite.md|json`` and, with
+``--bundle``, the composite checkpoint.
+
+    python benchmarks/resp_rate_composite.py --bundle src/pulmo/assets/resp_rate_composite.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from resp_rate import cv_dir, load_rr_config_folds
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+CONFIG_DIR = ROOT / "configs" / "experiments" / "resp-rate"
+ASSETS = ROOT / "src" / "pulmo" / "assets"
+GATES: tuple[float | None, ...] = (None, 21.0, 22.0, 25.0)
+SYNTHETIC_VAL_SEED = 777  # the held-out synthetic test set uses 12345; training draws its own clips
+
+
+def gate_name(gate: float | None) -> str:
+    return "class only" if gate is None else f"class or rate > {gate:g} bpm"
+
+
+class Scored:
+    """Both members' window predictions of a list of labelled recordings, computed once;
+    recording rates for the members alone or for any gate follow without the networks."""
+
+    def __init__(self, items: list[Any], rate: Any, breathing: Any) -> None:
+        self.items, self.rate, self.breathing = items, rate, breathing
+        self.w_rate = [rate.windows(it.samples) for it in items]
+        self.w_breath = [breathing.windows(it.samples) for it in items]
+
+    def rates(self, who: str, gate: float | None = None) -> list[float]:
+        """Recording rates (bpm) of ``who`` = ``rate``, ``breathing`` or ``composite``
+        (with ``gate``), each refined with its own clip config (the composite's = the rate member's)."""
+        from pulmo.resp_rate.net import recording_rate
+        from pulmo.resp_rate.predictor import gate_windows
+
+        out = []
+        for it, wr, wb in zip(self.items, self.w_rate, self.w_breath):
+            if who == "composite":
+                w, clip = gate_windows(wr, wb, gate), self.rate.clip
+            else:
+                w, clip = (wr, self.rate.clip) if who == "rate" else (wb, self.breathing.clip)
+            out.append(recording_rate(it.samples, w, clip))
+        return out
+
+    def report(self, who: str, gate: float | None = None) -> dict[str, Any]:
+        from pulmo.metrics.regression import mse_by_range, regression_report
+
+        pred, true = self.rates(who, gate), [it.rate_bpm for it in self.items]
+        rep: dict[str, Any] = regression_report(pred, true)
+        rep["mse_by_range"] = mse_by_range(pred, true)
+        groups = sorted({it.group for it in self.items})
+        if len(groups) > 1:
+            rep["by_group"] = {g: regression_report([p for p, it in zip(pred, self.items) if it.group == g],
+                                                    [it.rate_bpm for it in self.items if it.group == g]) for g in groups}
+        rep["predictions"] = [(it.key, it.rate_bpm, p) for it, p in zip(self.items, pred)]
+        return rep
+
+
+def fold_items(fold: int, subjects_test: list[str] | None) -> dict[str, list[Any]]:
+    """RRuJO ``val`` and ``test`` recordings of subject fold ``fold`` (checked against the
+    members' own test subjects when given)."""
+    from pulmo.data.adapters.breath_csv import load_breath_csv
+    from pulmo.resp_rate.config import load_rr_config
+    from pulmo.resp_rate.data import load_recordings, subject_folds
+    from pulmo.resp_rate.evaluate import LabelledAudio
+
+    cfg = load_rr_config(CONFIG_DIR / "base.yaml", {"data": {"test_fold": fold}})
+    splits = subject_folds(load_breath_csv(cfg.data.resolved_root()), cfg.data)
+    if subjects_test is not None and sorted({r.patient_id for r in splits["test"]}) != sorted(subjects_test):
+        sys.exit(f"fold {fold}: the members were tested on other subjects than this split's; retrain them on it")
+    return {name: [LabelledAudio(r.record.record_id, r.samples, r.rate_bpm, False, r.record.device)
+                   for r in load_recordings(splits[name], cfg.clip)] for name in ("val", "test")}
+
+
+def choose_gate(val_real: Scored, val_syn: Scored) -> tuple[float | None, dict[str, dict[str, float]]]:
+    """The gate with the lowest RRuJO-validation MAE + synthetic-validation MAE (ties: the first of :data:`GATES`)."""
+    table = {gate_name(g): {"rrujo_val_mae": val_real.report("composite", g)["mae"],
+                            "synthetic_val_mae": val_syn.report("composite", g)["mae"]} for g in GATES}
+    best = min(GATES, key=lambda g: sum(table[gate_name(g)].values()))
+    return best, table
+
+
+def study_fold(fold: int, rate_path: Path, breathing_path: Path, syn_val: list[Any], syn_test: list[Any] | None) -> dict[str, Any]:
+    """Gate chosen on validation, then every estimator scored on the fold's test subjects (and the synthetic test set)."""
+    from pulmo.engine.checkpoint import read_checkpoint
+    from pulmo.resp_rate.predictor import NetPredictor, predictor_from_checkpoint
+
+    members = {k: read_checkpoint(p) for k, p in (("rate", rate_path), ("breathing", breathing_path))}
+    nets = {k: predictor_from_checkpoint(b) for k, b in members.items()}
+    assert all(isinstance(n, NetPredictor) for n in nets.values())
+    items = fold_items(fold, members["rate"]["metrics"]["subjects"]["test"])
+    scored = {name: Scored(its, nets["rate"], nets["breathing"]) for name, its in
+              (("val", items["val"]), ("test", items["test"]), ("synthetic_val", syn_val))
+              + ((("synthetic", syn_test),) if syn_test else ())}
+    gate, table = choose_gate(scored["val"], scored["synthetic_val"])
+    out: dict[str, Any] = {"fold": fold, "gate_above_bpm": gate, "gate": gate_name(gate), "gate_selection": table,
+                           "members": {k: {"name": b["name"], "path": str(p)} for (k, b), p in
+                                       zip(members.items(), (rate_path, breathing_path))}}
+    for split in scored:
+        out[split] = {"composite": scored[split].report("composite", gate), "rate": scored[split].report("rate"),
+                      "breathing": scored[split].report("breathing")}
+    return out
+
+
+def pooled(folds: list[dict[str, Any]], who: str) -> dict[str, Any]:
+    from pulmo.metrics.regression import regression_report
+
+    preds = [p for f in folds for p in f["test"][who]["predictions"]]
+    rep: dict[str, Any] = regression_report([p for _, _, p in preds], [t for _, t, _ in preds])
+    rep["within_1_bpm"] = sum(abs(p - t) <= 1 for _, t, p in preds) / len(preds)
+    return rep
+
+
+def page(main: dict[str, Any], cv: list[dict[str, Any]], command: str, wall_s: float, device: str) -> str:
+    from pulmo.resp_rate.evaluate import SNR_BANDS
+
+    who = (("composite", f"composite ({main['gate']})"), ("rate", f"rate member alone ({main['members']['rate']['name']})"),
+           ("breathing", f"breathing member alone ({main['members']['breathing']['name']})"))
+    L = ["# Composite resp-rate model: rate from the rate-only network, breathing class from the heavy-capable one", "",
+         "Each window: the breathing member (trained with synthetic and time-compressed clips for the none and heavy"
+         " classes) gives the class and the noise flag; where it calls the window none or heavy (or, per the gate, its rate"
+         " lies above a threshold) its rate is used, elsewhere the rate member's (trained on real RRuJO breathing, 8-20 bpm,"
+         " only). A recording's rate = median of the window rates, refined with the rate member's tolerance.", "",
+         f"Gate chosen on validation only (RRuJO validation subjects + {len(main['synthetic_val']['composite']['predictions'])}"
+         f" synthetic validation recordings, seed {SYNTHETIC_VAL_SEED}; sum of the two MAEs): **{main['gate']}**.", "",
+         "| gate | RRuJO val MAE | synthetic val MAE |", "|---|---|---|"]
+    L += [f"| {g} | {v['rrujo_val_mae']:.2f} | {v['synthetic_val_mae']:.2f} |" for g, v in main["gate_selection"].items()]
+    L += ["", f"Device: {device}. Wall time: {wall_s / 60:.1f} min.", "", f"Reproduce: `{command}`", "",
+          "## RRuJO test subjects (fold 0; per recording, bpm)", "",
+          "| estimator | n | MAE | MSE | CCC | Pearson | val MAE | val CCC |", "|---|---|---|---|---|---|---|---|"]
+    for k, label in who:
+        t, v = main["test"][k], main["val"][k]
+        L.append(f"| {label} | {t['n']} | {t['mae']:.2f} | {t['mse']:.2f} | {t['ccc']:.3f} | {t['pearson']:.3f} | "
+                 f"{v['mae']:.2f} | {v['ccc']:.3f} |")
+    if cv:
+        L += ["", "## Five-fold subject cross-validation (every RRuJO recording scored once; seed-0 runs of both rows per fold,"
+              " gate chosen per fold on its validation)", "",
+              "| estimator | n | MAE | MSE | CCC | Pearson | within 1 bpm |", "|---|---|---|---|---|---|---|"]
+        for k, label in who:
+            r = pooled(cv, k)
+            L.append(f"| {label.split(' (')[0]} | {r['n']} | {r['mae']:.2f} | {r['mse']:.2f} | {r['ccc']:.3f} | "
+                     f"{r['pearson']:.3f} | {r['within_1_bpm']:.2f} |")
+        L += ["", "Per fold (test MAE composite / rate / breathing; gate): " + "; ".join(
+            f"fold {f['fold']}: {f['test']['composite']['mae']:.2f} / {f['test']['rate']['mae']:.2f} / "
+            f"{f['test']['breathing']['mae']:.2f}, {f['gate']}" for f in cv)]
+    if "synthetic" in main:
+        bands = list(SNR_BANDS)
+        L += ["", "## Held-out synthetic set (0-60 bpm, noise by SNR band): MAE per recording", "",
+              "| estimator | " + " | ".join(bands) + " | all MAE | all CCC | MSE > 25 bpm |", "|---|" + "---|" * (len(bands) + 3)]
+        for k, label in who:
+            s = main["synthetic"][k]
+            L.append(f"| {label} | " + " | ".join(f"{s['by_group'][b]['mae']:.2f}" for b in bands)
+                     + f" | {s['mae']:.2f} | {s['ccc']:.3f} | {s['mse_by_range']['above_25']:.2f} |")
+    return "\n".join(L) + "\n"
+
+
+def strip_predictions(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: strip_predictions(v) for k, v in d.items() if k != "predictions"}
+    return d
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rate", type=Path, default=ASSETS / "resp_rate_lstm_window15.pt", help="rate member checkpoint")
+    p.add_argument("--breathing", type=Path, default=ASSETS / "resp_rate_tc_lstm.pt", help="breathing member checkpoint")
+    p.add_argument("--runs", type=Path, default=ROOT / "runs" / "resp_rate",
+                   help="runs of benchmarks/resp_rate.py; its seed-0 cross-validation runs of both members' rows give "
+                        "the cross-validation (skipped if absent)")
+    p.add_argument("--results", type=Path, default=ROOT / "results")
+    p.add_argument("--bundle", type=Path, help="write the composite checkpoint here")
+    args = p.parse_args()
+    import torch
+
+    from pulmo.engine.checkpoint import read_checkpoint
+    from pulmo.engine.train import cpu_model_name
+    from pulmo.resp_rate.evaluate import synthetic_test_set
+    from pulmo.resp_rate.predictor import save_composite
+
+    torch.set_num_threads(1)
+    folds = load_rr_config_folds()
+    started = time.time()
+    sr = read_checkpoint(args.rate)["audio"]["sample_rate_hz"]
+    syn_val = synthetic_test_set(sr, n_per_band=20, seed=SYNTHETIC_VAL_SEED)
+    main_fold = study_fold(0, args.rate, args.breathing, syn_val, synthetic_test_set(sr))
+    print(f"fold 0: gate {main_fold['gate']}, test MAE {main_fold['test']['composite']['mae']:.2f}", flush=True)
+    rows = {k: read_checkpoint(p)["name"] for k, p in (("rate", args.rate), ("breathing", args.breathing))}
+    cv = []
+    if all((cv_dir(args.runs, rows[k], 0, f) / "model.pt").is_file() for k in rows for f in range(folds)):
+        for f in range(folds):
+            cv.append(study_fold(f, cv_dir(args.runs, rows["rate"], 0, f) / "model.pt",
+                                 cv_dir(args.runs, rows["breathing"], 0, f) / "model.pt", syn_val, None))
+            print(f"fold {f}: gate {cv[-1]['gate']}, test MAE {cv[-1]['test']['composite']['mae']:.2f}", flush=True)
+    command = "python benchmarks/resp_rate_composite.py " + " ".join(sys.argv[1:])
+    text = page(main_fold, cv, command, time.time() - started, f"CPU {cpu_model_name()}, 1 thread")
+    if args.bundle:
+        metrics = {k: strip_predictions(main_fold[k]["composite"]) for k in ("val", "test", "synthetic")}
+        metrics["gate_selection"] = main_fold["gate_selection"]
+        if cv:
+            metrics["cross_validation"] = pooled(cv, "composite")
+        save_composite(args.bundle, f"composite({rows['rate']}+{rows['breathing']})", read_checkpoint(args.rate),
+                       read_checkpoint(args.breathing), main_fold["gate_above_bpm"], metrics)
+        where = args.bundle.relative_to(ROOT) if args.bundle.is_relative_to(ROOT) else args.bundle
+        text += f"\nBundled: `{where}` ({args.bundle.stat().st_size / 1e3:.0f} kB), the default resp-rate model.\n"
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "resp_rate_composite.md").write_text(text)
+    (args.results / "resp_rate_composite.json").write_text(
+        json.dumps({"fold0": strip_predictions(main_fold), "cv": [strip_predictions(f) for f in cv],
+                    "cv_pooled": {k: pooled(cv, k) for k in ("composite", "rate", "breathing")} if cv else None}, indent=1) + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

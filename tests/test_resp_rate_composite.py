@@ -1,0 +1,129 @@
+"""The composite resp-rate model: the gate that picks each window's rate, the checkpoint
+round trip, and the pipeline using it (seen subjects, heavy assessment, evaluation)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pulmo.data.adapters.synthetic_breath import write_breath_folder
+from pulmo.engine.checkpoint import read_checkpoint
+from pulmo.errors import CheckpointError
+from pulmo.resp_rate.config import RespRateConfig
+from pulmo.resp_rate.net import WindowPredictions, build_net, save_rr_checkpoint
+from pulmo.resp_rate.predictor import CompositePredictor, NetPredictor, gate_windows, predictor_from_checkpoint, save_composite
+
+
+def _windows(rates: list[float], classes: list[int], noisy: float = 0.1) -> WindowPredictions:
+    n = len(rates)
+    probs = np.full((n, 3), 0.05)
+    probs[np.arange(n), classes] = 0.9
+    return WindowPredictions(starts_s=np.arange(n, dtype=float), window_s=15.0, rate_bpm=np.array(rates, float),
+                             count=np.array(rates, float) / 4, breath_probs=probs,
+                             noise_probs=np.tile([1 - noisy, noisy], (n, 1)))
+
+
+def test_gate_takes_the_breathing_members_rate_outside_normal_breathing():
+    rate = _windows([10.0, 12.0, 19.0, 20.0], [1, 1, 1, 1])
+    breathing = _windows([0.5, 40.0, 26.0, 21.0], [0, 2, 1, 1], noisy=0.8)  # none, heavy, normal at 26, normal at 21
+    w = gate_windows(rate, breathing, None)
+    np.testing.assert_allclose(w.rate_bpm, [0.5, 40.0, 19.0, 20.0])
+    np.testing.assert_allclose(w.count, [0.125, 10.0, 4.75, 5.0])
+    assert w.breath_probs is breathing.breath_probs and w.noise_probs is breathing.noise_probs
+    np.testing.assert_allclose(gate_windows(rate, breathing, 25.0).rate_bpm, [0.5, 40.0, 26.0, 20.0])
+    np.testing.assert_allclose(gate_windows(rate, breathing, 20.5).rate_bpm, [0.5, 40.0, 26.0, 21.0])
+
+
+def test_gate_refuses_windows_that_do_not_line_up():
+    with pytest.raises(CheckpointError, match="same windows"):
+        gate_windows(_windows([10.0, 12.0], [1, 1]), _windows([10.0], [1]), None)
+
+
+def _config(root: Path, window_s: float = 7.0, heavy: bool = True) -> RespRateConfig:
+    fraction = 0.25 if heavy else 0.0
+    return RespRateConfig.from_dict({
+        "name": "heavy_net" if heavy else "rate_net",
+        "data": {"dataset": "breath_csv", "root": str(root), "synthetic_fraction": fraction, "time_compress_fraction": fraction},
+        "clip": {"window_s": window_s, "hop_s": 3.0},
+        "model": {"name": "rr_lstm", "params": {"variant": "lstm", "hidden": 8, "embed": 8}},
+    })
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return write_breath_folder(tmp_path_factory.mktemp("rr") / "breaths", subjects=3, seconds=16.0)
+
+
+@pytest.fixture(scope="module")
+def members(folder, tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("members")
+    torch.manual_seed(0)
+    rate_cfg, heavy_cfg = _config(folder, heavy=False), _config(folder)
+    return {
+        "rate": save_rr_checkpoint(out / "rate.pt", build_net(rate_cfg), rate_cfg,
+                                   {"subjects": {"train": ["subject00"], "val": [], "test": ["subject02"]}}),
+        "breathing": save_rr_checkpoint(out / "breathing.pt", build_net(heavy_cfg), heavy_cfg,
+                                        {"subjects": {"train": ["subject00"], "val": ["subject01"], "test": ["subject02"]}}),
+    }
+
+
+@pytest.fixture(scope="module")
+def composite(members, tmp_path_factory) -> Path:
+    return save_composite(tmp_path_factory.mktemp("composite") / "composite.pt", "composite(rate_net+heavy_net)",
+                          read_checkpoint(members["rate"]), read_checkpoint(members["breathing"]), 25.0, {"test": {"mae": 0.5}})
+
+
+def test_composite_round_trip_matches_its_members(members, composite):
+    bundle = read_checkpoint(composite)
+    model = predictor_from_checkpoint(bundle)
+    assert isinstance(model, CompositePredictor) and model.gate_above_bpm == 25.0
+    assert bundle["metrics"]["subjects"] == {"train": ["subject00"], "val": ["subject01"]}
+    rate, breathing = (predictor_from_checkpoint(read_checkpoint(members[k])) for k in ("rate", "breathing"))
+    x = np.random.default_rng(0).standard_normal(2000 * 13).astype(np.float32) * 0.1
+    expected = gate_windows(rate.windows(x), breathing.windows(x), 25.0)
+    got = model.windows(x)
+    np.testing.assert_allclose(got.rate_bpm, expected.rate_bpm, rtol=1e-6)
+    np.testing.assert_allclose(got.breath_probs, expected.breath_probs, rtol=1e-6)
+    assert model.clip == rate.clip
+
+
+def test_composite_members_must_share_windows(members, folder):
+    rate = predictor_from_checkpoint(read_checkpoint(members["rate"]))
+    cfg = _config(folder, window_s=15.0)
+    other = NetPredictor(build_net(cfg), cfg.clip)
+    with pytest.raises(CheckpointError, match="window_s 7.0 vs 15.0"):
+        CompositePredictor(rate, other)
+
+
+def test_composite_refuses_a_composite_member(members, composite, tmp_path):
+    with pytest.raises(CheckpointError, match="single-network"):
+        save_composite(tmp_path / "x.pt", "x", read_checkpoint(composite), read_checkpoint(members["breathing"]), None, {})
+
+
+def test_pipeline_on_a_composite(folder, composite):
+    """Seen subjects are both members'; heavy breathing is assessed because the breathing
+    member learned it (the rate member alone did not); evaluate scores the unseen subject."""
+    from pulmo.inference.resp_rate import RespRatePipeline, evaluate_folder
+
+    pipe = RespRatePipeline.from_checkpoint(composite)
+    assert pipe.seen_subjects == {"subject00", "subject01"} and pipe.heavy_assessed is True
+    report = evaluate_folder(pipe, folder)
+    assert report["n"] == 3 and report["excluded_seen_subject_recordings"] == 6
+    track = pipe.analyze_file(folder / "audio" / "14" / "subject02.flac")
+    assert len(track.windows) == 4 and track.heavy_assessed
+
+
+def test_bundled_default_is_a_composite():
+    from pulmo.inference.bundled import default_checkpoint
+
+    bundle = read_checkpoint(default_checkpoint("resp-rate"))
+    assert "composite" in bundle and isinstance(predictor_from_checkpoint(bundle), CompositePredictor)
+    # its report states the cross-validated error beside the fixed test split's
+    from pulmo.frontdoor.resp_rate import RespRateCapability
+    from pulmo.inference.bundled import ASSETS
+
+    evaluation = RespRateCapability().analyze(ASSETS / "demo_breath.flac").result["model"]["evaluation"]
+    assert "RRuJO test subjects" in evaluation and "five-fold subject cross-validation (n=250)" in evaluation
