@@ -205,6 +205,25 @@ def _fmt(v, nd: int = 4) -> str:
     return "-" if v is None or v == "" else f"{v:.{nd}f}" if isinstance(v, float) else str(v)
 
 
+def parse_seed_f1(text: str) -> dict[int, float]:
+    """``"0:0.3005;1:0.2871"`` (the CSV's ``test_f1_by_seed``) -> ``{0: 0.3005, 1: 0.2871}``."""
+    return {int(k): float(v) for k, v in (part.split(":") for part in text.split(";") if part)}
+
+
+def format_seed_f1(by_seed: dict[int, float]) -> str:
+    return ";".join(f"{k}:{by_seed[k]:.4f}" for k in sorted(by_seed))
+
+
+def seed_summary(text: str) -> str:
+    """Mean ± sample std of the per-seed F1s with their count, or ``-`` for a single seed."""
+    import numpy as np
+
+    f1 = list(parse_seed_f1(text).values())
+    if len(f1) < 2:
+        return "-"
+    return f"{np.mean(f1):.4f} ± {np.std(f1, ddof=1):.4f} (n={len(f1)})"
+
+
 def rows_from_csv(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
     """Rows of an earlier ``xray_detect.csv`` by ``(dataset, row)``: the measured figures of runs
     whose folders are gone (``runs/`` is not kept between machines), so a report does not drop them."""
@@ -253,6 +272,8 @@ def cmd_report(args: argparse.Namespace) -> None:
                    "paper_precision": cfg.paper.get("precision"), "paper_recall": cfg.paper.get("recall"), "paper_f1": cfg.paper.get("f1"),
                    "epochs": cfg.train.epochs, "tiling": "full" if cfg.tiling.mode == "full" else f"{cfg.tiling.n_tiles}x{cfg.tiling.tile}",
                    "augment": "+".join(cfg.train.augment) or "none", "remap": cfg.data.remap}
+            seeds_f1 = {int(f.parent.name[4:]): json.loads(f.read_text())["test"]["f1"]
+                        for f in sorted((RUNS / run_name).glob("seed*/metrics.json"))}
             if mfile.is_file():
                 m = json.loads(mfile.read_text())
                 t = m["test"]
@@ -263,11 +284,15 @@ def cmd_report(args: argparse.Namespace) -> None:
                             "n_test_images": t["n"], "classes": len(m["classes"])})
             elif (dataset, label) in earlier:
                 row = {**earlier[(dataset, label)], **row}
+            if seeds_f1:
+                kept = parse_seed_f1(str(earlier.get((dataset, label), {}).get("test_f1_by_seed", "")))
+                row["test_f1_by_seed"] = format_seed_f1({**kept, **seeds_f1})
             rows.append(row)
     done = [r for r in rows if "test_f1" in r]
     keys = ["dataset", "figure", "row", "tiling", "augment", "remap", "epochs", "test_precision", "test_recall", "test_f1",
             "paper_precision", "paper_recall", "paper_f1", "test_f1_at_0.25", "test_map50", "test_image_sensitivity",
-            "test_image_specificity", "val_f1", "best_epoch", "train_seconds", "n_test_images", "classes", "config", "same_run_as"]
+            "test_image_specificity", "val_f1", "best_epoch", "train_seconds", "n_test_images", "classes", "config", "same_run_as",
+            "test_f1_by_seed"]
     RESULTS.mkdir(exist_ok=True)
     with (RESULTS / "xray_detect.csv").open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
@@ -319,12 +344,15 @@ def cmd_report(args: argparse.Namespace) -> None:
             lines += [f"## {dataset}", "", "No finished runs (not run within this session's CPU budget).", ""]
             continue
         lines += [f"## {dataset}", "",
-                  "| figure | row | tiling | augment | remap | epochs | P | R | F1 | paper P | paper R | paper F1 | F1 @0.25 | mAP50 | image Se | val F1 | best ep. | train s |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "P, R, F1 and the columns after them: seed 0. `F1 over seeds`: mean ± std (sample) of the test F1 over the "
+                  "seeds run (n).", "",
+                  "| figure | row | tiling | augment | remap | epochs | P | R | F1 | F1 over seeds | paper P | paper R | paper F1 | F1 @0.25 | mAP50 | image Se | val F1 | best ep. | train s |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in sub:
             same = f" (= {r['same_run_as'].split('_', 1)[1]})" if r["same_run_as"] else ""
             lines.append(f"| {r['figure']} | {r['row']}{same} | {r['tiling']} | {r['augment']} | {r['remap']} | {r['epochs']} | "
-                         f"{_fmt(r['test_precision'])} | {_fmt(r['test_recall'])} | **{_fmt(r['test_f1'])}** | {_fmt(r['paper_precision'])} | "
+                         f"{_fmt(r['test_precision'])} | {_fmt(r['test_recall'])} | **{_fmt(r['test_f1'])}** | "
+                         f"{seed_summary(r.get('test_f1_by_seed', ''))} | {_fmt(r['paper_precision'])} | "
                          f"{_fmt(r['paper_recall'])} | {_fmt(r['paper_f1'])} | {_fmt(r['test_f1_at_0.25'])} | {_fmt(r['test_map50'])} | "
                          f"{_fmt(r['test_image_sensitivity'])} | {_fmt(r['val_f1'])} | {r['best_epoch']} | {_fmt(r['train_seconds'], 0)} |")
         missing = [f"{r['figure']} {r['row']}" for r in rows if r["dataset"] == dataset and "test_f1" not in r]
@@ -351,6 +379,8 @@ def cmd_report(args: argparse.Namespace) -> None:
     lines += ["## Commands", "", "```",
               "export PULMO_DATA=/work/shared/data OMP_NUM_THREADS=1 YOLO_OFFLINE=1",
               "nice -n 10 .venv/bin/python benchmarks/xray_detect.py run configs/experiments/xray-detect/<name>.yaml",
+              "nice -n 10 .venv/bin/python benchmarks/xray_detect.py run configs/experiments/xray-detect/<name>.yaml --seeds 1 2"
+              "   # the Fig. 5/7/9 rows' further seeds",
               "nice -n 10 .venv/bin/python benchmarks/xray_detect.py sahi   # the bundled model; --checkpoint PATH for another",
               ".venv/bin/python benchmarks/xray_detect.py report",
               ".venv/bin/pulmo evaluate --task detect --data /work/shared/data/xray_det --split test --json",
