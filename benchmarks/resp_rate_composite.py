@@ -107,7 +107,8 @@ def study_fold(fold: int, rate_path: Path, breathing_path: Path, syn_val: list[A
 
     members = {k: read_checkpoint(p) for k, p in (("rate", rate_path), ("breathing", breathing_path))}
     nets = {k: predictor_from_checkpoint(b) for k, b in members.items()}
-    assert all(isinstance(n, NetPredictor) for n in nets.values())
+    if not all(isinstance(n, NetPredictor) for n in nets.values()):
+        sys.exit("--rate and --breathing must each be a single-network resp-rate checkpoint, not a composite")
     items = fold_items(fold, members["rate"]["metrics"]["subjects"]["test"])
     scored = {name: Scored(its, nets["rate"], nets["breathing"]) for name, its in
               (("val", items["val"]), ("test", items["test"]), ("synthetic_val", syn_val))
