@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from resp_rate import cv_dir, load_rr_config_folds
+from resp_rate import cv_dir, load_rr_config_folds, pooled_report
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -124,12 +124,8 @@ def study_fold(fold: int, rate_path: Path, breathing_path: Path, syn_val: list[A
 
 
 def pooled(folds: list[dict[str, Any]], who: str) -> dict[str, Any]:
-    from pulmo.metrics.regression import regression_report
-
-    preds = [p for f in folds for p in f["test"][who]["predictions"]]
-    rep: dict[str, Any] = regression_report([p for _, _, p in preds], [t for _, t, _ in preds])
-    rep["within_1_bpm"] = sum(abs(p - t) <= 1 for _, t, p in preds) / len(preds)
-    return rep
+    """``who``'s test predictions of every fold, scored together."""
+    return pooled_report([p for f in folds for p in f["test"][who]["predictions"]])
 
 
 def page(main: dict[str, Any], cv: list[dict[str, Any]], command: str, wall_s: float, device: str) -> str:
