@@ -90,7 +90,7 @@ def dsp_baseline(runs: Path) -> dict[str, Any]:
     from pulmo.resp_rate.config import load_rr_config
     from pulmo.resp_rate.data import load_recordings, subject_folds
     from pulmo.resp_rate.dsp import DspConfig
-    from pulmo.resp_rate.evaluate import LabelledAudio, by_group, score_dsp, synthetic_test_set
+    from pulmo.resp_rate.evaluate import LabelledAudio, by_group, labelled_recordings, score_dsp, synthetic_test_set
 
     cache = runs / "dsp.json"
     if cache.exists():
@@ -99,8 +99,7 @@ def dsp_baseline(runs: Path) -> dict[str, Any]:
     splits = subject_folds(load_breath_csv(cfg.data.resolved_root()), cfg.data)
 
     def items(name: str) -> list[LabelledAudio]:
-        return [LabelledAudio(r.record.record_id, r.samples, r.rate_bpm, False, r.record.device)
-                for r in load_recordings(splits[name], cfg.clip)]
+        return labelled_recordings(load_recordings(splits[name], cfg.clip))
 
     fit, test = items("train") + items("val"), items("test")
     grid = {json.dumps(g): score_dsp(cfg.clip, fit, DspConfig(**g))["recording"]["mae"] for g in DSP_GRID}
@@ -140,7 +139,7 @@ def cross_validation(runs: Path, row: str, folds: int, seeds: list[int]) -> str:
     from pulmo.resp_rate.config import load_rr_config
     from pulmo.resp_rate.data import load_recordings, subject_folds
     from pulmo.resp_rate.dsp import DspConfig
-    from pulmo.resp_rate.evaluate import LabelledAudio, score_dsp
+    from pulmo.resp_rate.evaluate import labelled_recordings, score_dsp
 
     cache = runs / "cv" / "dsp_cv.json"  # the same for every row
     if cache.exists():
@@ -150,8 +149,7 @@ def cross_validation(runs: Path, row: str, folds: int, seeds: list[int]) -> str:
         for k in range(folds):
             cfg = load_rr_config(CONFIG_DIR / "base.yaml", {"data": {"test_fold": k}})
             splits = subject_folds(load_breath_csv(cfg.data.resolved_root()), cfg.data)
-            items = {n: [LabelledAudio(r.record.record_id, r.samples, r.rate_bpm) for r in load_recordings(splits[n], cfg.clip)]
-                     for n in ("train", "val", "test")}
+            items = {n: labelled_recordings(load_recordings(splits[n], cfg.clip)) for n in ("train", "val", "test")}
             fit = items["train"] + items["val"]
             grid = {json.dumps(g): score_dsp(cfg.clip, fit, DspConfig(**g))["recording"]["mae"] for g in DSP_GRID}
             best = DspConfig(**json.loads(min(grid, key=grid.get)))

@@ -64,15 +64,14 @@ class Scored:
 
     def report(self, who: str, gate: float | None = None) -> dict[str, Any]:
         from pulmo.metrics.regression import mse_by_range, regression_report
+        from pulmo.resp_rate.evaluate import by_group
 
         pred, true = self.rates(who, gate), [it.rate_bpm for it in self.items]
         rep: dict[str, Any] = regression_report(pred, true)
         rep["mse_by_range"] = mse_by_range(pred, true)
-        groups = sorted({it.group for it in self.items})
-        if len(groups) > 1:
-            rep["by_group"] = {g: regression_report([p for p, it in zip(pred, self.items) if it.group == g],
-                                                    [it.rate_bpm for it in self.items if it.group == g]) for g in groups}
         rep["predictions"] = [(it.key, it.rate_bpm, p) for it, p in zip(self.items, pred)]
+        if len({it.group for it in self.items}) > 1:
+            rep["by_group"] = by_group(self.items, rep["predictions"])
         return rep
 
 
@@ -82,14 +81,13 @@ def fold_items(fold: int, subjects_test: list[str] | None) -> dict[str, list[Any
     from pulmo.data.adapters.breath_csv import load_breath_csv
     from pulmo.resp_rate.config import load_rr_config
     from pulmo.resp_rate.data import load_recordings, subject_folds
-    from pulmo.resp_rate.evaluate import LabelledAudio
+    from pulmo.resp_rate.evaluate import labelled_recordings
 
     cfg = load_rr_config(CONFIG_DIR / "base.yaml", {"data": {"test_fold": fold}})
     splits = subject_folds(load_breath_csv(cfg.data.resolved_root()), cfg.data)
     if subjects_test is not None and sorted({r.patient_id for r in splits["test"]}) != sorted(subjects_test):
         sys.exit(f"fold {fold}: the members were tested on other subjects than this split's; retrain them on it")
-    return {name: [LabelledAudio(r.record.record_id, r.samples, r.rate_bpm, False, r.record.device)
-                   for r in load_recordings(splits[name], cfg.clip)] for name in ("val", "test")}
+    return {name: labelled_recordings(load_recordings(splits[name], cfg.clip)) for name in ("val", "test")}
 
 
 def choose_gate(val_real: Scored, val_syn: Scored) -> tuple[float | None, dict[str, dict[str, float]]]:

@@ -12,6 +12,7 @@ from pulmo.data.adapters.synthetic_breath import BREATH_CLASSES, breath_class, s
 from pulmo.data.transforms.audio import NOISE_TYPES
 from pulmo.metrics.regression import f1_scores, mse_by_range, regression_report
 from pulmo.resp_rate.config import ClipConfig
+from pulmo.resp_rate.data import Recording
 from pulmo.resp_rate.dsp import DspConfig, breath_envelope, rate_from_envelope
 from pulmo.resp_rate.net import recording_rate
 from pulmo.resp_rate.predictor import RatePredictor
@@ -27,6 +28,12 @@ class LabelledAudio:
     rate_bpm: float
     noisy: bool = False
     group: str = ""
+
+
+def labelled_recordings(recordings: Sequence[Recording]) -> list[LabelledAudio]:
+    """Loaded real recordings as scoring items: their label, noise flag (unlabelled = clean) and device as group."""
+    return [LabelledAudio(r.record.record_id, r.samples, r.rate_bpm, bool(r.record.noisy), r.record.device)
+            for r in recordings]
 
 
 def score_model(model: RatePredictor, items: Sequence[LabelledAudio], tolerances: Sequence[float] = ()) -> dict:

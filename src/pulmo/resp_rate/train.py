@@ -21,17 +21,12 @@ from pulmo.losses.ccc import ccc_cost
 from pulmo.losses.focal import focal_loss
 from pulmo.losses.multitask import DynamicWeightAverage, convex_mixture
 from pulmo.resp_rate.config import ClipConfig, RespRateConfig, save_rr_config
-from pulmo.resp_rate.data import ClipSampler, Recording, load_recordings, subject_folds
-from pulmo.resp_rate.evaluate import LabelledAudio, score_model
+from pulmo.resp_rate.data import ClipSampler, load_recordings, subject_folds
+from pulmo.resp_rate.evaluate import labelled_recordings, score_model
 from pulmo.resp_rate.net import RateNet, build_net, save_rr_checkpoint
 from pulmo.resp_rate.predictor import NetPredictor
 
 TASK_NAMES = ("ccc", "ce_breath", "ce_noise", "focal_breath")
-
-
-def _items(recordings: list[Recording]) -> list[LabelledAudio]:
-    return [LabelledAudio(r.record.record_id, r.samples, r.rate_bpm, bool(r.record.noisy), r.record.device)
-            for r in recordings]
 
 
 def _class_weights(counts: np.ndarray) -> torch.Tensor:
@@ -76,7 +71,7 @@ def run_rr_experiment(cfg: RespRateConfig, out_dir: str | Path, progress: bool =
     breath_counts, noise_counts = np.zeros(3), np.zeros(2)
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
     history = []
-    val_items = _items(recs["val"])
+    val_items = labelled_recordings(recs["val"])
     val_clip = ClipConfig(**{**cfg.clip.__dict__, "hop_s": cfg.train.val_hop_s})
     steps = max(cfg.train.clips_per_epoch // cfg.train.batch_size, 1)
     for epoch in range(cfg.train.epochs):
@@ -116,10 +111,10 @@ def run_rr_experiment(cfg: RespRateConfig, out_dir: str | Path, progress: bool =
     grid = score_model(NetPredictor(net, cfg.clip), val_items, tolerances=cfg.clip.refine_grid)["refined_mae"]
     cfg.clip.refine_tolerance = min(grid, key=lambda t: (grid[t], t)) if grid else 0.0
     metrics["refine"] = {"val_mae_by_tolerance": grid, "selected_tolerance": cfg.clip.refine_tolerance}
-    test_items = _items(recs["test"])
+    test_items = labelled_recordings(recs["test"])
     metrics["test_neural_only"] = score_model(NetPredictor(net, ClipConfig(**{**cfg.clip.__dict__, "refine_tolerance": 0.0})), test_items)["recording"]
     for name in ("val", "test"):
-        res = score_model(NetPredictor(net, cfg.clip), _items(recs[name]))
+        res = score_model(NetPredictor(net, cfg.clip), labelled_recordings(recs[name]))
         metrics[name] = {**res["recording"], "window": res["window"], "mse_by_range": res["mse_by_range"],
                          "breath_f1": res["breath_f1"], "noise_f1": res["noise_f1"]}
         metrics[f"{name}_predictions"] = res["predictions"]
