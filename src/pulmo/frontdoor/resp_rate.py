@@ -44,7 +44,7 @@ class RespRateCapability:
                 result["model"]["evaluation"] += (f"; five-fold subject cross-validation (n={cv.get('n', '?')}): "
                                                   f"{cv['mae']:.2f} breaths/min, CCC {cv['ccc']:.2f}")
         heavy = (f"heavy breathing in {100 * track.heavy_fraction:.0f} % of windows" if track.heavy_assessed else
-                 "heavy breathing not assessed (this model was trained on rates up to 20 breaths/min only)")
+                 "heavy breathing not assessed (this model was trained without rates in the heavy range)")
         headline = (f"{track.rate_bpm:.1f} breaths/min over {track.duration_s:.0f} s; {heavy}; "
                     f"{'noisy' if track.noisy else 'clean'} recording")
         table = Table(columns=["start s", "end s", "breaths/min", "breaths", "breathing", "heavy", "noisy"],
