@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pulmo.detect.config import load_detect_config
+from pulmo.detect.train import epoch_learning_rates
 from pulmo.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "experiments" / "xray-detect"
@@ -14,8 +15,9 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "experiments" / "xra
 
 def test_every_detect_experiment_loads_with_paper_values():
     files = sorted(f for f in CONFIGS.glob("*_fig*.yaml"))
-    # 17 rows of Figs. 5, 7, 9, 11 on two datasets + second stages of base and ideal + the 30(+24+16)-epoch ideal
-    assert len(files) == 39
+    # 17 rows of Figs. 5, 7, 9, 11 on two datasets + second stages of base and ideal + the 30(+24+16+24)-epoch ideal
+    # + two of those evaluated with test-time flipping
+    assert len(files) == 42
     for f in files:
         cfg = load_detect_config(f)
         assert cfg.task == "detect" and cfg.name == f.stem
@@ -30,6 +32,9 @@ def test_every_detect_experiment_loads_with_paper_values():
     ("tiling: {mode: sliding}\n", "tiling.mode"),
     ("train: {augment: [mosaic]}\n", "unknown names"),
     ("train: {monitor: test_f1}\n", "train.monitor"),
+    ("train: {lr_final: 0}\n", "lr_final"),
+    ("inference: {flip_tta: maybe}\n", "flip_tta"),
+    ("train: {lr_final: 2}\n", "lr_final"),
     ("trian: {}\n", "unknown key"),
 ])
 def test_bad_detect_configs(tmp_path, text, match):
@@ -37,3 +42,12 @@ def test_bad_detect_configs(tmp_path, text, match):
     path.write_text(text)
     with pytest.raises(ConfigError, match=match):
         load_detect_config(path)
+
+
+def test_epoch_learning_rates_cosine_and_constant():
+    rates = epoch_learning_rates(1e-3, 0.1, 5)
+    assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-4)
+    assert rates[2] == pytest.approx(0.5 * (1e-3 + 1e-4))  # cosine midpoint
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+    assert epoch_learning_rates(1e-3, 1.0, 4) == pytest.approx([1e-3] * 4)
+    assert epoch_learning_rates(1e-3, 0.1, 1) == [1e-3]

@@ -152,3 +152,41 @@ def test_synthetic_folder_reads_back_as_voc(tmp_path):
     assert len(recs) == 2 and load_xray(recs[0].path).dtype == np.uint16
     local, keep = boxes_in_window(recs[0].boxes, (0, 0, 122, 150))
     assert keep.all()
+
+
+class _BrightSquareDetector:
+    """A stand-in detector: one box around the pixels above 0.5 in each input, score 0.9."""
+
+    def predict(self, x, conf=0.05, iou=0.5):
+        out = []
+        for img in x.numpy():
+            ys, xs = np.nonzero(img[0] > 0.5)
+            if len(xs):
+                out.append((np.array([[xs.min(), ys.min(), xs.max() + 1.0, ys.max() + 1.0]]), np.array([0.9]), np.array([0])))
+            else:
+                out.append((np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=np.int64)))
+        return out
+
+
+def test_unflip_boxes_hand_case():
+    from pulmo.detect.infer import unflip_boxes
+
+    np.testing.assert_allclose(unflip_boxes(np.array([[10.0, 5.0, 30.0, 20.0]]), 100), [[70.0, 5.0, 90.0, 20.0]])
+    assert unflip_boxes(np.zeros((0, 4)), 64).shape == (0, 4)
+
+
+def test_flip_tta_finds_the_same_object_once():
+    from pulmo.detect.config import TilingConfig
+    from pulmo.detect.data import PreparedImage
+    from pulmo.detect.infer import detect_image
+
+    image = np.zeros((128, 160), dtype=np.uint16)
+    image[40:60, 100:130] = 60000  # off-centre, so a box left unmirrored would land elsewhere
+    prep = PreparedImage(BoxRecord("x", "x.png", 160, 128), image, 1.0, (0.0, 65535.0), np.zeros((0, 4)), np.zeros(0, dtype=np.int64))
+    tiling = TilingConfig(tile=64, overlap=0)
+    plain = detect_image(_BrightSquareDetector(), prep, tiling, 0.05, 0.5)
+    flipped = detect_image(_BrightSquareDetector(), prep, tiling, 0.05, 0.5, flip=True)
+    # one box each way (grid tiles at x = 0, 64, 96 see the square whole or cut at x = 128; NMS keeps one)
+    assert len(plain[0]) == len(flipped[0]) == 1
+    np.testing.assert_allclose(plain[0], [[100.0, 40.0, 130.0, 60.0]], atol=2.0)
+    np.testing.assert_allclose(flipped[0], [[100.0, 40.0, 130.0, 60.0]], atol=2.0)

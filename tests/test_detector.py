@@ -48,7 +48,9 @@ def tiny_run(tmp_path_factory):
         "name": "tiny", "data": {"dataset": "synthetic", "root": str(root), "color": False, "window_percentile": 0.5, "remap": "agnostic"},
         "tiling": {"tile": 96, "n_tiles": 2, "overlap": 32, "n_negative": 1},
         "model": {"name": "yolov5n"},
-        "train": {"epochs": 2, "batch_size": 4, "augment": ["hflip", "blur", "brightness_contrast", "noise"], "eval_every": 1},
+        "train": {"epochs": 2, "batch_size": 4, "augment": ["hflip", "blur", "brightness_contrast", "noise"], "eval_every": 1,
+                  "lr_final": 0.1},
+        "inference": {"flip_tta": "validation"},
     })
     metrics = run_detect_experiment(cfg, tmp / "run", progress=False)
     return tmp, root, metrics
@@ -80,6 +82,13 @@ def test_training_run_writes_checkpoint_and_metrics(tiny_run):
     assert metrics["test_throughput"]["tiles"] > 0
     log = [json.loads(line) for line in (tmp / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2] and all("val_loss" in r for r in log)
+    assert [r["lr"] for r in log] == pytest.approx([1e-3, 1e-4])  # cosine to lr_final x lr
+    # test-time flipping chosen on validation F1 (ties: off); the checkpoint keeps the outcome
+    from pulmo.detect.checkpoint import read_detect_checkpoint
+
+    f1 = metrics["flip_tta_val_f1"]
+    chosen = read_detect_checkpoint(tmp / "run" / "model.pt")["config"]["inference"]["flip_tta"]
+    assert chosen == ("on" if f1["on"] > f1["off"] else "off")
 
 
 def test_pretrained_file_reports_keys(tiny_run, tmp_path):

@@ -74,12 +74,17 @@ class DetectorConfig:
 
 @dataclass
 class DetectTrainConfig:
-    """Optimisation (paper: Adam, lr 1e-3, batch 8) and validation-only selection."""
+    """Optimisation (paper: Adam, lr 1e-3, batch 8) and validation-only selection.
+
+    ``lr_final`` is the learning rate of the last epoch as a fraction of ``lr``, reached by
+    cosine decay (ultralytics' ``lrf``); 1.0 keeps the rate constant, as the paper does.
+    """
 
     seed: int = 0
     epochs: int = 10
     batch_size: int = 8
     lr: float = 1e-3
+    lr_final: float = 1.0
     weight_decay: float = 0.0
     augment: list[str] = field(default_factory=list)
     augment_p: float = 0.5
@@ -93,6 +98,8 @@ class DetectTrainConfig:
             raise ConfigError(f"train.augment has unknown names {unknown}; known: {list(AUGMENTATIONS)}")
         if self.monitor not in ("val_loss", "val_f1"):
             raise ConfigError(f"train.monitor must be 'val_loss' or 'val_f1', got {self.monitor!r}")
+        if not 0 < self.lr_final <= 1:
+            raise ConfigError(f"train.lr_final is a fraction of train.lr in (0, 1], got {self.lr_final}")
         if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
             raise ConfigError("train.epochs, train.batch_size and train.eval_every must be at least 1")
 
@@ -100,12 +107,19 @@ class DetectTrainConfig:
 @dataclass
 class InferenceConfig:
     """Tiled inference: candidate threshold ``conf``, per-tile NMS ``iou``, merge thresholds,
-    and whether per-class score thresholds are chosen on validation for F1."""
+    whether per-class score thresholds are chosen on validation for F1, and ``flip_tta``:
+    each tile also run mirrored left-right, ``off``, ``on`` or chosen by ``validation`` F1
+    (a trained model's checkpoint stores the outcome, ``off`` or ``on``)."""
 
     conf: float = 0.05
     iou: float = 0.5
     score_threshold: float = 0.25
     per_class_thresholds: bool = True
+    flip_tta: str = "off"
+
+    def __post_init__(self) -> None:
+        if self.flip_tta not in ("off", "on", "validation"):
+            raise ConfigError(f"inference.flip_tta must be 'off', 'on' or 'validation', got {self.flip_tta!r}")
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from pulmo.data.xray_image import to_detector_input
 from pulmo.detect.config import DetectExperimentConfig
 from pulmo.detect.data import PreparedImage, class_mapping, load_split, mapped, prepare_image
 from pulmo.detect.infer import TiledStats, detect_split, image_windows
-from pulmo.metrics.detection import choose_thresholds, detection_report
+from pulmo.metrics.detection import ImageDetections, choose_thresholds, detection_report
 from pulmo.models.detector import create_detector, load_pretrained
 
 Sample = tuple[np.ndarray, np.ndarray, np.ndarray]  # (3, S, S) float32, boxes (n, 4), labels (n,)
@@ -59,6 +60,15 @@ def validation_samples(images: list[PreparedImage], cfg: DetectExperimentConfig)
             boxes, keep = boxes_in_window(prep.boxes, w, cfg.tiling.min_visible)
             out.append((to_detector_input(crop_window(prep.image, w), prep.levels), boxes, prep.labels[keep]))
     return out
+
+
+def epoch_learning_rates(lr: float, lr_final: float, epochs: int) -> list[float]:
+    """Learning rate of each epoch: cosine from ``lr`` at epoch 1 to ``lr * lr_final`` at the
+    last (constant ``lr`` when ``lr_final`` is 1)."""
+    if epochs == 1:
+        return [lr]
+    low = lr * lr_final
+    return [low + (lr - low) * 0.5 * (1 + math.cos(math.pi * e / (epochs - 1))) for e in range(epochs)]
 
 
 def _batches(samples: list[Sample], batch_size: int):
@@ -110,12 +120,15 @@ def run_detect_experiment(cfg: DetectExperimentConfig, out_dir: str | Path, prog
     detector = create_detector(cfg.model.name, num_classes=len(classes))
     pretrained_report = load_pretrained(detector, cfg.model.pretrained) if cfg.model.pretrained else None
     opt = torch.optim.Adam(detector.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    schedule = epoch_learning_rates(cfg.train.lr, cfg.train.lr_final, cfg.train.epochs)
     augment = BoxAugment(tuple(cfg.train.augment), cfg.train.augment_p)
     best = {"epoch": 0, "value": None, "state": copy.deepcopy(detector.state_dict())}
     log = (out_dir / "log.jsonl").open("w")
     for epoch in range(1, cfg.train.epochs + 1):
         detector.train()
         t0 = time.time()
+        for group in opt.param_groups:
+            group["lr"] = schedule[epoch - 1]
         samples = training_samples(train, cfg, rng, augment)
         losses = []
         for x, targets in _batches(samples, cfg.train.batch_size):
@@ -124,7 +137,7 @@ def run_detect_experiment(cfg: DetectExperimentConfig, out_dir: str | Path, prog
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
-        row: dict[str, Any] = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
+        row: dict[str, Any] = {"epoch": epoch, "lr": schedule[epoch - 1], "train_loss": float(np.mean(losses)) if losses else None,
                                "train_tiles": len(samples), "epoch_seconds": round(time.time() - t0, 1)}
         if epoch % cfg.train.eval_every == 0 or epoch == cfg.train.epochs:
             row["val_loss"] = validation_loss(detector, val_samples, cfg.train.batch_size)
@@ -149,14 +162,23 @@ def run_detect_experiment(cfg: DetectExperimentConfig, out_dir: str | Path, prog
 
 def evaluate_trained(detector: torch.nn.Module, cfg: DetectExperimentConfig, classes: list[str], mapping: dict[str, str],
                      val: list[PreparedImage], out_dir: Path, info: dict[str, Any], eval_test: bool = True) -> dict[str, Any]:
-    """Choose per-class thresholds on validation images, score tiled inference on test,
-    and write ``model.pt`` and ``metrics.json`` to ``out_dir``."""
+    """Choose test-time flipping (when ``inference.flip_tta`` is ``validation``) and per-class
+    thresholds on validation images, score tiled inference on test, and write ``model.pt``
+    and ``metrics.json`` to ``out_dir``."""
     from pulmo.detect.checkpoint import save_detect_checkpoint
 
-    val_dets = detect_split(detector, val, cfg.tiling, classes, cfg.inference.conf, cfg.inference.iou)
-    thresholds: dict[str, float] | float = cfg.inference.score_threshold
-    if cfg.inference.per_class_thresholds:
-        thresholds = choose_thresholds(val_dets, classes)
+    def thresholds_for(dets: list[ImageDetections]) -> dict[str, float] | float:
+        return choose_thresholds(dets, classes) if cfg.inference.per_class_thresholds else cfg.inference.score_threshold
+
+    val_by_flip = {flip: detect_split(detector, val, cfg.tiling, classes, cfg.inference.conf, cfg.inference.iou, flip=flip)
+                   for flip in {"off": [False], "on": [True], "validation": [False, True]}[cfg.inference.flip_tta]}
+    val_f1 = {flip: detection_report(d, thresholds_for(d))["f1"] for flip, d in val_by_flip.items()}
+    flip = max(val_f1, key=lambda k: (val_f1[k], not k))  # ties: no flip
+    if len(val_f1) > 1:
+        info = {**info, "flip_tta_val_f1": {"off": val_f1[False], "on": val_f1[True]}}
+    cfg.inference.flip_tta = "on" if flip else "off"
+    val_dets = val_by_flip[flip]
+    thresholds = thresholds_for(val_dets)
     metrics: dict[str, Any] = {
         "classes": classes, "mapping": mapping, **info, "thresholds": thresholds, "candidate_conf": cfg.inference.conf,
         "val": _summary(detection_report(val_dets, thresholds, classes=classes)),
@@ -165,7 +187,7 @@ def evaluate_trained(detector: torch.nn.Module, cfg: DetectExperimentConfig, cla
     if eval_test:
         test = [prepare_image(r, cfg.data, cfg.tiling, classes) for r in mapped(load_split(cfg.data, "test"), mapping)]
         stats = TiledStats()
-        test_dets = detect_split(detector, test, cfg.tiling, classes, cfg.inference.conf, cfg.inference.iou, stats)
+        test_dets = detect_split(detector, test, cfg.tiling, classes, cfg.inference.conf, cfg.inference.iou, stats, flip=flip)
         metrics["test"] = _summary(detection_report(test_dets, thresholds, classes=classes))
         metrics["test_fixed_threshold"] = _summary(detection_report(test_dets, cfg.inference.score_threshold, classes=classes))
         metrics["test_throughput"] = {"tiles_per_s": stats.tiles / stats.seconds, "images_per_s": stats.images / stats.seconds,
@@ -176,10 +198,13 @@ def evaluate_trained(detector: torch.nn.Module, cfg: DetectExperimentConfig, cla
     return metrics
 
 
-def rescore_run(run_dir: str | Path, inference: dict[str, Any], data: dict[str, Any] | None = None) -> dict[str, Any]:
+def rescore_run(run_dir: str | Path, inference: dict[str, Any], data: dict[str, Any] | None = None,
+                into: str | Path | None = None) -> dict[str, Any]:
     """Re-run the post-training evaluation of a finished run with other inference settings
-    (e.g. a lower candidate threshold) or validation images (``data``, e.g.
-    ``{"max_val_images": 0}``: all of them); training and the chosen epoch are unchanged."""
+    (e.g. a lower candidate threshold, test-time flipping) or validation images (``data``,
+    e.g. ``{"max_val_images": 0}``: all of them); training and the chosen epoch are unchanged.
+    Results replace the run's, or, with ``into``, go to a new run folder (``.../<name>/seed<k>``)
+    whose experiment is named after its parent folder."""
     from pulmo.detect.checkpoint import build_detector, read_detect_checkpoint
 
     run_dir = Path(run_dir)
@@ -187,13 +212,20 @@ def rescore_run(run_dir: str | Path, inference: dict[str, Any], data: dict[str, 
     config = bundle["config"]
     config["inference"] = {**config["inference"], **inference}
     config["data"] = {**config["data"], **(data or {})}
+    if into is not None:
+        into = Path(into)
+        into.mkdir(parents=True, exist_ok=True)
+        config["name"] = into.parent.name
+        for kept in ("log.jsonl", "command.txt"):
+            if (run_dir / kept).is_file():
+                (into / kept).write_bytes((run_dir / kept).read_bytes())
     cfg = DetectExperimentConfig.from_dict(config)
     old = json.loads((run_dir / "metrics.json").read_text())
     classes, mapping = list(bundle["labels"]), dict(bundle["mapping"])
     val_raw = _limit(load_split(cfg.data, "val"), cfg.data.max_val_images)
     val = [prepare_image(r, cfg.data, cfg.tiling, classes) for r in mapped(val_raw, mapping)]
     info = {k: old[k] for k in ("best_epoch", "monitor", "train_seconds", "pretrained") if k in old}
-    return evaluate_trained(build_detector(bundle), cfg, classes, mapping, val, run_dir, info)
+    return evaluate_trained(build_detector(bundle), cfg, classes, mapping, val, into or run_dir, info)
 
 
 def _summary(report: dict[str, Any]) -> dict[str, Any]:

@@ -92,7 +92,8 @@ class DetectPipeline:
         """Detections of one image file, plus the loaded image and its window levels."""
         raw = load_xray(path, color=self.data_cfg.color)
         prep = self.prepare(BoxRecord(Path(path).stem, str(path), raw.shape[1], raw.shape[0]))
-        b, s, lab = detect_image(self.detector, prep, self.tiling, self.inference.conf, self.inference.iou, stats=stats)
+        b, s, lab = detect_image(self.detector, prep, self.tiling, self.inference.conf, self.inference.iou, stats=stats,
+                                 flip=self.inference.flip_tta == "on")
         dets = [Detection(self.labels[k], float(sc), tuple(float(v) for v in box)) for box, sc, k in zip(b, s, lab)
                 if sc >= self._threshold(self.labels[k])]
         dets.sort(key=lambda d: -d.score)
@@ -105,7 +106,8 @@ class DetectPipeline:
         records = apply_mapping(records, self.mapping)
         stats = TiledStats()
         preps = (self.prepare(r) for r in records)
-        dets = detect_split(self.detector, preps, self.tiling, self.labels, self.inference.conf, self.inference.iou, stats)
+        dets = detect_split(self.detector, preps, self.tiling, self.labels, self.inference.conf, self.inference.iou, stats,
+                            flip=self.inference.flip_tta == "on")
         report = detection_report(dets, self.thresholds, classes=self.labels)
         report.pop("image_counts", None)
         return {**report, "model": self.bundle["name"], "checkpoint": self.path.name, "checkpoint_sha256": self.sha256,
