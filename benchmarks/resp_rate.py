@@ -6,8 +6,12 @@ its own process (one thread each, ``--jobs`` at a time) into ``--runs/<row>/seed
 finished runs are reused. Each run's selected model is then scored on the synthetic set.
 Writes ``results/resp_rate.md``, ``results/resp_rate.csv`` and ``results/resp_rate_snr.png``.
 
-    python benchmarks/resp_rate.py --seeds 0 1 2 --jobs 2 --cv-row push_window15 --cv-seeds 0 1 2 \
+    python benchmarks/resp_rate.py --seeds 0 1 2 --jobs 2 --cv-row push_window15 push_window15_stretch \
+        push_window15_long push_heavy64_window15 push_heavy_window15 --cv-seeds 0 1 2 \
         --bundle src/pulmo/assets/resp_rate_tc_lstm.pt --bundle-rate-only src/pulmo/assets/resp_rate_lstm_window15.pt
+
+``--reselect`` chooses the post-processing of finished runs again (after a change to how it
+is chosen) without retraining them.
 
 The two bundled networks are the members of the default composite model, which
 ``benchmarks/resp_rate_composite.py`` builds and scores.
@@ -41,16 +45,18 @@ DSP_GRID = [dict(band_low_hz=lo, band_high_hz=hi, harmonic_decay=d)
             for lo, hi in ((100.0, 400.0), (200.0, 800.0), (300.0, 900.0)) for d in (0.8, 1.0)]
 
 
-def worker(row: str, seed: int, runs: Path, fold: int | None = None) -> None:
+def worker(row: str, seed: int, runs: Path, fold: int | None = None, reselect: bool = False) -> None:
     """Train one row x seed (unless done) and score its model on the synthetic set; with
-    ``fold``, train with that subject fold as test (cross-validation) and skip the synthetic set."""
+    ``fold``, train with that subject fold as test (cross-validation) and skip the synthetic set.
+    With ``reselect``, a finished run has its post-processing chosen again on validation
+    (:func:`pulmo.resp_rate.train.reselect_run`), and its synthetic scores redone if that changed it."""
     import torch
 
     torch.set_num_threads(1)
     from pulmo.inference.resp_rate import RespRatePipeline
     from pulmo.resp_rate.config import load_rr_config
     from pulmo.resp_rate.evaluate import by_group, score_model, synthetic_test_set
-    from pulmo.resp_rate.train import run_rr_experiment
+    from pulmo.resp_rate.train import reselect_run, run_rr_experiment
 
     out = runs / row / f"seed{seed}" if fold is None else cv_dir(runs, row, seed, fold)
     over: dict[str, Any] = {"train": {"seed": seed}}
@@ -59,6 +65,8 @@ def worker(row: str, seed: int, runs: Path, fold: int | None = None) -> None:
     cfg = load_rr_config(CONFIG_DIR / f"{row}.yaml", over)
     if not (out / "metrics.json").exists():
         run_rr_experiment(cfg, out, progress=True)
+    elif reselect and reselect_run(out)["refine"]["three_halves_check"]["selected"]:
+        (out / "synthetic.json").unlink(missing_ok=True)
     if fold is None and not (out / "synthetic.json").exists():
         pipe = RespRatePipeline(out / "model.pt")
         items = synthetic_test_set(pipe.clip.sample_rate_hz, noisy_below_snr_db=cfg.augment.noisy_below_snr_db)
@@ -73,13 +81,14 @@ def cv_dir(runs: Path, row: str, seed: int, fold: int) -> Path:
     return runs / "cv" / row / f"seed{seed}" / f"fold{fold}"
 
 
-def run_all(tasks: list[tuple[str, int, int | None]], jobs: int, runs: Path) -> None:
+def run_all(tasks: list[tuple[str, int, int | None]], jobs: int, runs: Path, reselect: bool = False) -> None:
     """``(row, seed, fold or None)`` tasks, each in its own process, ``jobs`` at a time."""
     commands = []
     for row, seed, fold in tasks:
         name = f"{row}_seed{seed}" if fold is None else f"cv_{row}_seed{seed}_fold{fold}"
-        argv = [sys.executable, __file__, "--worker", row, str(seed), "--runs", str(runs)]
-        commands.append((name, argv + (["--fold", str(fold)] if fold is not None else []), runs / f"{name}.log"))
+        argv = [sys.executable, __file__, "--worker", row, str(seed), "--runs", str(runs)] + (["--reselect"] if reselect else [])
+        log = runs / f"{name}{'_reselect' if reselect else ''}.log"  # a training log is never overwritten
+        commands.append((name, argv + (["--fold", str(fold)] if fold is not None else []), log))
     run_logged(commands, jobs)
 
 
@@ -388,17 +397,19 @@ def main() -> None:
                    "fp16: the composite's rate member")
     p.add_argument("--cv-row", nargs="+", help="also run these rows over all subject folds: every recording scored once per seed")
     p.add_argument("--cv-seeds", type=int, nargs="+", default=[0], help="training seeds of the --cv-row runs")
+    p.add_argument("--reselect", action="store_true", help="choose the post-processing (refinement tolerance, "
+                   "three-halves check) of every finished run again on its validation subjects; training is not repeated")
     p.add_argument("--worker", nargs=2, metavar=("ROW", "SEED"), help=argparse.SUPPRESS)
     p.add_argument("--fold", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        worker(args.worker[0], int(args.worker[1]), args.runs, args.fold)
+        worker(args.worker[0], int(args.worker[1]), args.runs, args.fold, args.reselect)
         return
     started = time.time()
     tasks: list[tuple[str, int, int | None]] = [(r, s, None) for s in args.seeds for r in args.rows]
     folds = load_rr_config_folds() if args.cv_row else 0
     tasks += [(row, s, k) for row in args.cv_row or [] for s in args.cv_seeds for k in range(folds)]
-    run_all(tasks, args.jobs, args.runs)
+    run_all(tasks, args.jobs, args.runs, args.reselect)
     dsp = dsp_baseline(args.runs)
     by_row = load_runs(args.runs, args.rows, args.results / "resp_rate_runs.json")
     from pulmo.engine.train import cpu_model_name

@@ -4,8 +4,9 @@ for the breathing class (see ``pulmo.resp_rate.predictor``), on RRuJO and the sy
 Members: ``--rate`` (never trained above 20 bpm) and ``--breathing`` (learned the none and
 heavy classes), by default the two networks ``benchmarks/resp_rate.py`` bundled, each the
 run of its rows with the best validation CCC. The gate (class only, or also the breathing
-member's rate above a threshold) is chosen on validation only: RRuJO validation subjects
-plus a synthetic validation set generated with its own seed (sum of the two MAEs). Then
+member's rate above a threshold) and whether the recording rate gets the three-halves check
+are chosen together on validation only: RRuJO validation subjects plus a synthetic
+validation set generated with its own seed (sum of the two MAEs). Then
 scored once on the RRuJO test subjects and the held-out synthetic set, and over the five
 subject folds (members = the seed-0 cross-validation runs of the two rows, the gate chosen
 per fold the same way). Writes ``results/resp_rate_composite.md|json`` and, with
@@ -34,8 +35,12 @@ GATES: tuple[float | None, ...] = (None, 21.0, 22.0, 25.0)
 SYNTHETIC_VAL_SEED = 777  # the held-out synthetic test set uses 12345; training draws its own clips
 
 
-def gate_name(gate: float | None) -> str:
-    return "class only" if gate is None else f"class or rate > {gate:g} bpm"
+CHECKS = (False, True)
+
+
+def gate_name(gate: float | None, check: bool | None = None) -> str:
+    name = "class only" if gate is None else f"class or rate > {gate:g} bpm"
+    return name if check is None else f"{name}, 3/2 check {'on' if check else 'off'}"
 
 
 class Scored:
@@ -47,26 +52,30 @@ class Scored:
         self.w_rate = [rate.windows(it.samples) for it in items]
         self.w_breath = [breathing.windows(it.samples) for it in items]
 
-    def rates(self, who: str, gate: float | None = None) -> list[float]:
+    def rates(self, who: str, gate: float | None = None, check: bool | None = None) -> list[float]:
         """Recording rates (bpm) of ``who`` = ``rate``, ``breathing`` or ``composite``
-        (with ``gate``), each refined with its own clip config (the composite's = the rate member's)."""
+        (with ``gate``), each refined with its own clip config (the composite's = the rate
+        member's, with the three-halves check set to ``check`` unless None)."""
+        from dataclasses import replace
+
         from pulmo.resp_rate.net import recording_rate
         from pulmo.resp_rate.predictor import gate_windows
 
         out = []
+        composite_clip = self.rate.clip if check is None else replace(self.rate.clip, three_halves_check=check)
         for it, wr, wb in zip(self.items, self.w_rate, self.w_breath):
             if who == "composite":
-                w, clip = gate_windows(wr, wb, gate), self.rate.clip
+                w, clip = gate_windows(wr, wb, gate), composite_clip
             else:
                 w, clip = (wr, self.rate.clip) if who == "rate" else (wb, self.breathing.clip)
             out.append(recording_rate(it.samples, w, clip))
         return out
 
-    def report(self, who: str, gate: float | None = None) -> dict[str, Any]:
+    def report(self, who: str, gate: float | None = None, check: bool | None = None) -> dict[str, Any]:
         from pulmo.metrics.regression import mse_by_range, regression_report
         from pulmo.resp_rate.evaluate import by_group
 
-        pred, true = self.rates(who, gate), [it.rate_bpm for it in self.items]
+        pred, true = self.rates(who, gate, check), [it.rate_bpm for it in self.items]
         rep: dict[str, Any] = regression_report(pred, true)
         rep["mse_by_range"] = mse_by_range(pred, true)
         rep["predictions"] = [(it.key, it.rate_bpm, p) for it, p in zip(self.items, pred)]
@@ -90,12 +99,14 @@ def fold_items(fold: int, subjects_test: list[str] | None) -> dict[str, list[Any
     return {name: labelled_recordings(load_recordings(splits[name], cfg.clip)) for name in ("val", "test")}
 
 
-def choose_gate(val_real: Scored, val_syn: Scored) -> tuple[float | None, dict[str, dict[str, float]]]:
-    """The gate with the lowest RRuJO-validation MAE + synthetic-validation MAE (ties: the first of :data:`GATES`)."""
-    table = {gate_name(g): {"rrujo_val_mae": val_real.report("composite", g)["mae"],
-                            "synthetic_val_mae": val_syn.report("composite", g)["mae"]} for g in GATES}
-    best = min(GATES, key=lambda g: sum(table[gate_name(g)].values()))
-    return best, table
+def choose_gate(val_real: Scored, val_syn: Scored) -> tuple[float | None, bool, dict[str, dict[str, float]]]:
+    """The gate and three-halves check with the lowest RRuJO-validation MAE + synthetic-validation
+    MAE (ties: the first of :data:`GATES` x :data:`CHECKS`)."""
+    options = [(g, c) for g in GATES for c in CHECKS]
+    table = {gate_name(g, c): {"rrujo_val_mae": val_real.report("composite", g, c)["mae"],
+                               "synthetic_val_mae": val_syn.report("composite", g, c)["mae"]} for g, c in options}
+    gate, check = min(options, key=lambda o: sum(table[gate_name(*o)].values()))
+    return gate, check, table
 
 
 def study_fold(fold: int, rate_path: Path, breathing_path: Path, syn_val: list[Any], syn_test: list[Any] | None) -> dict[str, Any]:
@@ -111,12 +122,13 @@ def study_fold(fold: int, rate_path: Path, breathing_path: Path, syn_val: list[A
     scored = {name: Scored(its, nets["rate"], nets["breathing"]) for name, its in
               (("val", items["val"]), ("test", items["test"]), ("synthetic_val", syn_val))
               + ((("synthetic", syn_test),) if syn_test else ())}
-    gate, table = choose_gate(scored["val"], scored["synthetic_val"])
-    out: dict[str, Any] = {"fold": fold, "gate_above_bpm": gate, "gate": gate_name(gate), "gate_selection": table,
+    gate, check, table = choose_gate(scored["val"], scored["synthetic_val"])
+    out: dict[str, Any] = {"fold": fold, "gate_above_bpm": gate, "three_halves_check": check, "gate": gate_name(gate, check),
+                           "gate_selection": table,
                            "members": {k: {"name": b["name"], "path": str(p)} for (k, b), p in
                                        zip(members.items(), (rate_path, breathing_path))}}
     for split in scored:
-        out[split] = {"composite": scored[split].report("composite", gate), "rate": scored[split].report("rate"),
+        out[split] = {"composite": scored[split].report("composite", gate, check), "rate": scored[split].report("rate"),
                       "breathing": scored[split].report("breathing")}
     return out
 
@@ -135,10 +147,11 @@ def page(main: dict[str, Any], cv: list[dict[str, Any]], command: str, wall_s: f
          "Each window: the breathing member (trained with synthetic and time-compressed clips for the none and heavy"
          " classes) gives the class and the noise flag; where it calls the window none or heavy (or, per the gate, its rate"
          " lies above a threshold) its rate is used, elsewhere the rate member's (trained on real RRuJO breathing, 8-20 bpm,"
-         " only). A recording's rate = median of the window rates, refined with the rate member's tolerance.", "",
-         f"Gate chosen on validation only (RRuJO validation subjects + {len(main['synthetic_val']['composite']['predictions'])}"
+         " only). A recording's rate = median of the window rates, refined with the rate member's tolerance,"
+         " then (if chosen) the three-halves check.", "",
+         f"Gate and check chosen on validation only (RRuJO validation subjects + {len(main['synthetic_val']['composite']['predictions'])}"
          f" synthetic validation recordings, seed {SYNTHETIC_VAL_SEED}; sum of the two MAEs): **{main['gate']}**.", "",
-         "| gate | RRuJO val MAE | synthetic val MAE |", "|---|---|---|"]
+         "| gate, check | RRuJO val MAE | synthetic val MAE |", "|---|---|---|"]
     L += [f"| {g} | {v['rrujo_val_mae']:.2f} | {v['synthetic_val_mae']:.2f} |" for g, v in main["gate_selection"].items()]
     L += ["", f"Device: {device}. Wall time: {wall_s / 60:.1f} min.", "", f"Reproduce: `{command}`", "",
           "## RRuJO test subjects (fold 0; per recording, bpm)", "",
@@ -213,7 +226,9 @@ def main() -> None:
         metrics["gate_selection"] = main_fold["gate_selection"]
         if cv:
             metrics["cross_validation"] = pooled(cv, "composite")
-        save_composite(args.bundle, f"composite({rows['rate']}+{rows['breathing']})", read_checkpoint(args.rate),
+        rate_member = read_checkpoint(args.rate)  # the composite's recording-rate settings live in its clip config
+        rate_member["audio"] = {**rate_member["audio"], "three_halves_check": main_fold["three_halves_check"]}
+        save_composite(args.bundle, f"composite({rows['rate']}+{rows['breathing']})", rate_member,
                        read_checkpoint(args.breathing), main_fold["gate_above_bpm"], metrics)
         where = args.bundle.relative_to(ROOT) if args.bundle.is_relative_to(ROOT) else args.bundle
         text += f"\nBundled: `{where}` ({args.bundle.stat().st_size / 1e3:.0f} kB), the default resp-rate model.\n"

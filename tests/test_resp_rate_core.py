@@ -14,7 +14,8 @@ from pulmo.losses.focal import focal_loss
 from pulmo.losses.multitask import DynamicWeightAverage, convex_mixture
 from pulmo.metrics.regression import ccc, f1_scores, mse_by_range, pearson, regression_report
 from pulmo.models import create_model
-from pulmo.resp_rate.dsp import DspConfig, estimate_rate_dsp, refine_rate
+from pulmo.resp_rate.dsp import (DspConfig, band_envelopes, envelope_periodicity, estimate_rate_dsp, refine_rate,
+                                 three_halves_check)
 
 
 def test_ccc_hand_values():
@@ -136,6 +137,35 @@ def test_refine_rate_snaps_a_coarse_guess_to_the_spectral_peak():
     assert refine_rate(clip.audio, 2000, 14.0, 0.3) == pytest.approx(12.0, abs=0.2)
     assert refine_rate(clip.audio, 2000, 10.0, 0.0) == 10.0  # off
     assert refine_rate(clip.audio, 2000, 40.0, 0.05) == 40.0  # no peak within 5 %: the guess stands
+
+
+def test_envelope_periodicity_hand_values():
+    t = np.arange(300)
+    env = np.stack([np.cos(2 * np.pi * t / 20), np.cos(2 * np.pi * t / 20 + 1.0)])  # period 20 frames = 2 s at 10 Hz
+    assert envelope_periodicity(env, 30.0) == pytest.approx(1.0, abs=0.01)  # one breath = 20 frames
+    assert envelope_periodicity(env, 60.0) == pytest.approx(-1.0, abs=0.01)  # half a period
+    lag = 13  # whole-frame lag: the plain normalised correlation, averaged over bands
+    a, b = env[:, :-lag], env[:, lag:]
+    hand = np.mean([np.dot(x, y) / np.sqrt(np.dot(x, x) * np.dot(y, y)) for x, y in zip(a, b)])
+    assert envelope_periodicity(env, 600.0 / lag) == pytest.approx(hand, abs=1e-9)
+    assert np.isnan(envelope_periodicity(env, 0.5))  # a lag longer than the envelope
+
+
+def test_band_envelopes_keep_bands_below_nyquist():
+    clip = synth_breath(20.0, 12.0, 2000, np.random.default_rng(0))
+    env = band_envelopes(clip.audio, 2000)
+    assert env.shape == (4, 200) and np.allclose(env.std(1), 1.0)
+    assert band_envelopes(clip.audio[::2], 1000).shape[0] == 2  # bands from 400 Hz up start at or above 0.4 x 1000 Hz
+    with pytest.raises(ValueError, match="no envelope band"):
+        band_envelopes(clip.audio, 2000, bands=((900.0, 990.0),))
+
+
+@pytest.mark.parametrize("rate", [8.0, 12.0, 18.0, 20.0])
+def test_three_halves_check_recovers_the_rate_from_two_thirds_of_it(rate):
+    clip = synth_breath(60.0, rate, 2000, np.random.default_rng(1), irregularity=0.0)
+    assert three_halves_check(clip.audio, 2000, rate * 2 / 3) == pytest.approx(rate, rel=0.02)
+    assert three_halves_check(clip.audio, 2000, rate) == rate  # the right rate stays
+    assert three_halves_check(clip.audio, 2000, rate * 2 / 3, max_bpm=rate * 0.9) == rate * 2 / 3  # above the cap: no move
 
 
 @pytest.mark.parametrize("method", ["harmonic_sum", "autocorrelation", "spectral_peak"])

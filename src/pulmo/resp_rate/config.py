@@ -64,7 +64,10 @@ class ClipConfig:
     With ``refine_tolerance > 0`` that rate is then sharpened by the strongest peak of the
     recording's breath-envelope spectrum within ``± refine_tolerance`` of it
     (:func:`pulmo.resp_rate.dsp.refine_rate`); training picks the tolerance on validation
-    subjects from ``refine_grid`` (0 = off)."""
+    subjects from ``refine_grid`` (0 = off). With ``three_halves_check`` the result is last
+    moved to 1.5 x where band-envelope periodicity says so
+    (:func:`pulmo.resp_rate.dsp.three_halves_check`); training turns it on only when it
+    lowers the validation MAE."""
 
     sample_rate_hz: int = 2000
     min_s: float = 4.0
@@ -74,6 +77,7 @@ class ClipConfig:
     aggregate: str = "median"
     refine_tolerance: float = 0.0
     refine_grid: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.3, 0.4, 0.5])
+    three_halves_check: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.min_s <= self.max_s:

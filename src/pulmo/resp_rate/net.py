@@ -25,7 +25,7 @@ from pulmo.features.base import FeatureExtractor
 from pulmo.models import create_model
 from pulmo.resp_rate.config import ClipConfig, RespRateConfig
 from pulmo.resp_rate.data import window_starts_samples
-from pulmo.resp_rate.dsp import refine_rate
+from pulmo.resp_rate.dsp import refine_rate, three_halves_check
 
 NOISE_CLASSES: tuple[str, ...] = ("clean", "noisy")
 
@@ -100,10 +100,13 @@ def aggregate_rate(rates: np.ndarray, how: str) -> float:
 def recording_rate(samples: np.ndarray, windows: WindowPredictions, clip: ClipConfig,
                    tolerance: float | None = None) -> float:
     """The recording's rate: the aggregate of its window rates, refined by the envelope
-    spectrum when ``tolerance`` (default ``clip.refine_tolerance``) is positive."""
-    guess = aggregate_rate(windows.rate_bpm, clip.aggregate)
+    spectrum when ``tolerance`` (default ``clip.refine_tolerance``) is positive, then moved
+    to 1.5 x when ``clip.three_halves_check`` and the band envelopes say so."""
+    rate = aggregate_rate(windows.rate_bpm, clip.aggregate)
     tol = clip.refine_tolerance if tolerance is None else tolerance
-    return refine_rate(samples, clip.sample_rate_hz, guess, tol) if tol > 0 else guess
+    if tol > 0:
+        rate = refine_rate(samples, clip.sample_rate_hz, rate, tol)
+    return three_halves_check(samples, clip.sample_rate_hz, rate) if clip.three_halves_check else rate
 
 
 def save_rr_checkpoint(path: str | Path, net: RateNet, config: RespRateConfig, metrics: dict[str, Any],

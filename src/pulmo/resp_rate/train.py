@@ -1,6 +1,7 @@
 """Train one respiratory-rate experiment: subject-disjoint split, multi-task loss with
 dynamic weight averaging, epoch selection on the validation CCC of the recording rates,
-the spectral-refinement tolerance chosen on validation MAE, test scored once with both.
+the spectral-refinement tolerance and the three-halves check chosen on validation MAE,
+test scored once with and without them.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,8 @@ from pulmo.losses.ccc import ccc_cost
 from pulmo.losses.focal import focal_loss
 from pulmo.losses.multitask import DynamicWeightAverage, convex_mixture
 from pulmo.resp_rate.config import ClipConfig, RespRateConfig, save_rr_config
-from pulmo.resp_rate.data import ClipSampler, load_recordings, subject_folds
-from pulmo.resp_rate.evaluate import labelled_recordings, score_model
+from pulmo.resp_rate.data import ClipSampler, Recording, load_recordings, subject_folds
+from pulmo.resp_rate.evaluate import LabelledAudio, labelled_recordings, score_model
 from pulmo.resp_rate.net import RateNet, build_net, save_rr_checkpoint
 from pulmo.resp_rate.predictor import NetPredictor
 
@@ -107,19 +109,64 @@ def run_rr_experiment(cfg: RespRateConfig, out_dir: str | Path, progress: bool =
     net.load_state_dict(best[2])
     metrics: dict[str, Any] = {"selected_epoch": best[1], "epochs_run": len(history),
                                "subjects": {k: sorted({r.patient_id for r in v}) for k, v in splits.items()}}
-    cfg.clip.refine_tolerance = 0.0
-    grid = score_model(NetPredictor(net, cfg.clip), val_items, tolerances=cfg.clip.refine_grid)["refined_mae"]
-    cfg.clip.refine_tolerance = min(grid, key=lambda t: (grid[t], t)) if grid else 0.0
-    metrics["refine"] = {"val_mae_by_tolerance": grid, "selected_tolerance": cfg.clip.refine_tolerance}
+    finish_run(net, cfg, recs, metrics)
+    metrics["train_seconds"] = time.time() - started
+    write_run(out, net, cfg, metrics)
+    (out / "history.json").write_text(json.dumps(history, indent=1))
+    return metrics
+
+
+def select_post_processing(net: RateNet, clip: ClipConfig, val_items: list[LabelledAudio]) -> tuple[ClipConfig, dict[str, Any]]:
+    """How a recording's rate is made from its windows' rates, chosen on validation MAE:
+    the refinement tolerance from ``clip.refine_grid`` (ties: the smaller), then the
+    three-halves check, kept only when it lowers the MAE. Returns the clip config and a record."""
+    base = replace(clip, refine_tolerance=0.0, three_halves_check=False)
+    res = score_model(NetPredictor(net, base), val_items, tolerances=clip.refine_grid)
+    grid = res["refined_mae"]
+    tol = min(grid, key=lambda t: (grid[t], t)) if grid else 0.0
+    chosen = replace(base, refine_tolerance=tol)
+    off = grid[tol] if grid else res["recording"]["mae"]
+    on = score_model(NetPredictor(net, replace(chosen, three_halves_check=True)), val_items)["recording"]["mae"]
+    chosen.three_halves_check = on < off
+    return chosen, {"val_mae_by_tolerance": grid, "selected_tolerance": tol,
+                    "three_halves_check": {"val_mae_off": off, "val_mae_on": on, "selected": chosen.three_halves_check}}
+
+
+def finish_run(net: RateNet, cfg: RespRateConfig, recs: dict[str, list[Recording]], metrics: dict[str, Any]) -> None:
+    """Choose the post-processing on validation (into ``cfg.clip``), then score validation and
+    test (neural only and as chosen) into ``metrics``."""
+    cfg.clip, metrics["refine"] = select_post_processing(net, cfg.clip, labelled_recordings(recs["val"]))
     test_items = labelled_recordings(recs["test"])
-    metrics["test_neural_only"] = score_model(NetPredictor(net, ClipConfig(**{**cfg.clip.__dict__, "refine_tolerance": 0.0})), test_items)["recording"]
+    raw = replace(cfg.clip, refine_tolerance=0.0, three_halves_check=False)
+    metrics["test_neural_only"] = score_model(NetPredictor(net, raw), test_items)["recording"]
     for name in ("val", "test"):
         res = score_model(NetPredictor(net, cfg.clip), labelled_recordings(recs[name]))
         metrics[name] = {**res["recording"], "window": res["window"], "mse_by_range": res["mse_by_range"],
                          "breath_f1": res["breath_f1"], "noise_f1": res["noise_f1"]}
         metrics[f"{name}_predictions"] = res["predictions"]
-    metrics["train_seconds"] = time.time() - started
+
+
+def write_run(out: Path, net: RateNet, cfg: RespRateConfig, metrics: dict[str, Any]) -> None:
+    """``model.pt`` (fp32, with the chosen post-processing) and ``metrics.json`` of a finished run."""
     save_rr_checkpoint(out / "model.pt", net, cfg, {k: metrics[k] for k in ("val", "test", "test_neural_only", "selected_epoch", "refine", "subjects")})
-    (out / "history.json").write_text(json.dumps(history, indent=1))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+
+
+def reselect_run(run_dir: str | Path) -> dict[str, Any]:
+    """Redo a finished run's post-processing choice (:func:`select_post_processing`) on its own
+    validation subjects and rescore it; training and the selected epoch are unchanged.
+    Rewrites ``model.pt`` and ``metrics.json``; returns the metrics."""
+    from pulmo.engine.checkpoint import read_checkpoint
+    from pulmo.resp_rate.config import load_rr_config
+    from pulmo.resp_rate.net import build_from_rr_checkpoint
+
+    out = Path(run_dir)
+    cfg = load_rr_config(out / "config.yaml")
+    net, _ = build_from_rr_checkpoint(read_checkpoint(out / "model.pt"))
+    metrics = json.loads((out / "metrics.json").read_text())
+    splits = subject_folds(load_breath_csv(cfg.data.resolved_root()), cfg.data)
+    if {k: sorted({r.patient_id for r in v}) for k, v in splits.items()} != metrics["subjects"]:
+        raise ConfigError(f"{out}: the data's subject split is not the one this run was trained on")
+    finish_run(net, cfg, {k: load_recordings(v, cfg.clip) for k, v in splits.items()}, metrics)
+    write_run(out, net, cfg, metrics)
     return metrics
