@@ -20,3 +20,17 @@ def test_detection_report_per_seed_f1_round_trip_and_summary():
     assert seed_summary(text) == "0.3375 ± 0.0523 (n=2)"
     with pytest.raises(ValueError):
         parse_seed_f1("0-0.3")
+
+
+def test_icbhi_linear_probe_statistics_ignore_gain_and_see_spectral_shape():
+    import numpy as np
+    from icbhi_linear_probe import N_MELS, cycle_statistics
+
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal(16000).astype(np.float32)
+    stats = cycle_statistics(noise, 16000)
+    assert stats.shape == (3 * N_MELS,) and np.isfinite(stats).all()
+    np.testing.assert_allclose(cycle_statistics(10 * noise, 16000), stats, atol=1e-3)  # the cycle's level is removed
+    tone = np.sin(2 * np.pi * 400 * np.arange(16000) / 16000).astype(np.float32) + 0.01 * noise
+    assert np.abs(cycle_statistics(tone, 16000)[:N_MELS] - stats[:N_MELS]).max() > 1.0
+    assert cycle_statistics(noise[:100], 16000).shape == (3 * N_MELS,)  # shorter than one frame: padded
