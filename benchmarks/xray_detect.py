@@ -394,7 +394,7 @@ def cmd_report(args: argparse.Namespace) -> None:
               "   # the Fig. 5/7/9 rows' further seeds",
               "nice -n 10 .venv/bin/python benchmarks/xray_detect.py rescore runs/xray_detect/<name>/seed0 --flip-tta validation "
               "--max-val-images 100 --into runs/xray_detect/<name>_flip/seed0   # the 'test-time flip' rows",
-              ".venv/bin/python benchmarks/xray_detect.py bundle runs/xray_detect/baggage_fig11_ideal_long_stage4/seed0"
+              ".venv/bin/python benchmarks/xray_detect.py bundle runs/xray_detect/baggage_fig11_ideal_long_stage4/seed1"
               "   # the highest validation F1",
               "nice -n 10 .venv/bin/python benchmarks/xray_detect.py sahi   # the bundled model; --checkpoint PATH for another",
               ".venv/bin/python benchmarks/xray_detect.py report",
