@@ -88,12 +88,12 @@ def main() -> None:
         target = data["train"]["y"] if multi else abnormal["train"]
         return LogisticRegression(C=c, class_weight="balanced", max_iter=5000).fit(X["train"], target)
 
-    val_auc = {c: auc(abnormal["val"], fit(c, False).predict_proba(X["val"])[:, 1]) for c in C_GRID}
-    c_bin = max(C_GRID, key=lambda c: val_auc[c])
-    binary = fit(c_bin, False)
-    val_score = {c: icbhi_scores(data["val"]["y"], fit(c, True).predict(X["val"]))["score"] for c in C_GRID}
-    c_multi = max(C_GRID, key=lambda c: val_score[c])
-    multi = fit(c_multi, True)
+    binaries = {c: fit(c, False) for c in C_GRID}
+    multis = {c: fit(c, True) for c in C_GRID}
+    val_auc = {c: auc(abnormal["val"], m.predict_proba(X["val"])[:, 1]) for c, m in binaries.items()}
+    val_score = {c: icbhi_scores(data["val"]["y"], m.predict(X["val"]))["score"] for c, m in multis.items()}
+    c_bin, c_multi = max(C_GRID, key=lambda c: val_auc[c]), max(C_GRID, key=lambda c: val_score[c])
+    binary, multi = binaries[c_bin], multis[c_multi]
     out: dict[str, Any] = {"config": str(CONFIG.relative_to(ROOT)), "sample_rate_hz": sr, "C_grid": list(C_GRID),
                            "binary": {"val_auc_by_C": val_auc, "C": c_bin}, "four_class": {"val_score_by_C": val_score, "C": c_multi},
                            "n": {k: int(len(d["y"])) for k, d in data.items()}}
