@@ -2,15 +2,16 @@
 for the breathing class (see ``pulmo.resp_rate.predictor``), on RRuJO and the synthetic set.
 
 Members: ``--rate`` (never trained above 20 bpm) and ``--breathing`` (learned the none and
-heavy classes), by default the two networks ``benchmarks/resp_rate.py`` bundled, each the
-run of its rows with the best validation CCC. The gate (class only, or also the breathing
-member's rate above a threshold) and whether the recording rate gets the three-halves check
-are chosen together on validation only: RRuJO validation subjects plus a synthetic
-validation set generated with its own seed (sum of the two MAEs). Then
-scored once on the RRuJO test subjects and the held-out synthetic set, and over the five
-subject folds (members = the seed-0 cross-validation runs of the two rows, the gate chosen
-per fold the same way). Writes ``results/resp_rate_composite.md|json`` and, with
-``--bundle``, the composite checkpoint.
+heavy classes), by default the two seed votes ``benchmarks/resp_rate.py`` bundled. Their
+networks are paired in order (seed k with seed k) into one composite per seed, and the
+shipped model is the vote of those composites: the median of their recording rates.
+The gate (class only, or also the breathing member's rate above a threshold) and whether the
+recording rate gets the three-halves check are chosen together, for all pairs at once, on
+validation only: RRuJO validation subjects plus a synthetic validation set generated with its
+own seed (sum of the two MAEs). Then scored once on the RRuJO test subjects and the held-out
+synthetic set, and over the five subject folds (members = the cross-validation runs of the
+same rows and seeds, the gate chosen per fold the same way). Writes
+``results/resp_rate_composite.md|json`` and, with ``--bundle``, the checkpoint.
 
     python benchmarks/resp_rate_composite.py --bundle src/pulmo/assets/resp_rate_composite.pt
 """
@@ -35,40 +36,45 @@ GATES: tuple[float | None, ...] = (None, 21.0, 22.0, 25.0)
 SYNTHETIC_VAL_SEED = 777  # the held-out synthetic test set uses 12345; training draws its own clips
 
 
-CHECKS = (False, True)
+CHECKS: tuple[bool | None, ...] = (None, False, True)  # None: as each rate network chose on its own validation
 
 
-def gate_name(gate: float | None, check: bool | None = None) -> str:
+def gate_name(gate: float | None, check: bool | None) -> str:
     name = "class only" if gate is None else f"class or rate > {gate:g} bpm"
-    return name if check is None else f"{name}, 3/2 check {'on' if check else 'off'}"
+    return f"{name}, 3/2 check " + ("as its rate network chose" if check is None else "on" if check else "off")
 
 
 class Scored:
-    """Both members' window predictions of a list of labelled recordings, computed once;
+    """The member pairs' window predictions of a list of labelled recordings, computed once;
     recording rates for the members alone or for any gate follow without the networks."""
 
-    def __init__(self, items: list[Any], rate: Any, breathing: Any) -> None:
+    def __init__(self, items: list[Any], rate: list[Any], breathing: list[Any]) -> None:
         self.items, self.rate, self.breathing = items, rate, breathing
-        self.w_rate = [rate.windows(it.samples) for it in items]
-        self.w_breath = [breathing.windows(it.samples) for it in items]
+        self.w_rate = [[m.windows(it.samples) for m in rate] for it in items]
+        self.w_breath = [[m.windows(it.samples) for m in breathing] for it in items]
 
     def rates(self, who: str, gate: float | None = None, check: bool | None = None) -> list[float]:
-        """Recording rates (bpm) of ``who`` = ``rate``, ``breathing`` or ``composite``
-        (with ``gate``), each refined with its own clip config (the composite's = the rate
-        member's, with the three-halves check set to ``check`` unless None)."""
+        """Recording rates (bpm) of ``who`` = ``rate``, ``breathing`` or ``composite`` (with
+        ``gate``): per recording, the median over the member pairs of each one's rate, refined
+        with its own clip config (a composite's = its rate member's, with the three-halves check
+        set to ``check`` unless None)."""
         from dataclasses import replace
+
+        import numpy as np
 
         from pulmo.resp_rate.net import recording_rate
         from pulmo.resp_rate.predictor import gate_windows
 
         out = []
-        composite_clip = self.rate.clip if check is None else replace(self.rate.clip, three_halves_check=check)
-        for it, wr, wb in zip(self.items, self.w_rate, self.w_breath):
-            if who == "composite":
-                w, clip = gate_windows(wr, wb, gate), composite_clip
-            else:
-                w, clip = (wr, self.rate.clip) if who == "rate" else (wb, self.breathing.clip)
-            out.append(recording_rate(it.samples, w, clip))
+        for it, wrs, wbs in zip(self.items, self.w_rate, self.w_breath):
+            per_pair = []
+            for r, b, wr, wb in zip(self.rate, self.breathing, wrs, wbs):
+                if who == "composite":
+                    w, clip = gate_windows(wr, wb, gate), r.clip if check is None else replace(r.clip, three_halves_check=check)
+                else:
+                    w, clip = (wr, r.clip) if who == "rate" else (wb, b.clip)
+                per_pair.append(recording_rate(it.samples, w, clip))
+            out.append(float(np.median(per_pair)))
         return out
 
     def report(self, who: str, gate: float | None = None, check: bool | None = None) -> dict[str, Any]:
@@ -82,6 +88,20 @@ class Scored:
         if len({it.group for it in self.items}) > 1:
             rep["by_group"] = by_group(self.items, rep["predictions"])
         return rep
+
+
+def networks(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    """The single-network checkpoint dicts of a single-network or vote checkpoint (exits otherwise)."""
+    members = bundle.get("vote", [bundle])
+    if any("composite" in b or "vote" in b for b in members):
+        sys.exit("--rate and --breathing must each be a single-network checkpoint or a vote of single networks")
+    return members
+
+
+def cv_members(runs: Path, members: list[dict[str, Any]], fold: int) -> list[Path] | None:
+    """The cross-validation runs (fold ``fold``) of the same rows and seeds as ``members``, or None if any is missing."""
+    paths = [cv_dir(runs, b["name"], int(b["config"]["train"]["seed"]), fold) / "model.pt" for b in members]
+    return paths if all(p.is_file() for p in paths) else None
 
 
 def fold_items(fold: int, subjects_test: list[str] | None) -> dict[str, list[Any]]:
@@ -109,24 +129,27 @@ def choose_gate(val_real: Scored, val_syn: Scored) -> tuple[float | None, bool, 
     return gate, check, table
 
 
-def study_fold(fold: int, rate_path: Path, breathing_path: Path, syn_val: list[Any], syn_test: list[Any] | None) -> dict[str, Any]:
-    """Gate chosen on validation, then every estimator scored on the fold's test subjects (and the synthetic test set)."""
-    from pulmo.engine.checkpoint import read_checkpoint
-    from pulmo.resp_rate.predictor import NetPredictor, predictor_from_checkpoint
+def study_fold(fold: int, rate: list[dict[str, Any]], breathing: list[dict[str, Any]], syn_val: list[Any],
+               syn_test: list[Any] | None) -> dict[str, Any]:
+    """Gate chosen on validation, then every estimator scored on the fold's test subjects (and
+    the synthetic test set). ``rate`` and ``breathing``: paired single-network checkpoint dicts."""
+    from pulmo.resp_rate.predictor import predictor_from_checkpoint
 
-    members = {k: read_checkpoint(p) for k, p in (("rate", rate_path), ("breathing", breathing_path))}
-    nets = {k: predictor_from_checkpoint(b) for k, b in members.items()}
-    if not all(isinstance(n, NetPredictor) for n in nets.values()):
-        sys.exit("--rate and --breathing must each be a single-network resp-rate checkpoint, not a composite")
-    items = fold_items(fold, members["rate"]["metrics"]["subjects"]["test"])
+    if len(rate) != len(breathing):
+        sys.exit(f"{len(rate)} rate networks and {len(breathing)} breathing networks cannot be paired")
+    tested_on = {tuple(b["metrics"]["subjects"]["test"]) for b in rate + breathing}
+    if len(tested_on) != 1:
+        sys.exit(f"fold {fold}: the member networks were tested on different subjects")
+    items = fold_items(fold, list(tested_on.pop()))
+    nets = {k: [predictor_from_checkpoint(b) for b in bs] for k, bs in (("rate", rate), ("breathing", breathing))}
     scored = {name: Scored(its, nets["rate"], nets["breathing"]) for name, its in
               (("val", items["val"]), ("test", items["test"]), ("synthetic_val", syn_val))
               + ((("synthetic", syn_test),) if syn_test else ())}
     gate, check, table = choose_gate(scored["val"], scored["synthetic_val"])
     out: dict[str, Any] = {"fold": fold, "gate_above_bpm": gate, "three_halves_check": check, "gate": gate_name(gate, check),
                            "gate_selection": table,
-                           "members": {k: {"name": b["name"], "path": str(p)} for (k, b), p in
-                                       zip(members.items(), (rate_path, breathing_path))}}
+                           "members": {k: {"name": bs[0]["name"], "seeds": [int(b["config"]["train"]["seed"]) for b in bs]}
+                                       for k, bs in (("rate", rate), ("breathing", breathing))}}
     for split in scored:
         out[split] = {"composite": scored[split].report("composite", gate, check), "rate": scored[split].report("rate"),
                       "breathing": scored[split].report("breathing")}
@@ -141,14 +164,20 @@ def pooled(folds: list[dict[str, Any]], who: str) -> dict[str, Any]:
 def page(main: dict[str, Any], cv: list[dict[str, Any]], command: str, wall_s: float, device: str) -> str:
     from pulmo.resp_rate.evaluate import SNR_BANDS
 
-    who = (("composite", f"composite ({main['gate']})"), ("rate", f"rate member alone ({main['members']['rate']['name']})"),
-           ("breathing", f"breathing member alone ({main['members']['breathing']['name']})"))
+    def seeds(k: str) -> str:
+        m = main["members"][k]
+        return f"{m['name']} seeds {', '.join(map(str, m['seeds']))}"
+
+    who = (("composite", f"composite ({main['gate']})"), ("rate", f"rate member alone ({seeds('rate')})"),
+           ("breathing", f"breathing member alone ({seeds('breathing')})"))
     L = ["# Composite resp-rate model: rate from the rate-only network, breathing class from the heavy-capable one", "",
          "Each window: the breathing member (trained with synthetic and time-compressed clips for the none and heavy"
          " classes) gives the class and the noise flag; where it calls the window none or heavy (or, per the gate, its rate"
          " lies above a threshold) its rate is used, elsewhere the rate member's (trained on real RRuJO breathing, 8-20 bpm,"
-         " only). A recording's rate = median of the window rates, refined with the rate member's tolerance,"
-         " then (if chosen) the three-halves check.", "",
+         " only). A composite's recording rate = median of its window rates, refined with its rate member's tolerance,"
+         " then (if chosen) the three-halves check. Each member is a vote of seeds: seed k of one row is paired with seed k"
+         " of the other, and the recording's rate is the median of the pairs' rates (every row below is such a vote; no"
+         " seed is chosen).", "",
          f"Gate and check chosen on validation only (RRuJO validation subjects + {len(main['synthetic_val']['composite']['predictions'])}"
          f" synthetic validation recordings, seed {SYNTHETIC_VAL_SEED}; sum of the two MAEs): **{main['gate']}**.", "",
          "| gate, check | RRuJO val MAE | synthetic val MAE |", "|---|---|---|"]
@@ -161,7 +190,7 @@ def page(main: dict[str, Any], cv: list[dict[str, Any]], command: str, wall_s: f
         L.append(f"| {label} | {t['n']} | {t['mae']:.2f} | {t['mse']:.2f} | {t['ccc']:.3f} | {t['pearson']:.3f} | "
                  f"{v['mae']:.2f} | {v['ccc']:.3f} |")
     if cv:
-        L += ["", "## Five-fold subject cross-validation (every RRuJO recording scored once; seed-0 runs of both rows per fold,"
+        L += ["", "## Five-fold subject cross-validation (every RRuJO recording scored once; the same rows and seeds per fold,"
               " gate chosen per fold on its validation)", "",
               "| estimator | n | MAE | MSE | CCC | Pearson | within 1 bpm |", "|---|---|---|---|---|---|---|"]
         for k, label in who:
@@ -190,34 +219,36 @@ def strip_predictions(d: Any) -> Any:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rate", type=Path, default=ASSETS / "resp_rate_lstm_window15.pt", help="rate member checkpoint")
-    p.add_argument("--breathing", type=Path, default=ASSETS / "resp_rate_tc_lstm.pt", help="breathing member checkpoint")
+    p.add_argument("--rate", type=Path, default=ASSETS / "resp_rate_lstm_window15.pt",
+                   help="rate member: a single-network checkpoint or a vote of them")
+    p.add_argument("--breathing", type=Path, default=ASSETS / "resp_rate_tc_lstm.pt",
+                   help="breathing member: a single-network checkpoint or a vote of as many networks as --rate's")
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "resp_rate",
-                   help="runs of benchmarks/resp_rate.py; its seed-0 cross-validation runs of both members' rows give "
+                   help="runs of benchmarks/resp_rate.py; its cross-validation runs of the members' rows and seeds give "
                         "the cross-validation (skipped if absent)")
     p.add_argument("--results", type=Path, default=ROOT / "results")
     p.add_argument("--bundle", type=Path, help="write the composite checkpoint here")
     args = p.parse_args()
     import torch
 
-    from pulmo.engine.checkpoint import read_checkpoint
+    from pulmo.engine.checkpoint import read_checkpoint, save_checkpoint_dict
     from pulmo.engine.train import cpu_model_name
     from pulmo.resp_rate.evaluate import synthetic_test_set
-    from pulmo.resp_rate.predictor import save_composite
+    from pulmo.resp_rate.predictor import composite_checkpoint, save_vote
 
     torch.set_num_threads(1)
     folds = load_rr_config_folds()
     started = time.time()
-    sr = read_checkpoint(args.rate)["audio"]["sample_rate_hz"]
+    members = {k: networks(read_checkpoint(p)) for k, p in (("rate", args.rate), ("breathing", args.breathing))}
+    sr = members["rate"][0]["audio"]["sample_rate_hz"]
     syn_val = synthetic_test_set(sr, n_per_band=20, seed=SYNTHETIC_VAL_SEED)
-    main_fold = study_fold(0, args.rate, args.breathing, syn_val, synthetic_test_set(sr))
+    main_fold = study_fold(0, members["rate"], members["breathing"], syn_val, synthetic_test_set(sr))
     print(f"fold 0: gate {main_fold['gate']}, test MAE {main_fold['test']['composite']['mae']:.2f}", flush=True)
-    rows = {k: read_checkpoint(p)["name"] for k, p in (("rate", args.rate), ("breathing", args.breathing))}
     cv = []
-    if all((cv_dir(args.runs, rows[k], 0, f) / "model.pt").is_file() for k in rows for f in range(folds)):
+    if all(cv_members(args.runs, ms_, f) for ms_ in members.values() for f in range(folds)):
         for f in range(folds):
-            cv.append(study_fold(f, cv_dir(args.runs, rows["rate"], 0, f) / "model.pt",
-                                 cv_dir(args.runs, rows["breathing"], 0, f) / "model.pt", syn_val, None))
+            pair = {k: [read_checkpoint(p) for p in cv_members(args.runs, ms_, f) or []] for k, ms_ in members.items()}
+            cv.append(study_fold(f, pair["rate"], pair["breathing"], syn_val, None))
             print(f"fold {f}: gate {cv[-1]['gate']}, test MAE {cv[-1]['test']['composite']['mae']:.2f}", flush=True)
     command = "python benchmarks/resp_rate_composite.py " + " ".join(sys.argv[1:])
     text = page(main_fold, cv, command, time.time() - started, f"CPU {cpu_model_name()}, 1 thread")
@@ -226,10 +257,19 @@ def main() -> None:
         metrics["gate_selection"] = main_fold["gate_selection"]
         if cv:
             metrics["cross_validation"] = pooled(cv, "composite")
-        rate_member = read_checkpoint(args.rate)  # the composite's recording-rate settings live in its clip config
-        rate_member["audio"] = {**rate_member["audio"], "three_halves_check": main_fold["three_halves_check"]}
-        save_composite(args.bundle, f"composite({rows['rate']}+{rows['breathing']})", rate_member,
-                       read_checkpoint(args.breathing), main_fold["gate_above_bpm"], metrics)
+        composites = []
+        for rate, breathing in zip(members["rate"], members["breathing"]):
+            if main_fold["three_halves_check"] is not None:
+                rate = {**rate, "audio": {**rate["audio"], "three_halves_check": main_fold["three_halves_check"]}}
+            composites.append(composite_checkpoint(f"composite({rate['name']}+{breathing['name']})", rate, breathing,
+                                                   main_fold["gate_above_bpm"], {}))
+        if len(composites) == 1:
+            save_checkpoint_dict(args.bundle, {**composites[0], "metrics": {**composites[0]["metrics"], **metrics}})
+        else:
+            names = {k: main_fold["members"][k] for k in members}
+            save_vote(args.bundle, f"vote of composites({names['rate']['name']}+{names['breathing']['name']}, seeds "
+                      + ", ".join(f"{a}+{b}" for a, b in zip(names["rate"]["seeds"], names["breathing"]["seeds"])) + ")",
+                      composites, metrics)
         where = args.bundle.relative_to(ROOT) if args.bundle.is_relative_to(ROOT) else args.bundle
         text += f"\nBundled: `{where}` ({args.bundle.stat().st_size / 1e3:.0f} kB), the default resp-rate model.\n"
     args.results.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,10 @@
-"""The composite resp-rate model: the gate that picks each window's rate, the checkpoint
-round trip, and the pipeline using it (seen subjects, heavy assessment, evaluation)."""
+"""The composite and vote resp-rate models: the gate that picks each window's rate, the
+vote's median, the checkpoint round trips, and the pipeline using them (seen subjects,
+heavy assessment, evaluation)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +14,10 @@ import torch
 from pulmo.data.adapters.synthetic_breath import write_breath_folder
 from pulmo.engine.checkpoint import read_checkpoint
 from pulmo.errors import CheckpointError
-from pulmo.resp_rate.config import RespRateConfig
+from pulmo.resp_rate.config import ClipConfig, RespRateConfig
 from pulmo.resp_rate.net import WindowPredictions, build_net, save_rr_checkpoint
-from pulmo.resp_rate.predictor import CompositePredictor, NetPredictor, gate_windows, predictor_from_checkpoint, save_composite
+from pulmo.resp_rate.predictor import (CompositePredictor, NetPredictor, RecordingPrediction, VotePredictor, gate_windows,
+                                       predictor_from_checkpoint, save_composite, save_vote, vote_windows)
 
 
 def _windows(rates: list[float], classes: list[int], noisy: float = 0.1) -> WindowPredictions:
@@ -116,14 +119,74 @@ def test_pipeline_on_a_composite(folder, composite):
     assert len(track.windows) == 4 and track.heavy_assessed
 
 
-def test_bundled_default_is_a_composite():
+def test_bundled_default_is_a_vote_of_composites():
     from pulmo.inference.bundled import default_checkpoint
 
     bundle = read_checkpoint(default_checkpoint("resp-rate"))
-    assert "composite" in bundle and isinstance(predictor_from_checkpoint(bundle), CompositePredictor)
+    model = predictor_from_checkpoint(bundle)
+    assert isinstance(model, VotePredictor) and len(model.members) == 3
+    assert all(isinstance(m, CompositePredictor) for m in model.members)
     # its report states the cross-validated error beside the fixed test split's
     from pulmo.frontdoor.resp_rate import RespRateCapability
     from pulmo.inference.bundled import ASSETS
 
     evaluation = RespRateCapability().analyze(ASSETS / "demo_breath.flac").result["model"]["evaluation"]
     assert "RRuJO test subjects" in evaluation and "five-fold subject cross-validation (n=250)" in evaluation
+
+
+def test_vote_windows_take_the_median_rate_and_mean_probabilities():
+    a, b, c = _windows([10.0, 12.0], [1, 1]), _windows([20.0, 12.5], [1, 2]), _windows([11.0, 30.0], [0, 2], noisy=0.7)
+    w = vote_windows([a, b, c])
+    np.testing.assert_allclose(w.rate_bpm, [11.0, 12.5])
+    np.testing.assert_allclose(w.count, [2.75, 12.5 / 4])
+    np.testing.assert_allclose(w.breath_probs[0], [(0.05 + 0.05 + 0.9) / 3, (0.9 + 0.9 + 0.05) / 3, 0.05])
+    np.testing.assert_allclose(w.noise_probs[:, 1], [0.3, 0.3])
+    with pytest.raises(CheckpointError, match="same windows"):
+        vote_windows([a, _windows([10.0], [1])])
+
+
+@dataclass
+class _FixedRate:
+    """A stand-in member: fixed windows and a fixed recording rate."""
+
+    rate_bpm: float
+    clip: ClipConfig = field(default_factory=ClipConfig)
+
+    def windows(self, samples: np.ndarray) -> WindowPredictions:
+        return _windows([self.rate_bpm] * 3, [1, 1, 1])
+
+    def predict(self, samples: np.ndarray) -> RecordingPrediction:
+        return RecordingPrediction(self.windows(samples), self.rate_bpm)
+
+
+def test_vote_rate_is_the_median_of_its_members_rates():
+    """One member's octave slip (9 for 18) is outvoted; the windows are merged the same way."""
+    vote = VotePredictor([_FixedRate(18.1), _FixedRate(9.0), _FixedRate(17.9)])
+    pred = vote.predict(np.zeros(100, np.float32))
+    assert pred.rate_bpm == pytest.approx(17.9)
+    np.testing.assert_allclose(pred.windows.rate_bpm, [17.9] * 3)
+    with pytest.raises(CheckpointError, match="window_s 7.0 vs 15.0"):
+        VotePredictor([_FixedRate(10.0), _FixedRate(10.0, ClipConfig(window_s=15.0))])
+
+
+def test_vote_checkpoint_round_trip(members, composite, tmp_path):
+    """A vote of a composite and a single network: its rate is the median of the members' own
+    recording rates, its seen subjects the union, and nested votes are refused."""
+    from pulmo.inference.resp_rate import RespRatePipeline, aggregate_description
+
+    parts = [read_checkpoint(composite), read_checkpoint(members["rate"]), read_checkpoint(members["breathing"])]
+    path = save_vote(tmp_path / "vote.pt", "vote(3)", parts, {"test": {"mae": 0.4}})
+    bundle = read_checkpoint(path)
+    model = predictor_from_checkpoint(bundle)
+    assert isinstance(model, VotePredictor) and len(model.members) == 3
+    x = np.random.default_rng(1).standard_normal(2000 * 13).astype(np.float32) * 0.1
+    expected = np.median([predictor_from_checkpoint(b).predict(x).rate_bpm for b in parts])
+    assert model.predict(x).rate_bpm == pytest.approx(expected, rel=1e-6)
+    assert bundle["metrics"]["subjects"] == {"train": ["subject00"], "val": ["subject01"]}
+    pipe = RespRatePipeline.from_checkpoint(path)
+    assert pipe.heavy_assessed is True  # the first member is the composite, whose breathing member learned heavy breathing
+    assert aggregate_description(model).startswith("median of the recording rates of 3 models, each: median of 7 s windows")
+    with pytest.raises(CheckpointError, match="single-network or composite"):
+        save_vote(tmp_path / "nested.pt", "nested", [bundle], {})
+    with pytest.raises(CheckpointError, match="single-network"):
+        save_composite(tmp_path / "c.pt", "c", bundle, read_checkpoint(members["breathing"]), None, {})

@@ -73,12 +73,12 @@ def save_checkpoint(
     return write_checkpoint(path, bundle, state, metrics, config.to_dict())
 
 
-def write_checkpoint(path: str | Path, fields: dict[str, Any], state_dict: dict[str, torch.Tensor],
-                     metrics: dict[str, Any], config: dict[str, Any]) -> Path:
-    """Save ``fields`` (a capability's own keys: ``task``, ``name``, ``labels``, ``model``, ...)
+def checkpoint_dict(fields: dict[str, Any], state_dict: dict[str, torch.Tensor],
+                    metrics: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` (a capability's own keys: ``task``, ``name``, ``labels``, ``model``, ...)
     with what every checkpoint carries: the format tag, the weights, the metrics, the resolved
-    config, the git commit, the pulmo version and the time. Returns ``path``."""
-    bundle = {
+    config, the git commit, the pulmo version and the time."""
+    return {
         "format": FORMAT,
         **fields,
         "state_dict": state_dict,
@@ -88,6 +88,16 @@ def write_checkpoint(path: str | Path, fields: dict[str, Any], state_dict: dict[
         "pulmo_version": pulmo.__version__,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def write_checkpoint(path: str | Path, fields: dict[str, Any], state_dict: dict[str, torch.Tensor],
+                     metrics: dict[str, Any], config: dict[str, Any]) -> Path:
+    """Save :func:`checkpoint_dict` of the arguments to ``path``. Returns ``path``."""
+    return save_checkpoint_dict(path, checkpoint_dict(fields, state_dict, metrics, config))
+
+
+def save_checkpoint_dict(path: str | Path, bundle: dict[str, Any]) -> Path:
+    """Save a checkpoint dict to ``path`` (folders made as needed). Returns ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(bundle, path)

@@ -17,8 +17,8 @@ from pulmo.inference.bundled import default_checkpoint
 from pulmo.metrics.regression import regression_report
 from pulmo.resp_rate.data import load_recording
 from pulmo.resp_rate.config import ClipConfig
-from pulmo.resp_rate.net import NOISE_CLASSES, WindowPredictions, recording_rate
-from pulmo.resp_rate.predictor import breathing_bundle, predictor_from_checkpoint
+from pulmo.resp_rate.net import NOISE_CLASSES, WindowPredictions
+from pulmo.resp_rate.predictor import RatePredictor, VotePredictor, breathing_bundle, predictor_from_checkpoint
 
 
 @dataclass
@@ -39,8 +39,8 @@ class RateWindow:
 
 @dataclass
 class RateTrack:
-    """A recording's rate track and its summary (median/mean rate over windows, as the model's
-    ``aggregate``), the fraction of windows flagged heavy and the recording's noise flag
+    """A recording's rate track and its summary (the model's recording rate: see
+    :func:`aggregate_description`), the fraction of windows flagged heavy and the recording's noise flag
     (more than half of the windows noisy). ``heavy_assessed`` is False for a model that never
     saw heavy breathing in training: its heavy flags are then meaningless (always off)."""
 
@@ -58,7 +58,7 @@ class RateTrack:
 
 
 class RespRatePipeline:
-    """Loads a resp-rate checkpoint (the bundled one by default: a composite, see
+    """Loads a resp-rate checkpoint (the bundled one by default: a vote of composites, see
     :mod:`pulmo.resp_rate.predictor`) and applies it to files."""
 
     def __init__(self, checkpoint: str | Path | None = None) -> None:
@@ -91,7 +91,8 @@ class RespRatePipeline:
     def analyze_file(self, path: str | Path, samples: np.ndarray | None = None) -> RateTrack:
         """Rate track of ``path`` (or of ``samples`` already loaded from it by :meth:`load`)."""
         samples = self.load(path) if samples is None else samples
-        w = self.windows(samples)
+        pred = self.predictor.predict(samples)
+        w = pred.windows
         heavy_idx = BREATH_CLASSES.index("heavy")
         rows = []
         for i, s in enumerate(w.starts_s):
@@ -100,7 +101,7 @@ class RespRatePipeline:
             rows.append(RateWindow(float(s), float(s + w.window_s), float(w.rate_bpm[i]), float(w.count[i]), cls, probs,
                                    int(w.breath_probs[i].argmax()) == heavy_idx, bool(w.noise_probs[i, 1] > 0.5),
                                    float(w.noise_probs[i, NOISE_CLASSES.index("noisy")])))
-        return RateTrack(str(path), len(samples) / self.clip.sample_rate_hz, recording_rate(samples, w, self.clip),
+        return RateTrack(str(path), len(samples) / self.clip.sample_rate_hz, pred.rate_bpm,
                          float(np.mean([r.heavy for r in rows])), bool(np.mean([r.noisy for r in rows]) > 0.5), rows,
                          dict(self.model), self.heavy_assessed)
 
@@ -118,9 +119,8 @@ def learned_heavy_breathing(config: dict[str, Any]) -> bool:
 def evaluate_folder(pipe: RespRatePipeline, data: str | Path, limit: int = 0, split: str = "test") -> dict[str, Any]:
     """Score every recording listed in ``data``'s ``labels.csv`` (path and bpm/rr_bpm).
 
-    Each recording is cut into windows of the model's clip length; its rate is the
-    aggregate of the window rates (refined by the envelope spectrum where the checkpoint
-    says so). Top-level ``mae``, ``mse``, ``ccc``, ``pearson`` (bpm)
+    Each recording is cut into windows of the model's clip length; its rate is the model's
+    recording rate (``aggregate`` says how it is made). Top-level ``mae``, ``mse``, ``ccc``, ``pearson`` (bpm)
     and ``n`` are per recording; ``window`` holds the same metrics per window (each window
     scored against its recording's label); ``per_device`` the recording metrics by device.
 
@@ -140,20 +140,18 @@ def evaluate_folder(pipe: RespRatePipeline, data: str | Path, limit: int = 0, sp
     rec_pred, rec_true, win_pred, win_true, devices = [], [], [], [], []
     for r in records:
         try:
-            samples = pipe.load(r.path)
-            w = pipe.windows(samples)
+            pred = pipe.predictor.predict(pipe.load(r.path))
         except DataError as err:
             raise DataError(f"{r.record_id}: {err}") from None
-        rec_pred.append(recording_rate(samples, w, pipe.clip))
+        w = pred.windows
+        rec_pred.append(pred.rate_bpm)
         rec_true.append(float(r.rr_bpm or 0.0))
         win_pred.extend(w.rate_bpm.tolist())
         win_true.extend([float(r.rr_bpm or 0.0)] * len(w.rate_bpm))
         devices.append(r.device or "unknown")
     report: dict[str, Any] = regression_report(rec_pred, rec_true)
     report["unit"] = "breaths per minute"
-    report["aggregate"] = (f"{pipe.clip.aggregate} of {pipe.clip.window_s:g} s windows every {pipe.clip.hop_s:g} s"
-                           + (f", refined by the envelope spectrum within ±{100 * pipe.clip.refine_tolerance:.0f} %"
-                              if pipe.clip.refine_tolerance > 0 else ""))
+    report["aggregate"] = aggregate_description(pipe.predictor)
     report["window"] = regression_report(win_pred, win_true)
     report["split"] = split
     report["excluded_seen_subject_recordings"] = len(seen)
@@ -163,6 +161,17 @@ def evaluate_folder(pipe: RespRatePipeline, data: str | Path, limit: int = 0, sp
     }
     report.update(model=pipe.model["name"], checkpoint=pipe.model["checkpoint"], checkpoint_sha256=pipe.model["sha256"])
     return report
+
+
+def aggregate_description(predictor: RatePredictor) -> str:
+    """How the predictor turns a recording into one rate, in words."""
+    if isinstance(predictor, VotePredictor):
+        return (f"median of the recording rates of {len(predictor.members)} models, each: "
+                + "; ".join(aggregate_description(m) for m in predictor.members))
+    clip = predictor.clip
+    return (f"{clip.aggregate} of {clip.window_s:g} s windows every {clip.hop_s:g} s"
+            + (f", refined by the envelope spectrum within ±{100 * clip.refine_tolerance:.0f} %" if clip.refine_tolerance > 0 else "")
+            + (", three-halves check" if clip.three_halves_check else ""))
 
 
 def plot_track(track: RateTrack, samples: np.ndarray, sample_rate_hz: int, dest: str | Path | BinaryIO) -> None:

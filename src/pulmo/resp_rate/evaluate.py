@@ -37,9 +37,10 @@ def labelled_recordings(recordings: Sequence[Recording]) -> list[LabelledAudio]:
 
 
 def score_model(model: RatePredictor, items: Sequence[LabelledAudio], tolerances: Sequence[float] = ()) -> dict:
-    """Recording-level metrics (rate = aggregate of window rates, refined as
-    ``model.clip.refine_tolerance`` says) plus window-level ones; ``refined`` holds the
-    recording MAE for each of ``tolerances`` (for choosing one on validation).
+    """Recording-level metrics (the model's recording rates: for one network, the aggregate
+    of its window rates refined as ``model.clip`` says) plus window-level ones;
+    ``refined_mae`` holds the recording MAE for each of ``tolerances`` applied to the window
+    rates (for choosing one on validation; not meaningful for a vote).
 
     Returns ``{"recording": report, "window": report, "mse_by_range": ..., "breath_f1": ...,
     "noise_f1": ..., "predictions": [(key, true, predicted), ...]}``; reports hold ``mae``,
@@ -50,8 +51,9 @@ def score_model(model: RatePredictor, items: Sequence[LabelledAudio], tolerances
     refined: dict[float, list[float]] = {t: [] for t in tolerances}
     clip = model.clip
     for it in items:
-        w = model.windows(it.samples)
-        rec_pred.append(recording_rate(it.samples, w, clip))
+        pred = model.predict(it.samples)
+        w = pred.windows
+        rec_pred.append(pred.rate_bpm)
         for t in tolerances:
             refined[t].append(abs(recording_rate(it.samples, w, clip, t) - it.rate_bpm))
         rec_true.append(it.rate_bpm)

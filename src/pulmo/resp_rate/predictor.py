@@ -1,4 +1,5 @@
-"""What turns a recording into per-window predictions: one network, or a composite of two.
+"""What turns a recording into per-window predictions and a rate: one network, a composite
+of two, or a vote of several.
 
 The composite exists because one network could not do both jobs well here. A network
 trained on real paced breathing only (RRuJO, 8-20 bpm) gives the best rates on real
@@ -8,9 +9,18 @@ in rate accuracy on real recordings. The composite lets the *breathing* member d
 what kind of breathing each window holds and takes its rate wherever that lies outside
 the *rate* member's range; elsewhere the rate member gives the rate.
 
+A vote runs several predictors of one recipe (networks trained with different seeds, or
+composites of them) and takes the median of their recording rates. A single training run's
+recording rate depends on its seed more than on anything else we varied: each run makes
+octave slips on different recordings, and the median of three outvotes a slip that only one
+of them makes. It also removes a choice: shipping one seed meant picking it on four
+validation subjects, a pick that did not carry over to new subjects.
+
 A composite checkpoint is a project checkpoint (:mod:`pulmo.engine.checkpoint`) with no
 weights of its own and ``composite = {"rate": bundle, "breathing": bundle,
-"gate_above_bpm": float | None}``, each bundle a whole resp-rate checkpoint dict.
+"gate_above_bpm": float | None}``, each bundle a whole single-network resp-rate checkpoint
+dict; a vote checkpoint likewise holds ``vote = [bundle, ...]``, each a single-network or
+composite checkpoint dict.
 """
 
 from __future__ import annotations
@@ -23,21 +33,33 @@ from typing import Any, Protocol
 import numpy as np
 
 from pulmo.data.adapters.synthetic_breath import BREATH_CLASSES
-from pulmo.engine.checkpoint import write_checkpoint
+from pulmo.engine.checkpoint import checkpoint_dict, save_checkpoint_dict
 from pulmo.errors import CheckpointError
 from pulmo.resp_rate.config import ClipConfig
-from pulmo.resp_rate.net import RateNet, WindowPredictions, build_from_rr_checkpoint, predict_windows
+from pulmo.resp_rate.net import RateNet, WindowPredictions, build_from_rr_checkpoint, predict_windows, recording_rate
 
 NORMAL = BREATH_CLASSES.index("normal")
 
 
-class RatePredictor(Protocol):
-    """Anything with a clip config (rate, window, hop, aggregate, refinement) and a
-    ``windows(samples)`` that predicts every window of a recording at ``clip.sample_rate_hz``."""
+@dataclass
+class RecordingPrediction:
+    """A recording's window predictions and its one rate (breaths per minute)."""
 
-    clip: ClipConfig
+    windows: WindowPredictions
+    rate_bpm: float
+
+
+class RatePredictor(Protocol):
+    """Anything with a clip config (rate, window, hop, aggregate, refinement), a
+    ``windows(samples)`` that predicts every window of a recording at ``clip.sample_rate_hz``,
+    and a ``predict(samples)`` that adds the recording's rate."""
+
+    @property
+    def clip(self) -> ClipConfig: ...
 
     def windows(self, samples: np.ndarray) -> WindowPredictions: ...
+
+    def predict(self, samples: np.ndarray) -> RecordingPrediction: ...
 
 
 @dataclass
@@ -49,6 +71,10 @@ class NetPredictor:
 
     def windows(self, samples: np.ndarray) -> WindowPredictions:
         return predict_windows(self.net, samples, self.clip)
+
+    def predict(self, samples: np.ndarray) -> RecordingPrediction:
+        w = self.windows(samples)
+        return RecordingPrediction(w, recording_rate(samples, w, self.clip))
 
 
 def gate_windows(rate: WindowPredictions, breathing: WindowPredictions, gate_above_bpm: float | None) -> WindowPredictions:
@@ -79,11 +105,7 @@ class CompositePredictor:
     gate_above_bpm: float | None = None
 
     def __post_init__(self) -> None:
-        a, b = self.rate.clip, self.breathing.clip
-        fields = ("sample_rate_hz", "window_s", "hop_s", "min_s")
-        if any(getattr(a, f) != getattr(b, f) for f in fields):
-            raise CheckpointError("composite members must share " + ", ".join(fields) + ": "
-                                  + "; ".join(f"{f} {getattr(a, f)} vs {getattr(b, f)}" for f in fields))
+        check_same_windows("composite", [self.rate.clip, self.breathing.clip])
 
     @property
     def clip(self) -> ClipConfig:
@@ -92,36 +114,127 @@ class CompositePredictor:
     def windows(self, samples: np.ndarray) -> WindowPredictions:
         return gate_windows(self.rate.windows(samples), self.breathing.windows(samples), self.gate_above_bpm)
 
+    def predict(self, samples: np.ndarray) -> RecordingPrediction:
+        w = self.windows(samples)
+        return RecordingPrediction(w, recording_rate(samples, w, self.clip))
 
-def predictor_from_checkpoint(bundle: Mapping[str, Any]) -> NetPredictor | CompositePredictor:
+
+WINDOW_FIELDS = ("sample_rate_hz", "window_s", "hop_s", "min_s")
+
+
+def check_same_windows(what: str, clips: list[ClipConfig]) -> None:
+    """``CheckpointError`` unless every clip config cuts a recording into the same windows."""
+    for other in clips[1:]:
+        if any(getattr(clips[0], f) != getattr(other, f) for f in WINDOW_FIELDS):
+            raise CheckpointError(f"{what} members must share " + ", ".join(WINDOW_FIELDS) + ": "
+                                  + "; ".join(f"{f} {getattr(clips[0], f)} vs {getattr(other, f)}" for f in WINDOW_FIELDS))
+
+
+def vote_windows(windows: list[WindowPredictions]) -> WindowPredictions:
+    """Members' predictions of the same windows merged: median rate and count, mean class and
+    noise probabilities. Shapes as :class:`WindowPredictions`."""
+    first = windows[0]
+    if any(not np.array_equal(w.starts_s, first.starts_s) or w.window_s != first.window_s for w in windows[1:]):
+        raise CheckpointError("vote members must score the same windows (window, hop and rate differ)")
+    return WindowPredictions(
+        starts_s=first.starts_s, window_s=first.window_s,
+        rate_bpm=np.median([w.rate_bpm for w in windows], axis=0), count=np.median([w.count for w in windows], axis=0),
+        breath_probs=np.mean([w.breath_probs for w in windows], axis=0),
+        noise_probs=np.mean([w.noise_probs for w in windows], axis=0),
+    )
+
+
+@dataclass
+class VotePredictor:
+    """Several predictors of one recipe; each makes its own recording rate (with its own
+    refinement and check) and the vote's rate is their median. Its windows are the members'
+    merged by :func:`vote_windows`; ``clip`` is the first member's (windows are shared)."""
+
+    members: list[NetPredictor | CompositePredictor]
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            raise CheckpointError("a vote needs at least one member")
+        check_same_windows("vote", [m.clip for m in self.members])
+
+    @property
+    def clip(self) -> ClipConfig:
+        return self.members[0].clip
+
+    def windows(self, samples: np.ndarray) -> WindowPredictions:
+        return vote_windows([m.windows(samples) for m in self.members])
+
+    def predict(self, samples: np.ndarray) -> RecordingPrediction:
+        preds = [m.predict(samples) for m in self.members]
+        return RecordingPrediction(vote_windows([p.windows for p in preds]), float(np.median([p.rate_bpm for p in preds])))
+
+
+def predictor_from_checkpoint(bundle: Mapping[str, Any]) -> NetPredictor | CompositePredictor | VotePredictor:
     """The predictor a checkpoint dict describes (fp32, eval mode)."""
+    if bundle.get("task") != "resp-rate":
+        raise CheckpointError(f"checkpoint is for task {bundle.get('task')!r}, not 'resp-rate'")
+    if "vote" in bundle:
+        members = [predictor_from_checkpoint(b) for b in bundle["vote"]]
+        if any(isinstance(m, VotePredictor) for m in members):
+            raise CheckpointError("a vote's members must be single networks or composites, not votes")
+        return VotePredictor(members)  # type: ignore[arg-type]
     parts = bundle.get("composite")
     if parts is None:
         return NetPredictor(*build_from_rr_checkpoint(dict(bundle)))
-    if bundle.get("task") != "resp-rate" or not {"rate", "breathing"} <= set(parts):
+    if not {"rate", "breathing"} <= set(parts):
         raise CheckpointError("a composite resp-rate checkpoint needs 'rate' and 'breathing' members")
     return CompositePredictor(NetPredictor(*build_from_rr_checkpoint(parts["rate"])),
                               NetPredictor(*build_from_rr_checkpoint(parts["breathing"])), parts.get("gate_above_bpm"))
 
 
 def breathing_bundle(bundle: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The checkpoint dict whose network decides the breathing class (the member of a composite)."""
+    """The checkpoint dict whose network decides the breathing class (the member of a
+    composite; a vote's first member's)."""
+    if "vote" in bundle:
+        return breathing_bundle(bundle["vote"][0])
     parts = bundle.get("composite")
     return parts["breathing"] if parts else bundle
 
 
-def save_composite(path: str | Path, name: str, rate: dict[str, Any], breathing: dict[str, Any],
-                   gate_above_bpm: float | None, metrics: dict[str, Any]) -> Path:
-    """Write a composite checkpoint from two resp-rate checkpoint dicts. ``metrics`` should hold
-    the composite's own scores; its ``subjects`` default to the union of the members'."""
+def composite_checkpoint(name: str, rate: dict[str, Any], breathing: dict[str, Any], gate_above_bpm: float | None,
+                         metrics: dict[str, Any]) -> dict[str, Any]:
+    """A composite checkpoint dict from two single-network resp-rate checkpoint dicts.
+    ``metrics`` should hold the composite's own scores; its ``subjects`` default to the union
+    of the members'."""
     for role, b in (("rate", rate), ("breathing", breathing)):
-        if b.get("task") != "resp-rate" or "composite" in b:
+        if b.get("task") != "resp-rate" or "composite" in b or "vote" in b:
             raise CheckpointError(f"the {role} member must be a single-network resp-rate checkpoint")
-    seen = {split: sorted(set(rate.get("metrics", {}).get("subjects", {}).get(split, []))
-                          | set(breathing.get("metrics", {}).get("subjects", {}).get(split, [])))
-            for split in ("train", "val")}
-    metrics = {"subjects": seen, **metrics}
+    check_same_windows("composite", [ClipConfig(**rate["audio"]), ClipConfig(**breathing["audio"])])
     fields = {"task": "resp-rate", "name": name, "labels": list(BREATH_CLASSES),
               "composite": {"rate": rate, "breathing": breathing, "gate_above_bpm": gate_above_bpm}}
     config = {"rate_member": rate.get("name"), "breathing_member": breathing.get("name"), "gate_above_bpm": gate_above_bpm}
-    return write_checkpoint(path, fields, {}, metrics, config)
+    return checkpoint_dict(fields, {}, {"subjects": seen_subjects([rate, breathing]), **metrics}, config)
+
+
+def vote_checkpoint(name: str, members: list[dict[str, Any]], metrics: dict[str, Any]) -> dict[str, Any]:
+    """A vote checkpoint dict from single-network or composite resp-rate checkpoint dicts
+    (their windows must agree). ``metrics`` should hold the vote's own scores; its ``subjects``
+    default to the union of the members'."""
+    if not members or any(b.get("task") != "resp-rate" or "vote" in b for b in members):
+        raise CheckpointError("vote members must be single-network or composite resp-rate checkpoints")
+    check_same_windows("vote", [predictor_from_checkpoint(b).clip for b in members])
+    fields = {"task": "resp-rate", "name": name, "labels": list(BREATH_CLASSES), "vote": members}
+    return checkpoint_dict(fields, {}, {"subjects": seen_subjects(members), **metrics},
+                           {"members": [b.get("name") for b in members]})
+
+
+def save_composite(path: str | Path, name: str, rate: dict[str, Any], breathing: dict[str, Any],
+                   gate_above_bpm: float | None, metrics: dict[str, Any]) -> Path:
+    """Write :func:`composite_checkpoint` to ``path``."""
+    return save_checkpoint_dict(path, composite_checkpoint(name, rate, breathing, gate_above_bpm, metrics))
+
+
+def save_vote(path: str | Path, name: str, members: list[dict[str, Any]], metrics: dict[str, Any]) -> Path:
+    """Write :func:`vote_checkpoint` to ``path``."""
+    return save_checkpoint_dict(path, vote_checkpoint(name, members, metrics))
+
+
+def seen_subjects(bundles: list[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """The union of checkpoints' training and validation subjects."""
+    return {split: sorted({s for b in bundles for s in b.get("metrics", {}).get("subjects", {}).get(split, [])})
+            for split in ("train", "val")}
