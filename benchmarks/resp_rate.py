@@ -8,7 +8,8 @@ Writes ``results/resp_rate.md``, ``results/resp_rate.csv`` and ``results/resp_ra
 
     python benchmarks/resp_rate.py --seeds 0 1 2 --jobs 2 --cv-row push_window15 push_window15_stretch \
         push_window15_long push_heavy64_window15 push_heavy_window15 push_window30 --cv-seeds 0 1 2 \
-        --bundle src/pulmo/assets/resp_rate_tc_lstm.pt --bundle-rate-only src/pulmo/assets/resp_rate_lstm_window15.pt
+        --bundle src/pulmo/assets/resp_rate_tc_lstm.pt --bundle-rate-only src/pulmo/assets/resp_rate_lstm_window15.pt \
+        --vote-study push_window15
 
 ``--reselect`` chooses the post-processing of finished runs again (after a change to how it
 is chosen) without retraining them.
@@ -442,6 +443,22 @@ def vote_section(votes: dict[str, dict[str, Any]], cv_seeds: list[int]) -> str:
     return "\n".join(L) + "\n"
 
 
+def vote_size_study(runs: Path, row: str, folds: int, seeds: list[int]) -> str:
+    """How the cross-validated error of a vote depends on how many seeds it holds: every
+    subset of ``seeds`` of each size, its vote scored over all subject folds."""
+    from itertools import combinations
+
+    L = ["", f"## How many seeds: {row}, votes of every subset of seeds {', '.join(map(str, seeds))}, cross-validated", "",
+         "Each subset's vote scores all 250 RRuJO recordings over the five subject folds; mean ± std and range over the"
+         " subsets of each size (size 1 = single seeds).", "",
+         "| seeds per vote | subsets | MAE | MAE range | CCC | CCC range |", "|---|---|---|---|---|---|"]
+    for size in range(1, len(seeds) + 1):
+        reps = [pooled_report(cv_vote(runs, row, folds, list(c)) or []) for c in combinations(seeds, size)]
+        mae, ccc = [r["mae"] for r in reps], [r["ccc"] for r in reps]
+        L.append(f"| {size} | {len(reps)} | {ms(mae, 2)} | {min(mae):.2f}-{max(mae):.2f} | {ms(ccc)} | {min(ccc):.3f}-{max(ccc):.3f} |")
+    return "\n".join(L) + "\n"
+
+
 def bundle_vote(votes: dict[str, dict[str, Any]], rows: tuple[str, ...], dest: Path) -> str:
     """Write the vote of the row among ``rows`` with the lowest cross-validated vote MAE to
     ``dest`` (members' weights fp16); returns that row."""
@@ -475,6 +492,9 @@ def main() -> None:
     p.add_argument("--bundle-rate-only", type=Path, help="likewise for RATE_ONLY_ROWS: the composite's rate member")
     p.add_argument("--cv-row", nargs="+", help="also run these rows over all subject folds: every recording scored once per seed")
     p.add_argument("--cv-seeds", type=int, nargs="+", default=[0], help="training seeds of the --cv-row runs")
+    p.add_argument("--vote-study", metavar="ROW", help="also run ROW over all subject folds with --vote-study-seeds and "
+                   "tabulate the cross-validated error of votes of every size")
+    p.add_argument("--vote-study-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--reselect", action="store_true", help="choose the post-processing (refinement tolerance, "
                    "three-halves check) of every finished run again on its validation subjects; training is not repeated")
     p.add_argument("--worker", nargs=2, metavar=("ROW", "SEED"), help=argparse.SUPPRESS)
@@ -485,8 +505,10 @@ def main() -> None:
         return
     started = time.time()
     tasks: list[tuple[str, int, int | None]] = [(r, s, None) for s in args.seeds for r in args.rows]
-    folds = load_rr_config_folds() if args.cv_row else 0
+    folds = load_rr_config_folds() if args.cv_row or args.vote_study else 0
     tasks += [(row, s, k) for row in args.cv_row or [] for s in args.cv_seeds for k in range(folds)]
+    if args.vote_study:
+        tasks += [t for t in ((args.vote_study, s, k) for s in args.vote_study_seeds for k in range(folds)) if t not in tasks]
     run_all(tasks, args.jobs, args.runs, args.reselect)
     dsp = dsp_baseline(args.runs)
     by_row = load_runs(args.runs, args.rows, args.results / "resp_rate_runs.json")
@@ -511,6 +533,8 @@ def main() -> None:
                      f"{why}), fp16 weights, {dest.stat().st_size / 1e3:.0f} kB.\n")
     for row in args.cv_row or []:
         text += cross_validation(args.runs, row, folds, args.cv_seeds)
+    if args.vote_study:
+        text += vote_size_study(args.runs, args.vote_study, folds, args.vote_study_seeds)
     (args.results / "resp_rate.md").write_text(text)
     (args.runs / "dsp_selected.json").write_text(json.dumps(dsp["selected"]))
     print(text)
