@@ -36,11 +36,12 @@ def labelled_recordings(recordings: Sequence[Recording]) -> list[LabelledAudio]:
             for r in recordings]
 
 
-def score_model(model: RatePredictor, items: Sequence[LabelledAudio], tolerances: Sequence[float] = ()) -> dict:
+def score_model(model: RatePredictor, items: Sequence[LabelledAudio], alternatives: Sequence[ClipConfig] = ()) -> dict:
     """Recording-level metrics (the model's recording rates: for one network, the aggregate
     of its window rates refined as ``model.clip`` says) plus window-level ones;
-    ``refined_mae`` holds the recording MAE for each of ``tolerances`` applied to the window
-    rates (for choosing one on validation; not meaningful for a vote).
+    ``alternative_mae`` holds the recording MAE for each clip config of ``alternatives``
+    applied to the same window predictions (other refinement tolerances or checks, for
+    choosing among them on validation without predicting again; not meaningful for a vote).
 
     Returns ``{"recording": report, "window": report, "mse_by_range": ..., "breath_f1": ...,
     "noise_f1": ..., "predictions": [(key, true, predicted), ...]}``; reports hold ``mae``,
@@ -48,14 +49,13 @@ def score_model(model: RatePredictor, items: Sequence[LabelledAudio], tolerances
     """
     rec_pred, rec_true, win_pred, win_true = [], [], [], []
     b_pred, b_true, n_pred, n_true = [], [], [], []
-    refined: dict[float, list[float]] = {t: [] for t in tolerances}
-    clip = model.clip
+    alternative: list[list[float]] = [[] for _ in alternatives]
     for it in items:
         pred = model.predict(it.samples)
         w = pred.windows
         rec_pred.append(pred.rate_bpm)
-        for t in tolerances:
-            refined[t].append(abs(recording_rate(it.samples, w, clip, t) - it.rate_bpm))
+        for errors, other in zip(alternative, alternatives):
+            errors.append(abs(recording_rate(it.samples, w, other) - it.rate_bpm))
         rec_true.append(it.rate_bpm)
         win_pred.extend(w.rate_bpm.tolist())
         win_true.extend([it.rate_bpm] * len(w.rate_bpm))
@@ -70,7 +70,7 @@ def score_model(model: RatePredictor, items: Sequence[LabelledAudio], tolerances
         "breath_f1": f1_scores(b_pred, b_true, len(BREATH_CLASSES)),
         "noise_f1": f1_scores(n_pred, n_true, 2),
         "predictions": [(it.key, it.rate_bpm, p) for it, p in zip(items, rec_pred)],
-        "refined_mae": {t: float(np.mean(v)) for t, v in refined.items()},
+        "alternative_mae": [float(np.mean(v)) for v in alternative],
     }
 
 

@@ -119,15 +119,17 @@ def run_rr_experiment(cfg: RespRateConfig, out_dir: str | Path, progress: bool =
 def select_post_processing(net: RateNet, clip: ClipConfig, val_items: list[LabelledAudio]) -> tuple[ClipConfig, dict[str, Any]]:
     """How a recording's rate is made from its windows' rates, chosen on validation MAE:
     the refinement tolerance from ``clip.refine_grid`` (ties: the smaller), then the
-    three-halves check, kept only when it lowers the MAE. Returns the clip config and a record."""
+    three-halves check, kept only when it lowers the MAE. The validation windows are predicted
+    once. Returns the clip config and a record."""
     base = replace(clip, refine_tolerance=0.0, three_halves_check=False)
-    res = score_model(NetPredictor(net, base), val_items, tolerances=clip.refine_grid)
-    grid = res["refined_mae"]
-    tol = min(grid, key=lambda t: (grid[t], t)) if grid else 0.0
-    chosen = replace(base, refine_tolerance=tol)
-    off = grid[tol] if grid else res["recording"]["mae"]
-    on = score_model(NetPredictor(net, replace(chosen, three_halves_check=True)), val_items)["recording"]["mae"]
-    chosen.three_halves_check = on < off
+    tolerances = clip.refine_grid or [0.0]
+    options = [replace(base, refine_tolerance=t, three_halves_check=c) for c in (False, True) for t in tolerances]
+    maes = score_model(NetPredictor(net, base), val_items, alternatives=options)["alternative_mae"]
+    by_option = {(o.refine_tolerance, o.three_halves_check): m for o, m in zip(options, maes)}
+    grid = {t: by_option[(t, False)] for t in tolerances}
+    tol = min(grid, key=lambda t: (grid[t], t))
+    off, on = grid[tol], by_option[(tol, True)]
+    chosen = replace(base, refine_tolerance=tol, three_halves_check=on < off)
     return chosen, {"val_mae_by_tolerance": grid, "selected_tolerance": tol,
                     "three_halves_check": {"val_mae_off": off, "val_mae_on": on, "selected": chosen.three_halves_check}}
 
