@@ -419,11 +419,23 @@ def vote_rows(by_row: dict[str, list[dict[str, Any]]], runs: Path, folds: int, c
         cv = cv_vote(runs, row, folds, cv_seeds) if folds else None
         out[row] = {"seeds": [r["seed"] for r in kept], "runs": kept,
                     **{split: pooled_report(vote_predictions([r[f"{split}_predictions"] for r in kept])) for split in ("val", "test")},
-                    "cv": pooled_report(cv) if cv else None,
+                    "cv": pooled_report(cv) if cv else None, "cv_misses": miss_kinds(cv) if cv else None,
                     "cv_single_seed_mae": [pooled_report([p for k in range(folds) for p in json.loads(
                         (cv_dir(runs, row, s, k) / "metrics.json").read_text())["test_predictions"]])["mae"] for s in cv_seeds]
                     if cv else None}
     return out
+
+
+def miss_kinds(predictions: list[tuple[str, float, float]]) -> dict[str, int]:
+    """Recordings missed by more than 1 bpm, by how the estimate relates to the label: an
+    octave (0.45-0.55x or 1.8-2.2x), three halves (0.6-0.72x or 1.4-1.6x), or other."""
+    kinds = {"octave": 0, "three_halves": 0, "other": 0}
+    for _, true, pred in predictions:
+        if abs(pred - true) > 1:
+            r = pred / true if true else float("inf")
+            kinds["octave" if 0.45 <= r <= 0.55 or 1.8 <= r <= 2.2 else
+                  "three_halves" if 0.6 <= r <= 0.72 or 1.4 <= r <= 1.6 else "other"] += 1
+    return kinds
 
 
 def vote_section(votes: dict[str, dict[str, Any]], cv_seeds: list[int]) -> str:
@@ -433,13 +445,15 @@ def vote_section(votes: dict[str, dict[str, Any]], cv_seeds: list[int]) -> str:
          " chosen on validation). No choice among seeds is made. Cross-validated: every RRuJO recording scored by the vote of"
          f" seeds {', '.join(map(str, cv_seeds))} of the runs whose test fold holds its subject. The bundled votes' rows are"
          " chosen by this cross-validated MAE (not nested), so their own cross-validated figure is slightly optimistic.", "",
-         "| row | seeds | val MAE | test MAE | test CCC | cross-validated MAE | cross-validated CCC | within 1 bpm | single seeds, cross-validated MAE |",
-         "|---|---|---|---|---|---|---|---|---|"]
+         "| row | seeds | val MAE | test MAE | test CCC | cross-validated MAE | cross-validated CCC | within 1 bpm | "
+         "misses > 1 bpm: octave / 3:2 / other | single seeds, cross-validated MAE |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
     for row, v in votes.items():
         cv = v["cv"]
         L.append(f"| {row} | {', '.join(map(str, v['seeds']))} | {v['val']['mae']:.2f} | {v['test']['mae']:.2f} | {v['test']['ccc']:.3f} | "
-                 + (f"**{cv['mae']:.2f}** | {cv['ccc']:.3f} | {cv['within_1_bpm']:.2f} | {ms(v['cv_single_seed_mae'], 2)} |"
-                    if cv else "- | - | - | - |"))
+                 + (f"**{cv['mae']:.2f}** | {cv['ccc']:.3f} | {cv['within_1_bpm']:.2f} | "
+                    + " / ".join(str(n) for n in v["cv_misses"].values()) + f" | {ms(v['cv_single_seed_mae'], 2)} |"
+                    if cv else "- | - | - | - | - |"))
     return "\n".join(L) + "\n"
 
 
