@@ -420,8 +420,7 @@ def vote_rows(by_row: dict[str, list[dict[str, Any]]], runs: Path, folds: int, c
         out[row] = {"seeds": [r["seed"] for r in kept], "runs": kept,
                     **{split: pooled_report(vote_predictions([r[f"{split}_predictions"] for r in kept])) for split in ("val", "test")},
                     "cv": pooled_report(cv) if cv else None, "cv_misses": miss_kinds(cv) if cv else None,
-                    "cv_single_seed_mae": [pooled_report([p for k in range(folds) for p in json.loads(
-                        (cv_dir(runs, row, s, k) / "metrics.json").read_text())["test_predictions"]])["mae"] for s in cv_seeds]
+                    "cv_single_seed_mae": [pooled_report(cv_vote(runs, row, folds, [s]) or [])["mae"] for s in cv_seeds]
                     if cv else None}
     return out
 
