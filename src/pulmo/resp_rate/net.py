@@ -97,15 +97,13 @@ def aggregate_rate(rates: np.ndarray, how: str) -> float:
     return float(np.median(rates) if how == "median" else np.mean(rates))
 
 
-def recording_rate(samples: np.ndarray, windows: WindowPredictions, clip: ClipConfig,
-                   tolerance: float | None = None) -> float:
+def recording_rate(samples: np.ndarray, windows: WindowPredictions, clip: ClipConfig) -> float:
     """The recording's rate: the aggregate of its window rates, refined by the envelope
-    spectrum when ``tolerance`` (default ``clip.refine_tolerance``) is positive, then moved
-    to 1.5 x when ``clip.three_halves_check`` and the band envelopes say so."""
+    spectrum when ``clip.refine_tolerance`` is positive, then moved to 1.5 x when
+    ``clip.three_halves_check`` and the band envelopes say so."""
     rate = aggregate_rate(windows.rate_bpm, clip.aggregate)
-    tol = clip.refine_tolerance if tolerance is None else tolerance
-    if tol > 0:
-        rate = refine_rate(samples, clip.sample_rate_hz, rate, tol)
+    if clip.refine_tolerance > 0:
+        rate = refine_rate(samples, clip.sample_rate_hz, rate, clip.refine_tolerance)
     return three_halves_check(samples, clip.sample_rate_hz, rate) if clip.three_halves_check else rate
 
 

@@ -62,6 +62,12 @@ class RatePredictor(Protocol):
     def predict(self, samples: np.ndarray) -> RecordingPrediction: ...
 
 
+def predict_with_own_clip(predictor: RatePredictor, samples: np.ndarray) -> RecordingPrediction:
+    """A predictor's windows and the recording rate its own clip config makes of them."""
+    w = predictor.windows(samples)
+    return RecordingPrediction(w, recording_rate(samples, w, predictor.clip))
+
+
 @dataclass
 class NetPredictor:
     """One :class:`RateNet` applied in windows of ``clip.window_s`` every ``clip.hop_s``."""
@@ -73,8 +79,7 @@ class NetPredictor:
         return predict_windows(self.net, samples, self.clip)
 
     def predict(self, samples: np.ndarray) -> RecordingPrediction:
-        w = self.windows(samples)
-        return RecordingPrediction(w, recording_rate(samples, w, self.clip))
+        return predict_with_own_clip(self, samples)
 
 
 def gate_windows(rate: WindowPredictions, breathing: WindowPredictions, gate_above_bpm: float | None) -> WindowPredictions:
@@ -115,8 +120,7 @@ class CompositePredictor:
         return gate_windows(self.rate.windows(samples), self.breathing.windows(samples), self.gate_above_bpm)
 
     def predict(self, samples: np.ndarray) -> RecordingPrediction:
-        w = self.windows(samples)
-        return RecordingPrediction(w, recording_rate(samples, w, self.clip))
+        return predict_with_own_clip(self, samples)
 
 
 WINDOW_FIELDS = ("sample_rate_hz", "window_s", "hop_s", "min_s")
@@ -187,6 +191,13 @@ def predictor_from_checkpoint(bundle: Mapping[str, Any]) -> NetPredictor | Compo
                               NetPredictor(*build_from_rr_checkpoint(parts["breathing"])), parts.get("gate_above_bpm"))
 
 
+def checkpoint_clip(bundle: Mapping[str, Any]) -> ClipConfig:
+    """The clip config a single-network or composite checkpoint dict scores with (a
+    composite's is its rate member's), read without building the networks."""
+    parts = bundle.get("composite")
+    return ClipConfig(**(parts["rate"] if parts else bundle)["audio"])
+
+
 def breathing_bundle(bundle: Mapping[str, Any]) -> Mapping[str, Any]:
     """The checkpoint dict whose network decides the breathing class (the member of a
     composite; a vote's first member's)."""
@@ -204,7 +215,7 @@ def composite_checkpoint(name: str, rate: dict[str, Any], breathing: dict[str, A
     for role, b in (("rate", rate), ("breathing", breathing)):
         if b.get("task") != "resp-rate" or "composite" in b or "vote" in b:
             raise CheckpointError(f"the {role} member must be a single-network resp-rate checkpoint")
-    check_same_windows("composite", [ClipConfig(**rate["audio"]), ClipConfig(**breathing["audio"])])
+    check_same_windows("composite", [checkpoint_clip(rate), checkpoint_clip(breathing)])
     fields = {"task": "resp-rate", "name": name, "labels": list(BREATH_CLASSES),
               "composite": {"rate": rate, "breathing": breathing, "gate_above_bpm": gate_above_bpm}}
     config = {"rate_member": rate.get("name"), "breathing_member": breathing.get("name"), "gate_above_bpm": gate_above_bpm}
@@ -217,7 +228,7 @@ def vote_checkpoint(name: str, members: list[dict[str, Any]], metrics: dict[str,
     default to the union of the members'."""
     if not members or any(b.get("task") != "resp-rate" or "vote" in b for b in members):
         raise CheckpointError("vote members must be single-network or composite resp-rate checkpoints")
-    check_same_windows("vote", [predictor_from_checkpoint(b).clip for b in members])
+    check_same_windows("vote", [checkpoint_clip(b) for b in members])
     fields = {"task": "resp-rate", "name": name, "labels": list(BREATH_CLASSES), "vote": members}
     return checkpoint_dict(fields, {}, {"subjects": seen_subjects(members), **metrics},
                            {"members": [b.get("name") for b in members]})
