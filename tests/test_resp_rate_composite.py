@@ -186,6 +186,7 @@ def test_vote_checkpoint_round_trip(members, composite, tmp_path):
     pipe = RespRatePipeline.from_checkpoint(path)
     assert pipe.heavy_assessed is True  # the first member is the composite, whose breathing member learned heavy breathing
     assert aggregate_description(model).startswith("median of the recording rates of 3 models, each: median of 7 s windows")
+    assert "from the breathing member where it calls the window none or heavy or reads above 25 bpm" in aggregate_description(model)
     with pytest.raises(CheckpointError, match="single-network or composite"):
         save_vote(tmp_path / "nested.pt", "nested", [bundle], {})
     with pytest.raises(CheckpointError, match="single-network"):

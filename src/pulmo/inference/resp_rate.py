@@ -18,7 +18,7 @@ from pulmo.metrics.regression import regression_report
 from pulmo.resp_rate.data import load_recording
 from pulmo.resp_rate.config import ClipConfig
 from pulmo.resp_rate.net import NOISE_CLASSES, WindowPredictions
-from pulmo.resp_rate.predictor import RatePredictor, VotePredictor, breathing_bundle, predictor_from_checkpoint
+from pulmo.resp_rate.predictor import CompositePredictor, RatePredictor, VotePredictor, breathing_bundle, predictor_from_checkpoint
 
 
 @dataclass
@@ -169,7 +169,11 @@ def aggregate_description(predictor: RatePredictor) -> str:
         return (f"median of the recording rates of {len(predictor.members)} models, each: "
                 + "; ".join(aggregate_description(m) for m in predictor.members))
     clip = predictor.clip
-    return (f"{clip.aggregate} of {clip.window_s:g} s windows every {clip.hop_s:g} s"
+    gate = ""
+    if isinstance(predictor, CompositePredictor):
+        gate = (" (window rates from the rate member, or from the breathing member where it calls the window none or heavy"
+                + (f" or reads above {predictor.gate_above_bpm:g} bpm)" if predictor.gate_above_bpm is not None else ")"))
+    return (f"{clip.aggregate} of {clip.window_s:g} s windows every {clip.hop_s:g} s{gate}"
             + (f", refined by the envelope spectrum within ±{100 * clip.refine_tolerance:.0f} %" if clip.refine_tolerance > 0 else "")
             + (", three-halves check" if clip.three_halves_check else ""))
 
