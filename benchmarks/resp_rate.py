@@ -7,7 +7,7 @@ finished runs are reused. Each run's selected model is then scored on the synthe
 Writes ``results/resp_rate.md``, ``results/resp_rate.csv`` and ``results/resp_rate_snr.png``.
 
     python benchmarks/resp_rate.py --seeds 0 1 2 --jobs 2 --cv-row push_window15 push_window15_stretch \
-        push_window15_long push_heavy64_window15 push_heavy_window15 push_window30 --cv-seeds 0 1 2 \
+        push_window15_long push_heavy64_window15 push_heavy_window15 push_window30 push64_window15 --cv-seeds 0 1 2 \
         --bundle src/pulmo/assets/resp_rate_tc_lstm.pt --bundle-rate-only src/pulmo/assets/resp_rate_lstm_window15.pt \
         --vote-study push_window15
 
@@ -40,11 +40,12 @@ sys.path.insert(0, str(ROOT / "src"))
 CONFIG_DIR = ROOT / "configs" / "experiments" / "resp-rate"
 ROWS = ["table1_lstm16", "table1_lstm32", "table1_lstm64", "table2_tc_lstm32", "table3_lstm_aug",
         "table3_tc_lstm_aug", "push_heavy", "push_heavy64", "push_window15", "push_light_heavy_window15",
-        "push_heavy_window15", "push_heavy64_window15", "push_window15_stretch", "push_window15_long", "push_window30"]
+        "push_heavy_window15", "push_heavy64_window15", "push_window15_stretch", "push_window15_long", "push64_window15",
+        "push_window30"]
 # the rows trained with the heavy and none classes: the bundled model must be able to flag them
 BUNDLE_ROWS = ("push_heavy", "push_heavy64", "push_light_heavy_window15", "push_heavy_window15", "push_heavy64_window15")
 # the most accurate rows on paced real recordings; never trained above 20 bpm (no heavy class)
-RATE_ONLY_ROWS = ("push_window15", "push_window15_stretch", "push_window15_long")
+RATE_ONLY_ROWS = ("push_window15", "push_window15_stretch", "push_window15_long", "push64_window15")
 DSP_GRID = [dict(band_low_hz=lo, band_high_hz=hi, harmonic_decay=d)
             for lo, hi in ((100.0, 400.0), (200.0, 800.0), (300.0, 900.0)) for d in (0.8, 1.0)]
 
