@@ -23,6 +23,29 @@ def test_resp_rate_reports_a_track_with_provenance():
     assert all(w["end_s"] > w["start_s"] for w in windows) and 0 <= result["heavy_fraction"] <= 1
     (figure,) = analysis.figures
     assert figure.name == "rate_track" and figure.png.startswith(b"\x89PNG")
+
+
+def test_resp_rate_short_clip_goes_to_the_short_clip_model(tmp_path):
+    """Audio shorter than the default model's shortest clip (12 s) is scored by the bundled
+    short-clip model (7 s windows, from 4 s), unless a checkpoint was asked for."""
+    import numpy as np
+    import soundfile as sf
+
+    from pulmo.data.adapters.synthetic_breath import synth_breath
+    from pulmo.errors import AudioTooShortError
+
+    x = synth_breath(6.0, 15.0, 2000, np.random.default_rng(0)).audio
+    path = tmp_path / "clip6s.wav"
+    sf.write(path, x, 2000)
+    result, analysis = analyze_path(path, task="resp-rate")
+    assert result["model"]["checkpoint"] == "resp_rate_short.pt" and "short clips" in result["model"]["name"]
+    assert result["model"]["evaluation"].startswith("RRuJO test subjects, clips of 4-7 s")
+    assert [(w["start_s"], w["end_s"]) for w in result["windows"]] == [(0.0, 6.0)]  # one window of the clip's own length
+    with pytest.raises(AudioTooShortError, match="resp_rate_short.pt"):
+        capability("resp-rate").analyze(path, checkpoint=str(ASSETS / "resp_rate_composite.pt"))
+    sf.write(tmp_path / "clip3s.wav", x[:6000], 2000)
+    with pytest.raises(AudioTooShortError, match="shortest clip of 4 s"):
+        analyze_path(tmp_path / "clip3s.wav", task="resp-rate")
     with pytest.raises(ConfigError, match="resp-rate takes options"):
         capability("resp-rate").analyze(ASSETS / "demo_breath.flac", options={"annotation": "x.txt"})
 

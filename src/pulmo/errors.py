@@ -13,6 +13,14 @@ class DataError(PulmoError):
     """A dataset, recording or annotation is missing, unreadable or inconsistent."""
 
 
+class AudioTooShortError(DataError):
+    """A recording is shorter than the shortest clip a model was trained on."""
+
+    def __init__(self, message: str, duration_s: float) -> None:
+        super().__init__(message)
+        self.duration_s = duration_s
+
+
 class ConfigError(PulmoError):
     """A configuration file or value is invalid."""
 

@@ -28,12 +28,26 @@ class RespRateCapability:
         """Breaths per minute in windows of the model's clip length across the recording, the
         recording's rate, the share of windows with heavy breathing and the noise flag."""
         check_options(self.name, self.options, options)
+        from pulmo.errors import AudioTooShortError
+        from pulmo.inference.bundled import ASSETS, RESP_RATE_SHORT_CLIPS
+
         pipe, checkpoint_sha256 = self.pipelines.get(checkpoint)
-        samples = pipe.load(path)
+        try:
+            samples = pipe.load(path)
+        except AudioTooShortError:  # too short for the default model: the bundled short-clip model takes it
+            if checkpoint is not None or not (ASSETS / RESP_RATE_SHORT_CLIPS).is_file():
+                raise
+            pipe, checkpoint_sha256 = self.pipelines.get(str(ASSETS / RESP_RATE_SHORT_CLIPS))
+            samples = pipe.load(path)
         track = pipe.analyze_file(path, samples)
         result = track.to_dict()
         del result["path"]  # the envelope names the input
         result["model"]["sha256"] = checkpoint_sha256
+        clips = pipe.metrics.get("test_clips", {})
+        if {"mae", "ccc"} <= set(clips):
+            result["model"]["evaluation"] = (
+                f"RRuJO test subjects, clips of {'-'.join(f'{s:g}' for s in pipe.metrics.get('clip_seconds', []))} s "
+                f"(n={clips.get('n', '?')}): mean absolute error {clips['mae']:.2f} breaths/min, CCC {clips['ccc']:.2f}")
         test = pipe.metrics.get("test", {})
         if {"mae", "ccc"} <= set(test):
             result["model"]["evaluation"] = (

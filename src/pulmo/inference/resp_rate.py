@@ -12,8 +12,8 @@ import numpy as np
 from pulmo.data.adapters.breath_csv import load_breath_csv
 from pulmo.data.adapters.synthetic_breath import BREATH_CLASSES
 from pulmo.engine.checkpoint import file_hash, read_checkpoint
-from pulmo.errors import DataError
-from pulmo.inference.bundled import default_checkpoint
+from pulmo.errors import AudioTooShortError, DataError
+from pulmo.inference.bundled import ASSETS, RESP_RATE_SHORT_CLIPS, default_checkpoint
 from pulmo.metrics.regression import regression_report
 from pulmo.resp_rate.data import load_recording
 from pulmo.resp_rate.config import ClipConfig
@@ -82,8 +82,16 @@ class RespRatePipeline:
         return cls(checkpoint)
 
     def load(self, path: str | Path) -> np.ndarray:
-        """The file at the model's rate; ``DataError`` if unreadable, NaN, silent or shorter than ``clip.min_s``."""
-        return load_recording(str(path), self.clip.sample_rate_hz, self.clip.min_s)
+        """The file at the model's rate; ``DataError`` if unreadable, NaN or silent,
+        ``AudioTooShortError`` (naming the bundled short-clip model) if shorter than ``clip.min_s``."""
+        try:
+            return load_recording(str(path), self.clip.sample_rate_hz, self.clip.min_s)
+        except AudioTooShortError as err:
+            short = ASSETS / RESP_RATE_SHORT_CLIPS
+            if short.is_file() and self.path.resolve() != short.resolve():
+                raise AudioTooShortError(f"{err}; for short clips use the short-clip model: --checkpoint {short}",
+                                         err.duration_s) from None
+            raise
 
     def windows(self, samples: np.ndarray) -> WindowPredictions:
         return self.predictor.windows(samples)

@@ -19,7 +19,7 @@ from pulmo.data.adapters.synthetic_breath import breath_class, synth_breath
 from pulmo.data.audio_io import read_audio, resample
 from pulmo.data.records import AudioRecord
 from pulmo.data.transforms.audio import make_noise, mix_at_snr
-from pulmo.errors import DataError
+from pulmo.errors import AudioTooShortError, DataError
 from pulmo.resp_rate.config import AugmentConfig, ClipConfig, RRDataConfig
 
 
@@ -41,12 +41,14 @@ def load_recording(path: str, sample_rate_hz: int, min_seconds: float) -> np.nda
     (a model's shortest training clip, ``ClipConfig.min_s``) or silent.
 
     Raises:
-        DataError: unreadable, NaN/infinite samples, too short, or silent.
+        DataError: unreadable, NaN/infinite samples, or silent; :class:`AudioTooShortError` (a
+            ``DataError``) if too short.
     """
     samples, sr = read_audio(path)
     duration = len(samples) / sr
     if duration < min_seconds:
-        raise DataError(f"{path} is {duration:.2f} s long, shorter than the model's shortest clip of {min_seconds:g} s")
+        raise AudioTooShortError(f"{path} is {duration:.2f} s long, shorter than the model's shortest clip of {min_seconds:g} s",
+                                 duration)
     if float(np.abs(samples).max()) < 1e-6 or float(np.std(samples)) < 1e-7:
         raise DataError(f"{path} is silent (no signal above 1e-6 full scale)")
     return resample(samples, sr, sample_rate_hz)
