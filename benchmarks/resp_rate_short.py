@@ -1,14 +1,23 @@
 """The short-clip resp-rate model: breaths per minute from one clip of 4-7 s, the paper's setting.
 
 The default model scores 15 s windows and refuses audio shorter than 12 s. For shorter clips
-pulmo ships a vote of the seeds of one 7 s row that learned the heavy and none classes
-(``SHORT_ROWS``, trained by ``benchmarks/resp_rate.py``). Its recording-level post-processing
-(envelope-spectrum refinement and three-halves check, chosen on ~60 s recordings) may not suit a
-clip of a few seconds, so the row and whether to keep that post-processing are chosen together
-on clips cut from the RRuJO validation subjects' recordings (lowest MAE); then scored once on
-clips cut from the test subjects' recordings, with the DSP baseline on the same clips beside it.
-Clips: ``CLIPS_PER_RECORDING`` per recording, lengths uniform in 4-7 s, random starts (seeded).
-Writes ``results/resp_rate_short.md|json`` and, with ``--bundle``, the checkpoint (fp16).
+pulmo ships a model built from the 7 s rows ``benchmarks/resp_rate.py`` trains (fold 0, seeds
+``SEEDS``), chosen on clips cut from the RRuJO validation subjects' recordings:
+
+1. the breathing member: the heavy-capable 7 s row (``SHORT_ROWS``) whose seed vote has the lowest
+   validation-clip MAE, with or without its recording-level post-processing (envelope-spectrum
+   refinement and three-halves check, chosen on ~60 s recordings; a few seconds of envelope may
+   not support it);
+2. for each rate-only 7 s row (``RATE_ROWS``), the composite of that row and the breathing member
+   (:mod:`pulmo.resp_rate.predictor`), seed k with seed k, without post-processing, its gate and
+   check chosen as the default model's are (``resp_rate_composite.choose_gate``: real validation
+   clips first, synthetic validation clips among equals);
+3. the lowest validation-clip MAE among the breathing member alone and those composites.
+
+Then scored once on clips cut from the test subjects' recordings and from the held-out synthetic
+recordings, with the DSP baseline on the same clips. Clips: ``CLIPS_PER_RECORDING`` per real
+recording (one per synthetic one), lengths uniform in 4-7 s, random starts (seeded). Writes
+``results/resp_rate_short.md|json`` and, with ``--bundle``, the checkpoint (fp16).
 
     python benchmarks/resp_rate_short.py --bundle src/pulmo/assets/resp_rate_short.pt
 """
@@ -23,27 +32,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from resp_rate_composite import fold_items
+from resp_rate_composite import SYNTHETIC_VAL_SEED, Scored, choose_gate, fold_items, gate_name
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-SHORT_ROWS = ("push_heavy", "push_heavy64")
+SHORT_ROWS = ("push_heavy", "push_heavy64")  # 7 s windows, learned the heavy and none classes
+RATE_ROWS = ("table1_lstm16", "table1_lstm32", "table1_lstm64", "table2_tc_lstm32", "table3_lstm_aug",
+             "table3_tc_lstm_aug")  # 7 s windows, real paced breathing only
 SEEDS = (0, 1, 2)
 CLIPS_PER_RECORDING = 6
 CLIP_SECONDS = (4.0, 7.0)
 CLIP_SEED = 5
 
 
-def cut_clips(items: list[Any], seed: int) -> list[Any]:
-    """``CLIPS_PER_RECORDING`` clips of each labelled recording, lengths uniform in ``CLIP_SECONDS``
-    (at 2 kHz), random starts; each keeps its recording's label."""
+def cut_clips(items: list[Any], seed: int, per_recording: int = CLIPS_PER_RECORDING) -> list[Any]:
+    """``per_recording`` clips of each labelled recording, lengths uniform in ``CLIP_SECONDS``
+    (at 2 kHz), random starts; each keeps its recording's label and group."""
     from pulmo.resp_rate.evaluate import LabelledAudio
 
     rng = np.random.default_rng(seed)
     out = []
     for it in items:
-        for k in range(CLIPS_PER_RECORDING):
+        for k in range(per_recording):
             n = int(rng.uniform(*CLIP_SECONDS) * 2000)
             start = int(rng.integers(0, len(it.samples) - n))
             out.append(LabelledAudio(f"{it.key}#{k}", it.samples[start:start + n], it.rate_bpm, it.noisy, it.group))
@@ -63,23 +74,15 @@ def member_bundles(runs: Path, row: str, post_processing: bool) -> list[dict[str
     return out
 
 
-def score(bundles: list[dict[str, Any]], clips: list[Any]) -> dict[str, Any]:
-    """The vote of ``bundles`` on ``clips``: per-clip regression report (bpm) with the share within 2 bpm."""
-    from pulmo.metrics.regression import regression_report
-    from pulmo.resp_rate.predictor import VotePredictor, predictor_from_checkpoint
-
-    vote = VotePredictor([predictor_from_checkpoint(b) for b in bundles])
-    pred = [vote.predict(c.samples).rate_bpm for c in clips]
-    rep: dict[str, Any] = regression_report(pred, [c.rate_bpm for c in clips])
-    rep["within_2_bpm"] = float(np.mean([abs(p - c.rate_bpm) <= 2 for p, c in zip(pred, clips)]))
-    return rep
+def mae(scored: Scored, who: str, gate: float | None = None, check: bool | None = None) -> float:
+    return float(scored.report(who, gate, check)["mae"])
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "resp_rate")
     p.add_argument("--results", type=Path, default=ROOT / "results")
-    p.add_argument("--bundle", type=Path, help="write the chosen vote here (fp16)")
+    p.add_argument("--bundle", type=Path, help="write the chosen model here (fp16)")
     args = p.parse_args()
     import torch
 
@@ -87,44 +90,92 @@ def main() -> None:
     from pulmo.engine.train import cpu_model_name
     from pulmo.metrics.regression import regression_report
     from pulmo.resp_rate.dsp import estimate_rate_dsp
-    from pulmo.resp_rate.predictor import save_vote
+    from pulmo.resp_rate.evaluate import synthetic_test_set
+    from pulmo.resp_rate.predictor import composite_checkpoint, predictor_from_checkpoint, save_vote
 
     torch.set_num_threads(1)
     started = time.time()
-    missing = [r for r in SHORT_ROWS for s in SEEDS if not (args.runs / r / f"seed{s}" / "model.pt").is_file()]
+    missing = sorted({r for r in SHORT_ROWS + RATE_ROWS for s in SEEDS if not (args.runs / r / f"seed{s}" / "model.pt").is_file()})
     if missing:
-        sys.exit(f"train {', '.join(sorted(set(missing)))} first (benchmarks/resp_rate.py --seeds {' '.join(map(str, SEEDS))})")
+        sys.exit(f"train {', '.join(missing)} first (benchmarks/resp_rate.py --seeds {' '.join(map(str, SEEDS))})")
     items = fold_items(0, None)
-    clips = {split: cut_clips(items[split], CLIP_SEED + i) for i, split in enumerate(("val", "test"))}
-    options = [(row, pp) for row in SHORT_ROWS for pp in (True, False)]
-    val = {o: score(member_bundles(args.runs, *o), clips["val"]) for o in options}
-    row, pp = min(options, key=lambda o: val[o]["mae"])
-    chosen = member_bundles(args.runs, row, pp)
-    test = score(chosen, clips["test"])
-    dsp = regression_report([estimate_rate_dsp(c.samples, 2000) for c in clips["test"]], [c.rate_bpm for c in clips["test"]])
+    clips = {"val": cut_clips(items["val"], CLIP_SEED), "test": cut_clips(items["test"], CLIP_SEED + 1),
+             "synthetic_val": cut_clips(synthetic_test_set(2000, n_per_band=20, seed=SYNTHETIC_VAL_SEED), CLIP_SEED + 2, 1),
+             "synthetic": cut_clips(synthetic_test_set(2000), CLIP_SEED + 3, 1)}
 
-    def name(o: tuple[str, bool]) -> str:
-        return f"{o[0]} seeds {', '.join(map(str, SEEDS))}, " + ("refinement and check as trained" if o[1] else "window median only")
+    def nets(row: str, pp: bool) -> tuple[list[dict[str, Any]], list[Any]]:
+        bundles = member_bundles(args.runs, row, pp)
+        return bundles, [predictor_from_checkpoint(b) for b in bundles]
 
+    # 1. the breathing member
+    breathing_options = {(row, pp): nets(row, pp) for row in SHORT_ROWS for pp in (True, False)}
+    breathing_val = {o: mae(Scored(clips["val"], m, m), "breathing") for o, (_, m) in breathing_options.items()}
+    b_row, b_pp = min(breathing_options, key=lambda o: breathing_val[o])
+    b_bundles, b_nets = breathing_options[(b_row, b_pp)]
+    # 2. composites with each rate-only row
+    candidates: dict[str, dict[str, Any]] = {
+        f"{b_row} alone, " + ("refinement and check as trained" if b_pp else "window median only"):
+            {"val": breathing_val[(b_row, b_pp)], "rate": None, "gate": None, "check": None}}
+    for row in RATE_ROWS:
+        r_bundles, r_nets = nets(row, False)
+        sc = {split: Scored(clips[split], r_nets, b_nets) for split in ("val", "synthetic_val")}
+        gate, check, table = choose_gate(sc["val"], sc["synthetic_val"])
+        name = f"composite {row} + {b_row}, {gate_name(gate, check)}"
+        candidates[name] = {"val": table[gate_name(gate, check)]["rrujo_val_mae"],
+                            "synthetic_val": table[gate_name(gate, check)]["synthetic_val_mae"],
+                            "rate": (row, r_bundles, r_nets), "gate": gate, "check": check}
+    # 3. the choice, then the test clips
+    chosen_name = min(candidates, key=lambda n: candidates[n]["val"])
+    chosen = candidates[chosen_name]
+    rate_nets = chosen["rate"][2] if chosen["rate"] else b_nets
+    test: dict[str, dict[str, Any]] = {}
+    for split in ("test", "synthetic"):
+        sc_ = Scored(clips[split], rate_nets, b_nets)
+        truth = [c.rate_bpm for c in clips[split]]
+        test[split] = {
+            "chosen": sc_.report("composite", chosen["gate"], chosen["check"]) if chosen["rate"] else sc_.report("breathing"),
+            "breathing": sc_.report("breathing"),
+            "dsp": regression_report([estimate_rate_dsp(c.samples, 2000) for c in clips[split]], truth)}
+        for rep in test[split].values():
+            rep.pop("predictions", None)
     command = "python benchmarks/resp_rate_short.py " + " ".join(sys.argv[1:])
-    L = ["# Short-clip resp-rate model: one clip of 4-7 s (RRuJO, fold-0 subjects)", "",
-         f"{CLIPS_PER_RECORDING} clips per recording, 4-7 s, random starts; validation subjects {len(clips['val'])} clips,"
-         f" test subjects {len(clips['test'])} clips. Each row is the vote (median) of its seeds' clip rates. Chosen on"
-         f" validation clips (lowest MAE): **{name((row, pp))}**.", "",
-         "| option | validation clips MAE | CCC |", "|---|---|---|"]
-    L += [f"| {name(o)} | {val[o]['mae']:.2f} | {val[o]['ccc']:.3f} |" for o in options]
-    L += ["", "| test clips (bpm) | n | MAE | MSE | CCC | Pearson | within 2 bpm |", "|---|---|---|---|---|---|---|",
-          f"| {name((row, pp))} | {test['n']} | **{test['mae']:.2f}** | {test['mse']:.2f} | {test['ccc']:.3f} | "
-          f"{test['pearson']:.3f} | {test['within_2_bpm']:.2f} |",
-          f"| DSP harmonic sum (default settings) | {dsp['n']} | {dsp['mae']:.2f} | {dsp['mse']:.2f} | {dsp['ccc']:.3f} | "
-          f"{dsp['pearson']:.3f} | - |", "",
-          f"Device: CPU {cpu_model_name()}, 1 thread. Wall time: {(time.time() - started) / 60:.1f} min.", "",
+    L = ["# Short-clip resp-rate model: one clip of 4-7 s", "",
+         f"RRuJO fold-0 subjects, {CLIPS_PER_RECORDING} clips per recording (4-7 s, random starts): validation"
+         f" {len(clips['val'])} clips, test {len(clips['test'])}; synthetic: one clip per recording of the validation"
+         f" set (seed {SYNTHETIC_VAL_SEED}, {len(clips['synthetic_val'])}) and of the held-out set ({len(clips['synthetic'])},"
+         " 0-60 bpm, clean to 0-10 dB SNR). Every model is a vote (median) of seeds " + ", ".join(map(str, SEEDS))
+         + f". Breathing member chosen on validation clips: **{b_row}**, "
+         + ("refinement and check as trained" if b_pp else "window median only (no refinement, no check)") + ".", "",
+         "| breathing member option | RRuJO validation clips MAE |", "|---|---|"]
+    L += [f"| {row}, {'refinement and check as trained' if pp else 'window median only'} | {v:.2f} |"
+          for (row, pp), v in breathing_val.items()]
+    L += ["", f"Chosen on validation clips (lowest RRuJO MAE): **{chosen_name}**.", "",
+          "| candidate | RRuJO validation clips MAE | synthetic validation clips MAE |", "|---|---|---|"]
+    L += [f"| {n} | {c['val']:.2f} | {c['synthetic_val']:.2f} |" if "synthetic_val" in c else f"| {n} | {c['val']:.2f} | - |"
+          for n, c in candidates.items()]
+    L += ["", "| test clips (bpm) | RRuJO n | MAE | MSE | CCC | Pearson | synthetic n | MAE | CCC |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    for who, label in (("chosen", f"**chosen**: {chosen_name}"), ("breathing", f"{b_row} alone"), ("dsp", "DSP harmonic sum")):
+        t, s = test["test"][who], test["synthetic"][who]
+        L.append(f"| {label} | {t['n']} | {t['mae']:.2f} | {t['mse']:.2f} | {t['ccc']:.3f} | {t['pearson']:.3f} | "
+                 f"{s['n']} | {s['mae']:.2f} | {s['ccc']:.3f} |")
+    L += ["", f"Device: CPU {cpu_model_name()}, 1 thread. Wall time: {(time.time() - started) / 60:.1f} min.", "",
           f"Reproduce: `{command}`"]
     if args.bundle:
-        for b in chosen:
+        metrics = {"val_clips": chosen["val"], "test_clips": test["test"]["chosen"], "synthetic_clips": test["synthetic"]["chosen"],
+                   "clip_seconds": list(CLIP_SECONDS)}
+        for b in b_bundles:
             b["state_dict"] = half_precision(b["state_dict"])
-        save_vote(args.bundle, f"vote({row} seeds {', '.join(map(str, SEEDS))}, short clips)", chosen,
-                  {"val_clips": val[(row, pp)], "test_clips": test, "clip_seconds": list(CLIP_SECONDS)})
+        members = b_bundles
+        if chosen["rate"]:
+            row, r_bundles, _ = chosen["rate"]
+            for b in r_bundles:
+                b["state_dict"] = half_precision(b["state_dict"])
+            if chosen["check"] is not None:
+                r_bundles = [{**b, "audio": {**b["audio"], "three_halves_check": chosen["check"]}} for b in r_bundles]
+            members = [composite_checkpoint(f"composite({row}+{b_row})", r, b, chosen["gate"], {})
+                       for r, b in zip(r_bundles, b_bundles)]
+        save_vote(args.bundle, f"vote({chosen_name.split(',')[0]}, seeds {', '.join(map(str, SEEDS))}, short clips)", members, metrics)
         where = args.bundle.relative_to(ROOT) if args.bundle.is_relative_to(ROOT) else args.bundle
         L += ["", f"Bundled: `{where}` ({args.bundle.stat().st_size / 1e3:.0f} kB): what `pulmo analyze` uses for audio"
               " shorter than the default model's shortest clip (12 s)."]
@@ -132,8 +183,10 @@ def main() -> None:
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "resp_rate_short.md").write_text(text)
     (args.results / "resp_rate_short.json").write_text(json.dumps(
-        {"chosen": {"row": row, "post_processing": pp}, "val": {name(o): val[o] for o in options}, "test": test,
-         "dsp_test": dsp}, indent=1) + "\n")
+        {"breathing_member": {"row": b_row, "post_processing": b_pp},
+         "breathing_val_mae": {f"{r}, post-processing {'on' if pp else 'off'}": v for (r, pp), v in breathing_val.items()},
+         "candidates": {n: {k: v for k, v in c.items() if k in ("val", "synthetic_val", "gate", "check")} for n, c in candidates.items()},
+         "chosen": chosen_name, "test": test}, indent=1) + "\n")
     print(text)
 
 
