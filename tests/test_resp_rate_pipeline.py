@@ -12,7 +12,7 @@ import soundfile as sf
 
 from pulmo.cli import main
 from pulmo.data.adapters.breath_csv import load_breath_csv
-from pulmo.data.adapters.synthetic_breath import write_breath_folder
+from pulmo.data.adapters.synthetic_breath import synth_breath, write_breath_folder
 from pulmo.engine.checkpoint import read_checkpoint
 from pulmo.errors import DataError
 from pulmo.resp_rate.config import RespRateConfig, RRDataConfig
@@ -117,6 +117,27 @@ def test_cli_evaluate_json(breath_dir, checkpoint, capsys):
     assert main(["evaluate", "--task", "resp-rate", "--data", str(breath_dir), "--checkpoint", str(checkpoint),
                  "--split", "all", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["n"] == 12
+
+
+def test_evaluate_scores_short_recordings_with_the_short_clip_model(checkpoint, tmp_path):
+    """Recordings too short for the main model go to the short-clip pipeline when one is given;
+    per_model splits the scores; without it the first short recording is a clear error."""
+    from pulmo.inference.resp_rate import RespRatePipeline, evaluate_folder
+
+    root = write_breath_folder(tmp_path / "mixed", subjects=2, rates_bpm=(10.0, 16.0), seconds=16.0)
+    with (root / "labels.csv").open("a") as fh:
+        for i, rate in enumerate((8.0, 20.0)):
+            _write(root / f"short{i}.wav", synth_breath(6.0, rate, 2000, np.random.default_rng(i)).audio)
+            fh.write(f"short{i}.wav,synthetic,{rate:g},subject9{i}\n")
+    cfg = small_config(root)
+    cfg.clip.window_s, cfg.clip.min_s, cfg.clip.max_s = 15.0, 12.0, 15.0
+    long_ckpt = save_rr_checkpoint(tmp_path / "long.pt", build_net(cfg), cfg, {"subjects": {"train": [], "val": []}})
+    main_pipe, short_pipe = RespRatePipeline.from_checkpoint(long_ckpt), RespRatePipeline.from_checkpoint(checkpoint)
+    report = evaluate_folder(main_pipe, root, split="all", short=short_pipe)
+    assert report["n"] == 6 and {m: r["n"] for m, r in report["per_model"].items()} == {"long.pt": 4, "rr.pt": 2}
+    assert report["short_clip_model"]["checkpoint"] == "rr.pt"
+    with pytest.raises(DataError, match="short0.wav is 6.00 s long, shorter than the model's shortest clip of 12 s"):
+        evaluate_folder(main_pipe, root, split="all")
 
 
 def test_cli_analyze_track_and_plot(breath_dir, checkpoint, tmp_path, capsys):

@@ -11,11 +11,14 @@ from pathlib import Path
 def evaluate(args: argparse.Namespace) -> int:
     """Score a checkpoint (bundled by default) on a folder with ``labels.csv`` (path, bpm)."""
     from pulmo.config import default_data_root
+    from pulmo.inference.bundled import ASSETS, RESP_RATE_SHORT_CLIPS
     from pulmo.inference.resp_rate import RespRatePipeline, evaluate_folder
 
     data = Path(args.data) if args.data else default_data_root() / "rrujo"
     pipe = RespRatePipeline.from_checkpoint(args.checkpoint)
-    report = evaluate_folder(pipe, data, args.limit, args.split)
+    short_path = ASSETS / RESP_RATE_SHORT_CLIPS  # takes recordings too short for the bundled default
+    short = RespRatePipeline.from_checkpoint(short_path) if args.checkpoint is None and short_path.is_file() else None
+    report = evaluate_folder(pipe, data, args.limit, args.split, short)
     if args.json:
         print(json.dumps(report))
         return 0
@@ -28,4 +31,8 @@ def evaluate(args: argparse.Namespace) -> int:
     print(f"per window (n={w['n']}): MAE {w['mae']:.2f} bpm  CCC {w['ccc']:.3f}  Pearson {w['pearson']:.3f}")
     for dev, s in report["per_device"].items():
         print(f"  {dev:12s} n={s['n']:4d}  MAE {s['mae']:.2f}  CCC {s['ccc']:.3f}")
+    if len(report.get("per_model", {})) > 1 or set(report.get("per_model", {})) - {report["checkpoint"]}:
+        print("recordings too short for the default model were scored by the short-clip model:")
+        for m, s in report["per_model"].items():
+            print(f"  {m:28s} n={s['n']:4d}  MAE {s['mae']:.2f}  CCC {s['ccc']:.3f}")
     return 0

@@ -124,7 +124,8 @@ def learned_heavy_breathing(config: dict[str, Any]) -> bool:
     return float(data.get("synthetic_fraction", 0.0)) > 0 or float(data.get("time_compress_fraction", 0.0)) > 0
 
 
-def evaluate_folder(pipe: RespRatePipeline, data: str | Path, limit: int = 0, split: str = "test") -> dict[str, Any]:
+def evaluate_folder(pipe: RespRatePipeline, data: str | Path, limit: int = 0, split: str = "test",
+                    short: RespRatePipeline | None = None) -> dict[str, Any]:
     """Score every recording listed in ``data``'s ``labels.csv`` (path and bpm/rr_bpm).
 
     Each recording is cut into windows of the model's clip length; its rate is the model's
@@ -132,25 +133,37 @@ def evaluate_folder(pipe: RespRatePipeline, data: str | Path, limit: int = 0, sp
     and ``n`` are per recording; ``window`` holds the same metrics per window (each window
     scored against its recording's label); ``per_device`` the recording metrics by device.
 
-    ``split="test"`` leaves out recordings of subjects the checkpoint was trained or
-    validated on (their count is reported); ``split="all"`` scores every recording.
+    ``split="test"`` leaves out recordings of subjects the checkpoint (or ``short``) was trained
+    or validated on (their count is reported); ``split="all"`` scores every recording.
+    With ``short`` (the short-clip pipeline), recordings too short for ``pipe`` are scored by it
+    instead; ``per_model`` then gives the metrics of each model's recordings.
     """
     if split not in ("test", "all"):
         raise DataError(f"--split for resp-rate is 'test' (subjects unseen by the model) or 'all', got {split!r}")
     records = load_breath_csv(data)
-    seen = [r for r in records if r.patient_id in pipe.seen_subjects] if split == "test" else []
+    seen_subjects = pipe.seen_subjects | (short.seen_subjects if short else set())
+    seen = [r for r in records if r.patient_id in seen_subjects] if split == "test" else []
     records = [r for r in records if r not in seen]
     if not records:
         raise DataError(f"{data}: every recording belongs to a subject the model was trained or validated on; "
                         "use --split all to score them anyway")
     if limit:
         records = records[:limit]
-    rec_pred, rec_true, win_pred, win_true, devices = [], [], [], [], []
+    rec_pred, rec_true, win_pred, win_true, devices, used = [], [], [], [], [], []
     for r in records:
         try:
-            pred = pipe.predictor.predict(pipe.load(r.path))
+            try:
+                model = pipe
+                samples = pipe.load(r.path)
+            except AudioTooShortError:
+                if short is None:
+                    raise
+                model = short
+                samples = short.load(r.path)
+            pred = model.predictor.predict(samples)
         except DataError as err:
             raise DataError(f"{r.record_id}: {err}") from None
+        used.append(model.model["checkpoint"])
         w = pred.windows
         rec_pred.append(pred.rate_bpm)
         rec_true.append(float(r.rr_bpm or 0.0))
@@ -168,6 +181,11 @@ def evaluate_folder(pipe: RespRatePipeline, data: str | Path, limit: int = 0, sp
         for d in sorted(set(devices))
     }
     report.update(model=pipe.model["name"], checkpoint=pipe.model["checkpoint"], checkpoint_sha256=pipe.model["sha256"])
+    if short is not None:
+        report["short_clip_model"] = {k: short.model[k] for k in ("name", "checkpoint", "sha256")}
+        report["per_model"] = {
+            m: regression_report([p for p, u in zip(rec_pred, used) if u == m], [t for t, u in zip(rec_true, used) if u == m])
+            for m in sorted(set(used))}
     return report
 
 
