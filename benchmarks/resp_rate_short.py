@@ -90,7 +90,7 @@ def main() -> None:
     from pulmo.engine.train import cpu_model_name
     from pulmo.metrics.regression import regression_report
     from pulmo.resp_rate.dsp import estimate_rate_dsp
-    from pulmo.resp_rate.evaluate import synthetic_test_set
+    from pulmo.resp_rate.evaluate import SNR_BANDS, by_group, synthetic_test_set
     from pulmo.resp_rate.predictor import composite_checkpoint, predictor_from_checkpoint, save_vote
 
     torch.set_num_threads(1)
@@ -132,10 +132,12 @@ def main() -> None:
     for split in ("test", "synthetic"):
         sc_ = Scored(clips[split], rate_nets, b_nets)
         truth = [c.rate_bpm for c in clips[split]]
+        dsp = [estimate_rate_dsp(c.samples, 2000) for c in clips[split]]
         test[split] = {
             "chosen": sc_.report("composite", chosen["gate"], chosen["check"]) if chosen["rate"] else sc_.report("breathing"),
             "breathing": sc_.report("breathing"),
-            "dsp": regression_report([estimate_rate_dsp(c.samples, 2000) for c in clips[split]], truth)}
+            "dsp": {**regression_report(dsp, truth),
+                    "by_group": by_group(clips[split], [(c.key, t, d) for c, t, d in zip(clips[split], truth, dsp)])}}
         for rep in test[split].values():
             rep.pop("predictions", None)
     command = "python benchmarks/resp_rate_short.py " + " ".join(sys.argv[1:])
@@ -159,6 +161,11 @@ def main() -> None:
         t, s = test["test"][who], test["synthetic"][who]
         L.append(f"| {label} | {t['n']} | {t['mae']:.2f} | {t['mse']:.2f} | {t['ccc']:.3f} | {t['pearson']:.3f} | "
                  f"{s['n']} | {s['mae']:.2f} | {s['ccc']:.3f} |")
+    bands = list(SNR_BANDS)
+    L += ["", "Synthetic test clips by background noise (MAE, bpm):", "", "| model | " + " | ".join(bands) + " |",
+          "|---|" + "---|" * len(bands)]
+    for who, label in (("chosen", "chosen"), ("breathing", f"{b_row} alone"), ("dsp", "DSP harmonic sum")):
+        L.append(f"| {label} | " + " | ".join(f"{test['synthetic'][who]['by_group'][b]['mae']:.2f}" for b in bands) + " |")
     L += ["", f"Device: CPU {cpu_model_name()}, 1 thread. Wall time: {(time.time() - started) / 60:.1f} min.", "",
           f"Reproduce: `{command}`"]
     if args.bundle:
