@@ -7,7 +7,8 @@ finished runs are reused. Each run's selected model is then scored on the synthe
 Writes ``results/resp_rate.md``, ``results/resp_rate.csv`` and ``results/resp_rate_snr.png``.
 
     python benchmarks/resp_rate.py --seeds 0 1 2 --jobs 2 --cv-row push_window15 push_window15_stretch \
-        push_window15_long push_heavy64_window15 push_heavy_window15 push_window30 push64_window15 table1_lstm64 --cv-seeds 0 1 2 \
+        push_window15_long push_heavy64_window15 push_heavy_window15 push_window30 push64_window15 table1_lstm64 \
+        push_heavy64 --cv-seeds 0 1 2 \
         --bundle src/pulmo/assets/resp_rate_tc_lstm.pt --bundle-rate-only src/pulmo/assets/resp_rate_lstm_window15.pt \
         --vote-study push_window15
 

@@ -15,7 +15,8 @@ pulmo ships a model built from the 7 s rows ``benchmarks/resp_rate.py`` trains (
 3. the lowest validation-clip MAE among the breathing member alone and those composites.
 
 Then scored once on clips cut from the test subjects' recordings and from the held-out synthetic
-recordings, with the DSP baseline on the same clips. Clips: ``CLIPS_PER_RECORDING`` per real
+recordings, with the DSP baseline on the same clips, and (where ``benchmarks/resp_rate.py --cv-row``
+trained the chosen rows on every subject fold) over all five folds. Clips: ``CLIPS_PER_RECORDING`` per real
 recording (one per synthetic one), lengths uniform in 4-7 s, random starts (seeded). Writes
 ``results/resp_rate_short.md|json`` and, with ``--bundle``, the checkpoint (fp16).
 
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from resp_rate import cv_dir, load_rr_config_folds, pooled_report
 from resp_rate_composite import SYNTHETIC_VAL_SEED, Scored, choose_gate, fold_items, gate_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,17 +63,54 @@ def cut_clips(items: list[Any], seed: int, per_recording: int = CLIPS_PER_RECORD
     return out
 
 
-def member_bundles(runs: Path, row: str, post_processing: bool) -> list[dict[str, Any]]:
-    """The fold-0 runs of ``row`` (``SEEDS``) as checkpoint dicts, with their own post-processing or none."""
+def run_paths(runs: Path, row: str, fold: int | None = None) -> list[Path]:
+    """``row``'s model files of ``SEEDS``: the fold-0 runs of the main table, or the cross-validation runs of ``fold``."""
+    return [(runs / row / f"seed{s}" if fold is None else cv_dir(runs, row, s, fold)) / "model.pt" for s in SEEDS]
+
+
+def member_bundles(paths: list[Path], post_processing: bool) -> list[dict[str, Any]]:
+    """Checkpoint dicts of ``paths``, with their own post-processing or none."""
     from pulmo.engine.checkpoint import read_checkpoint
 
     out = []
-    for s in SEEDS:
-        b = read_checkpoint(runs / row / f"seed{s}" / "model.pt")
+    for path in paths:
+        b = read_checkpoint(path)
         if not post_processing:
             b["audio"] = {**b["audio"], "refine_tolerance": 0.0, "three_halves_check": False}
         out.append(b)
     return out
+
+
+def cross_validate(runs: Path, rate_row: str | None, breathing: tuple[str, bool], syn_val: list[Any],
+                   folds: int) -> dict[str, Any] | None:
+    """The chosen recipe over all subject folds (None unless every cross-validation run exists):
+    per fold, clips of its validation and test subjects, the gate and check chosen on the
+    validation clips as in :func:`main`, the test clips scored; the DSP on the same clips.
+    Returns pooled reports of ``chosen``, ``breathing`` and ``dsp`` and the gates chosen."""
+    from pulmo.resp_rate.dsp import estimate_rate_dsp
+    from pulmo.resp_rate.predictor import predictor_from_checkpoint
+
+    rows = [breathing[0]] + ([rate_row] if rate_row else [])
+    if not all(p.is_file() for r in rows for f in range(folds) for p in run_paths(runs, r, f)):
+        return None
+    preds: dict[str, list[tuple[str, float, float]]] = {"chosen": [], "breathing": [], "dsp": []}
+    gates = []
+    for fold in range(folds):
+        items = fold_items(fold, None)
+        val, test = cut_clips(items["val"], CLIP_SEED + 10 * fold), cut_clips(items["test"], CLIP_SEED + 10 * fold + 1)
+        b_nets = [predictor_from_checkpoint(b) for b in member_bundles(run_paths(runs, breathing[0], fold), breathing[1])]
+        r_nets = [predictor_from_checkpoint(b) for b in member_bundles(run_paths(runs, rate_row, fold), False)] if rate_row else b_nets
+        scored = Scored(test, r_nets, b_nets)
+        if rate_row:
+            gate, check, _ = choose_gate(Scored(val, r_nets, b_nets), Scored(syn_val, r_nets, b_nets))
+            gates.append(gate_name(gate, check))
+            preds["chosen"] += scored.report("composite", gate, check)["predictions"]
+        else:
+            preds["chosen"] += scored.report("breathing")["predictions"]
+        preds["breathing"] += scored.report("breathing")["predictions"]
+        preds["dsp"] += [(c.key, c.rate_bpm, estimate_rate_dsp(c.samples, 2000)) for c in test]
+        print(f"fold {fold}: {len(test)} test clips", flush=True)
+    return {**{k: pooled_report(v) for k, v in preds.items()}, "gates": gates}
 
 
 def mae(scored: Scored, who: str, gate: float | None = None, check: bool | None = None) -> float:
@@ -95,7 +134,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     started = time.time()
-    missing = sorted({r for r in SHORT_ROWS + RATE_ROWS for s in SEEDS if not (args.runs / r / f"seed{s}" / "model.pt").is_file()})
+    missing = sorted({r for r in SHORT_ROWS + RATE_ROWS for p in run_paths(args.runs, r) if not p.is_file()})
     if missing:
         sys.exit(f"train {', '.join(missing)} first (benchmarks/resp_rate.py --seeds {' '.join(map(str, SEEDS))})")
     items = fold_items(0, None)
@@ -104,7 +143,7 @@ def main() -> None:
              "synthetic": cut_clips(synthetic_test_set(2000), CLIP_SEED + 3, 1)}
 
     def nets(row: str, pp: bool) -> tuple[list[dict[str, Any]], list[Any]]:
-        bundles = member_bundles(args.runs, row, pp)
+        bundles = member_bundles(run_paths(args.runs, row), pp)
         return bundles, [predictor_from_checkpoint(b) for b in bundles]
 
     # 1. the breathing member
@@ -161,6 +200,19 @@ def main() -> None:
         t, s = test["test"][who], test["synthetic"][who]
         L.append(f"| {label} | {t['n']} | {t['mae']:.2f} | {t['mse']:.2f} | {t['ccc']:.3f} | {t['pearson']:.3f} | "
                  f"{s['n']} | {s['mae']:.2f} | {s['ccc']:.3f} |")
+    cv = cross_validate(args.runs, chosen["rate"][0] if chosen["rate"] else None, (b_row, b_pp), clips["synthetic_val"],
+                        load_rr_config_folds())
+    if cv:
+        L += ["", "Five-fold subject cross-validation (the same rows and seeds, trained on each fold by `benchmarks/resp_rate.py"
+              " --cv-row`; per fold, clips cut from its validation and test subjects' recordings, the gate chosen on its"
+              " validation clips; every test clip pooled):", "",
+              "| test clips, all folds (bpm) | n | MAE | MSE | CCC | Pearson | within 1 bpm |", "|---|---|---|---|---|---|---|"]
+        for who, label in (("chosen", "chosen recipe"), ("breathing", f"{b_row} alone"), ("dsp", "DSP harmonic sum")):
+            r = cv[who]
+            L.append(f"| {label} | {r['n']} | {r['mae']:.2f} | {r['mse']:.2f} | {r['ccc']:.3f} | {r['pearson']:.3f} | "
+                     f"{r['within_1_bpm']:.2f} |")
+        if cv["gates"]:
+            L += ["", "Gates chosen per fold: " + "; ".join(cv["gates"]) + "."]
     bands = list(SNR_BANDS)
     L += ["", "Synthetic test clips by background noise (MAE, bpm):", "", "| model | " + " | ".join(bands) + " |",
           "|---|" + "---|" * len(bands)]
@@ -171,6 +223,8 @@ def main() -> None:
     if args.bundle:
         metrics = {"val_clips": chosen["val"], "test_clips": test["test"]["chosen"], "synthetic_clips": test["synthetic"]["chosen"],
                    "clip_seconds": list(CLIP_SECONDS)}
+        if cv:
+            metrics["cross_validation_clips"] = cv["chosen"]
         for b in b_bundles:
             b["state_dict"] = half_precision(b["state_dict"])
         members = b_bundles
@@ -193,7 +247,7 @@ def main() -> None:
         {"breathing_member": {"row": b_row, "post_processing": b_pp},
          "breathing_val_mae": {f"{r}, post-processing {'on' if pp else 'off'}": v for (r, pp), v in breathing_val.items()},
          "candidates": {n: {k: v for k, v in c.items() if k in ("val", "synthetic_val", "gate", "check")} for n, c in candidates.items()},
-         "chosen": chosen_name, "test": test}, indent=1) + "\n")
+         "chosen": chosen_name, "test": test, "cross_validation": cv}, indent=1) + "\n")
     print(text)
 
 

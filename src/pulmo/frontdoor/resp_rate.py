@@ -48,6 +48,10 @@ class RespRateCapability:
             result["model"]["evaluation"] = (
                 f"RRuJO test subjects, clips of {'-'.join(f'{s:g}' for s in pipe.metrics.get('clip_seconds', []))} s "
                 f"(n={clips.get('n', '?')}): mean absolute error {clips['mae']:.2f} breaths/min, CCC {clips['ccc']:.2f}")
+            cv = pipe.metrics.get("cross_validation_clips", {})
+            if {"mae", "ccc"} <= set(cv):
+                result["model"]["evaluation"] += (f"; five-fold subject cross-validation (n={cv.get('n', '?')} clips): "
+                                                  f"{cv['mae']:.2f} breaths/min, CCC {cv['ccc']:.2f}")
         test = pipe.metrics.get("test", {})
         if {"mae", "ccc"} <= set(test):
             result["model"]["evaluation"] = (
