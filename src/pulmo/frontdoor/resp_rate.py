@@ -43,24 +43,9 @@ class RespRateCapability:
         result = track.to_dict()
         del result["path"]  # the envelope names the input
         result["model"]["sha256"] = checkpoint_sha256
-        clips = pipe.metrics.get("test_clips", {})
-        if {"mae", "ccc"} <= set(clips):
-            result["model"]["evaluation"] = (
-                f"RRuJO test subjects, clips of {'-'.join(f'{s:g}' for s in pipe.metrics.get('clip_seconds', []))} s "
-                f"(n={clips.get('n', '?')}): mean absolute error {clips['mae']:.2f} breaths/min, CCC {clips['ccc']:.2f}")
-            cv = pipe.metrics.get("cross_validation_clips", {})
-            if {"mae", "ccc"} <= set(cv):
-                result["model"]["evaluation"] += (f"; five-fold subject cross-validation (n={cv.get('n', '?')} clips): "
-                                                  f"{cv['mae']:.2f} breaths/min, CCC {cv['ccc']:.2f}")
-        test = pipe.metrics.get("test", {})
-        if {"mae", "ccc"} <= set(test):
-            result["model"]["evaluation"] = (
-                f"RRuJO test subjects (n={test.get('n', '?')} recordings): mean absolute error {test['mae']:.2f} "
-                f"breaths/min, CCC {test['ccc']:.2f}")
-            cv = pipe.metrics.get("cross_validation", {})
-            if {"mae", "ccc"} <= set(cv):
-                result["model"]["evaluation"] += (f"; five-fold subject cross-validation (n={cv.get('n', '?')}): "
-                                                  f"{cv['mae']:.2f} breaths/min, CCC {cv['ccc']:.2f}")
+        evaluation = evaluation_summary(pipe.metrics)
+        if evaluation:
+            result["model"]["evaluation"] = evaluation
         heavy = (f"heavy breathing in {100 * track.heavy_fraction:.0f} % of windows" if track.heavy_assessed else
                  "heavy breathing not assessed (this model was trained without rates in the heavy range)")
         headline = (f"{track.rate_bpm:.1f} breaths/min over {track.duration_s:.0f} s; {heavy}; "
@@ -75,6 +60,23 @@ class RespRateCapability:
         figure = Figure("rate_track", png.getvalue(), "Spectrogram and the breathing rate per window (heavy breathing: "
                         "red triangles, noisy windows: crosses; dashed: the recording's rate).")
         return Analysis(self.name, headline, result, table, [figure])
+
+
+def evaluation_summary(metrics: Mapping[str, Any]) -> str | None:
+    """A checkpoint's stored RRuJO scores in one sentence: its test subjects' (per recording, or
+    per clip for the short-clip model) and, where stored, the five-fold cross-validation's; None
+    without test scores."""
+    clips = "test_clips" in metrics
+    test = metrics.get("test_clips" if clips else "test", {})
+    if not {"mae", "ccc"} <= set(test):
+        return None
+    what = f", clips of {'-'.join(f'{s:g}' for s in metrics.get('clip_seconds', []))} s" if clips else ""
+    text = (f"RRuJO test subjects{what} (n={test.get('n', '?')} {'clips' if clips else 'recordings'}): "
+            f"mean absolute error {test['mae']:.2f} breaths/min, CCC {test['ccc']:.2f}")
+    cv = metrics.get("cross_validation_clips" if clips else "cross_validation", {})
+    if {"mae", "ccc"} <= set(cv):
+        text += f"; five-fold subject cross-validation (n={cv.get('n', '?')}): {cv['mae']:.2f} breaths/min, CCC {cv['ccc']:.2f}"
+    return text
 
 
 def _load_pipeline(checkpoint: str | None) -> RespRatePipeline:
