@@ -11,13 +11,13 @@ from pathlib import Path
 def evaluate(args: argparse.Namespace) -> int:
     """Score a checkpoint (bundled by default) on a folder with ``labels.csv`` (path, bpm)."""
     from pulmo.config import default_data_root
-    from pulmo.inference.bundled import ASSETS, RESP_RATE_SHORT_CLIPS
+    from pulmo.inference.bundled import resp_rate_short_checkpoint
     from pulmo.inference.resp_rate import RespRatePipeline, evaluate_folder
 
     data = Path(args.data) if args.data else default_data_root() / "rrujo"
     pipe = RespRatePipeline.from_checkpoint(args.checkpoint)
-    short_path = ASSETS / RESP_RATE_SHORT_CLIPS  # takes recordings too short for the bundled default
-    short = RespRatePipeline.from_checkpoint(short_path) if args.checkpoint is None and short_path.is_file() else None
+    short_path = resp_rate_short_checkpoint()  # takes recordings too short for the bundled default
+    short = RespRatePipeline.from_checkpoint(short_path) if args.checkpoint is None and short_path else None
     report = evaluate_folder(pipe, data, args.limit, args.split, short)
     if args.json:
         print(json.dumps(report))

@@ -29,15 +29,16 @@ class RespRateCapability:
         recording's rate, the share of windows with heavy breathing and the noise flag."""
         check_options(self.name, self.options, options)
         from pulmo.errors import AudioTooShortError
-        from pulmo.inference.bundled import ASSETS, RESP_RATE_SHORT_CLIPS
+        from pulmo.inference.bundled import resp_rate_short_checkpoint
 
         pipe, checkpoint_sha256 = self.pipelines.get(checkpoint)
         try:
             samples = pipe.load(path)
         except AudioTooShortError:  # too short for the default model: the bundled short-clip model takes it
-            if checkpoint is not None or not (ASSETS / RESP_RATE_SHORT_CLIPS).is_file():
+            short = resp_rate_short_checkpoint()
+            if checkpoint is not None or short is None:
                 raise
-            pipe, checkpoint_sha256 = self.pipelines.get(str(ASSETS / RESP_RATE_SHORT_CLIPS))
+            pipe, checkpoint_sha256 = self.pipelines.get(str(short))
             samples = pipe.load(path)
         track = pipe.analyze_file(path, samples)
         result = track.to_dict()

@@ -17,6 +17,12 @@ def bundled_checkpoints() -> list[Path]:
     return sorted(ASSETS.glob("*.pt"))
 
 
+def resp_rate_short_checkpoint() -> Path | None:
+    """The bundled short-clip resp-rate checkpoint, for audio too short for the default model; None if absent."""
+    path = ASSETS / RESP_RATE_SHORT_CLIPS
+    return path if path.is_file() else None
+
+
 def default_checkpoint(task: str) -> Path:
     """The bundled checkpoint for ``task``; raises if the task has none yet."""
     name = DEFAULT_CHECKPOINTS.get(task)

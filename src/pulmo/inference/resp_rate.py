@@ -13,7 +13,7 @@ from pulmo.data.adapters.breath_csv import load_breath_csv
 from pulmo.data.adapters.synthetic_breath import BREATH_CLASSES
 from pulmo.engine.checkpoint import file_hash, read_checkpoint
 from pulmo.errors import AudioTooShortError, DataError
-from pulmo.inference.bundled import ASSETS, RESP_RATE_SHORT_CLIPS, default_checkpoint
+from pulmo.inference.bundled import default_checkpoint, resp_rate_short_checkpoint
 from pulmo.metrics.regression import regression_report
 from pulmo.resp_rate.data import load_recording
 from pulmo.resp_rate.config import ClipConfig
@@ -87,8 +87,8 @@ class RespRatePipeline:
         try:
             return load_recording(str(path), self.clip.sample_rate_hz, self.clip.min_s)
         except AudioTooShortError as err:
-            short = ASSETS / RESP_RATE_SHORT_CLIPS
-            if short.is_file() and self.path.resolve() != short.resolve():
+            short = resp_rate_short_checkpoint()
+            if short is not None and self.path.resolve() != short.resolve():
                 raise AudioTooShortError(f"{err}; for short clips use the short-clip model: --checkpoint {short}",
                                          err.duration_s) from None
             raise
