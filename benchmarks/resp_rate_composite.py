@@ -91,16 +91,22 @@ class Scored:
         return out
 
     def report(self, who: str, gate: float | None = None, check: bool | None = None) -> dict[str, Any]:
-        from pulmo.metrics.regression import mse_by_range, regression_report
-        from pulmo.resp_rate.evaluate import by_group
+        return predictions_report(self.items, self.rates(who, gate, check))
 
-        pred, true = self.rates(who, gate, check), [it.rate_bpm for it in self.items]
-        rep: dict[str, Any] = regression_report(pred, true)
-        rep["mse_by_range"] = mse_by_range(pred, true)
-        rep["predictions"] = [(it.key, it.rate_bpm, p) for it, p in zip(self.items, pred)]
-        if len({it.group for it in self.items}) > 1:
-            rep["by_group"] = by_group(self.items, rep["predictions"])
-        return rep
+
+def predictions_report(items: list[Any], pred: list[float]) -> dict[str, Any]:
+    """Regression report (bpm) of rates ``pred`` for labelled ``items``, with MSE by rate range,
+    the ``(key, true, predicted)`` triples and (items of several groups) a report per group."""
+    from pulmo.metrics.regression import mse_by_range, regression_report
+    from pulmo.resp_rate.evaluate import by_group
+
+    true = [it.rate_bpm for it in items]
+    rep: dict[str, Any] = regression_report(pred, true)
+    rep["mse_by_range"] = mse_by_range(pred, true)
+    rep["predictions"] = [(it.key, it.rate_bpm, p) for it, p in zip(items, pred)]
+    if len({it.group for it in items}) > 1:
+        rep["by_group"] = by_group(items, rep["predictions"])
+    return rep
 
 
 def networks(bundle: dict[str, Any]) -> list[dict[str, Any]]:

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 from resp_rate import cv_dir, load_rr_config_folds, pooled_report
-from resp_rate_composite import SYNTHETIC_VAL_SEED, Scored, choose_gate, fold_items, gate_name
+from resp_rate_composite import SYNTHETIC_VAL_SEED, Scored, choose_gate, fold_items, gate_name, predictions_report
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -81,13 +81,24 @@ def member_bundles(paths: list[Path], post_processing: bool) -> list[dict[str, A
     return out
 
 
+def clip_predictions(clips: list[Any], rate_nets: list[Any], breathing_nets: list[Any],
+                     gate_check: tuple[float | None, bool | None] | None) -> dict[str, list[float]]:
+    """Per-clip rates (bpm) of ``chosen`` (the composites' vote with ``gate_check``, or the
+    breathing vote alone when None), of ``breathing`` alone and of the ``dsp`` baseline."""
+    from pulmo.resp_rate.dsp import estimate_rate_dsp
+
+    scored = Scored(clips, rate_nets, breathing_nets)
+    breathing = scored.rates("breathing")
+    return {"chosen": scored.rates("composite", *gate_check) if gate_check else breathing, "breathing": breathing,
+            "dsp": [estimate_rate_dsp(c.samples, 2000) for c in clips]}
+
+
 def cross_validate(runs: Path, rate_row: str | None, breathing: tuple[str, bool], syn_val: list[Any],
                    folds: int) -> dict[str, Any] | None:
     """The chosen recipe over all subject folds (None unless every cross-validation run exists):
     per fold, clips of its validation and test subjects, the gate and check chosen on the
     validation clips as in :func:`main`, the test clips scored; the DSP on the same clips.
     Returns pooled reports of ``chosen``, ``breathing`` and ``dsp`` and the gates chosen."""
-    from pulmo.resp_rate.dsp import estimate_rate_dsp
     from pulmo.resp_rate.predictor import predictor_from_checkpoint
 
     rows = [breathing[0]] + ([rate_row] if rate_row else [])
@@ -100,15 +111,13 @@ def cross_validate(runs: Path, rate_row: str | None, breathing: tuple[str, bool]
         val, test = cut_clips(items["val"], CLIP_SEED + 10 * fold), cut_clips(items["test"], CLIP_SEED + 10 * fold + 1)
         b_nets = [predictor_from_checkpoint(b) for b in member_bundles(run_paths(runs, breathing[0], fold), breathing[1])]
         r_nets = [predictor_from_checkpoint(b) for b in member_bundles(run_paths(runs, rate_row, fold), False)] if rate_row else b_nets
-        scored = Scored(test, r_nets, b_nets)
+        gate_check = None
         if rate_row:
             gate, check, _ = choose_gate(Scored(val, r_nets, b_nets), Scored(syn_val, r_nets, b_nets))
             gates.append(gate_name(gate, check))
-            preds["chosen"] += scored.report("composite", gate, check)["predictions"]
-        else:
-            preds["chosen"] += scored.report("breathing")["predictions"]
-        preds["breathing"] += scored.report("breathing")["predictions"]
-        preds["dsp"] += [(c.key, c.rate_bpm, estimate_rate_dsp(c.samples, 2000)) for c in test]
+            gate_check = (gate, check)
+        for who, rates in clip_predictions(test, r_nets, b_nets, gate_check).items():
+            preds[who] += [(c.key, c.rate_bpm, r) for c, r in zip(test, rates)]
         print(f"fold {fold}: {len(test)} test clips", flush=True)
     return {**{k: pooled_report(v) for k, v in preds.items()}, "gates": gates}
 
@@ -127,9 +136,7 @@ def main() -> None:
 
     from pulmo.engine.checkpoint import half_precision
     from pulmo.engine.train import cpu_model_name
-    from pulmo.metrics.regression import regression_report
-    from pulmo.resp_rate.dsp import estimate_rate_dsp
-    from pulmo.resp_rate.evaluate import SNR_BANDS, by_group, synthetic_test_set
+    from pulmo.resp_rate.evaluate import SNR_BANDS, synthetic_test_set
     from pulmo.resp_rate.predictor import composite_checkpoint, predictor_from_checkpoint, save_vote
 
     torch.set_num_threads(1)
@@ -169,16 +176,10 @@ def main() -> None:
     rate_nets = chosen["rate"][2] if chosen["rate"] else b_nets
     test: dict[str, dict[str, Any]] = {}
     for split in ("test", "synthetic"):
-        sc_ = Scored(clips[split], rate_nets, b_nets)
-        truth = [c.rate_bpm for c in clips[split]]
-        dsp = [estimate_rate_dsp(c.samples, 2000) for c in clips[split]]
-        test[split] = {
-            "chosen": sc_.report("composite", chosen["gate"], chosen["check"]) if chosen["rate"] else sc_.report("breathing"),
-            "breathing": sc_.report("breathing"),
-            "dsp": {**regression_report(dsp, truth),
-                    "by_group": by_group(clips[split], [(c.key, t, d) for c, t, d in zip(clips[split], truth, dsp)])}}
+        rates = clip_predictions(clips[split], rate_nets, b_nets, (chosen["gate"], chosen["check"]) if chosen["rate"] else None)
+        test[split] = {who: predictions_report(clips[split], r) for who, r in rates.items()}
         for rep in test[split].values():
-            rep.pop("predictions", None)
+            rep.pop("predictions")
     command = "python benchmarks/resp_rate_short.py " + " ".join(sys.argv[1:])
     L = ["# Short-clip resp-rate model: one clip of 4-7 s", "",
          f"RRuJO fold-0 subjects, {CLIPS_PER_RECORDING} clips per recording (4-7 s, random starts): validation"
