@@ -46,7 +46,7 @@ ROWS = ["table1_lstm16", "table1_lstm32", "table1_lstm64", "table2_tc_lstm32", "
 # the rows trained with the heavy and none classes: the bundled model must be able to flag them
 BUNDLE_ROWS = ("push_heavy", "push_heavy64", "push_light_heavy_window15", "push_heavy_window15", "push_heavy64_window15")
 # the most accurate rows on paced real recordings; never trained above 20 bpm (no heavy class)
-RATE_ONLY_ROWS = ("push_window15", "push_window15_stretch", "push_window15_long", "push64_window15")
+RATE_ONLY_ROWS = ("push_window15", "push_window15_stretch", "push_window15_long", "push64_window15", "push_window15_bins")
 DSP_GRID = [dict(band_low_hz=lo, band_high_hz=hi, harmonic_decay=d)
             for lo, hi in ((100.0, 400.0), (200.0, 800.0), (300.0, 900.0)) for d in (0.8, 1.0)]
 
@@ -55,7 +55,7 @@ def worker(row: str, seed: int, runs: Path, fold: int | None = None, reselect: b
     """Train one row x seed (unless done) and score its model on the synthetic set; with
     ``fold``, train with that subject fold as test (cross-validation) and skip the synthetic set.
     With ``reselect``, a finished run has its post-processing chosen again on validation
-    (:func:`pulmo.resp_rate.train.reselect_run`), and its synthetic scores redone if that changed it."""
+    (:func:`pulmo.resp_rate.train.reselect_run`), and its synthetic scores redone if the choice changed."""
     import torch
 
     torch.set_num_threads(1)
@@ -71,8 +71,10 @@ def worker(row: str, seed: int, runs: Path, fold: int | None = None, reselect: b
     cfg = load_rr_config(CONFIG_DIR / f"{row}.yaml", over)
     if not (out / "metrics.json").exists():
         run_rr_experiment(cfg, out, progress=True)
-    elif reselect and reselect_run(out)["refine"]["three_halves_check"]["selected"]:
-        (out / "synthetic.json").unlink(missing_ok=True)
+    elif reselect:
+        before = json.loads((out / "metrics.json").read_text())["refine"]
+        if json.loads(json.dumps(reselect_run(out)["refine"])) != before:  # another post-processing: rescore the synthetic set
+            (out / "synthetic.json").unlink(missing_ok=True)
     if fold is None and not (out / "synthetic.json").exists():
         pipe = RespRatePipeline(out / "model.pt")
         items = synthetic_test_set(pipe.clip.sample_rate_hz, noisy_below_snr_db=cfg.augment.noisy_below_snr_db)
@@ -200,11 +202,19 @@ def cross_validation(runs: Path, row: str, folds: int, seeds: list[int]) -> str:
                      + " | ".join(ms([r[k] for r in pooled.values()], d) for k, d in
                                   (("mae", 2), ("mse", 2), ("ccc", 3), ("pearson", 3), ("within_1_bpm", 2))) + " |")
     lines += [line("DSP harmonic_sum (chosen per fold on training+validation)", pooled_report(dsp_pred)), "",
-              "Per fold (test MAE refined / neural only; CCC refined / neural only; tolerance): "
+              "Per fold (test MAE refined / neural only; CCC refined / neural only; tolerance, or spectrum weight w of the"
+              " rate-distribution fit): "
               + "; ".join(f"seed {s} fold {k}: {m['test']['mae']:.2f} / {m['test_neural_only']['mae']:.2f}, "
-                          f"{m['test']['ccc']:.3f} / {m['test_neural_only']['ccc']:.3f}, {m['refine']['selected_tolerance']}"
+                          f"{m['test']['ccc']:.3f} / {m['test_neural_only']['ccc']:.3f}, {post_processing(m['refine'])}"
                           for s, ms_ in per_seed.items() for k, m in enumerate(ms_)), ""]
     return "\n".join(lines) + "\n"
+
+
+def post_processing(refine: dict[str, Any]) -> str:
+    """A run's chosen post-processing in a few characters: its refinement tolerance, or ``w``
+    and the spectrum weight of the rate-distribution fit."""
+    w = refine.get("selected_posterior_weight")
+    return f"w {w}" if w is not None else str(refine["selected_tolerance"])
 
 
 def load_runs(runs: Path, rows: list[str], stored: Path | None = None) -> dict[str, list[dict[str, Any]]]:
@@ -324,7 +334,9 @@ def page(by_row: dict[str, list[dict[str, Any]]], dsp: dict[str, Any], command: 
         "A recording's rate = median of the model's rates on windows of its clip length (7 s; 15 s for the `_window15` rows)"
         " every 1 s; **refined** = that median snapped to the"
         " strongest peak of the recording's breath-envelope harmonic-sum spectrum within ± tolerance (chosen on validation;"
-        " 0 = off). Rates in breaths per minute; mean ± std over seeds.",
+        " 0 = off); for a row with a rate-distribution head, validation may instead choose the spectrum peak that best fits"
+        " the windows' mean rate distribution, the spectrum weighted by w (`pulmo.resp_rate.dsp.posterior_rate`; shown"
+        " as w in the tolerance column). Rates in breaths per minute; mean ± std over seeds.",
         "",
         f"Device: {device}. Wall time of this invocation: {wall_s / 60:.1f} min (finished runs are reused; per-run training"
         " seconds are in the CSV). 2 cores, shared with other benchmark jobs.",
@@ -341,7 +353,7 @@ def page(by_row: dict[str, list[dict[str, Any]]], dsp: dict[str, Any], command: 
                  f"{ms([r['test']['mse'] for r in rs], 2)} | {ms([r['test']['mae'] for r in rs], 2)} | "
                  f"{ms([r['test']['window']['mae'] for r in rs], 2)} | {ms([r['test_neural_only']['mae'] for r in rs], 2)} | "
                  f"{ms([r['test_neural_only']['ccc'] for r in rs])} | "
-                 f"{', '.join(str(r['refine']['selected_tolerance']) for r in rs)} | {ms([r['val']['ccc'] for r in rs])} |")
+                 f"{', '.join(post_processing(r['refine']) for r in rs)} | {ms([r['val']['ccc'] for r in rs])} |")
     for method in ("harmonic_sum", "autocorrelation", "spectral_peak"):
         d = dsp[method]
         L.append(f"| DSP {method} (whole recording) | {dsp['window_s']:g} s | - | {d['ccc']:.3f} | {d['pearson']:.3f} | {d['mse']:.2f} | {d['mae']:.2f} | "
@@ -492,9 +504,10 @@ def row_choice_outside_fold(runs: Path, rows: tuple[str, ...], folds: int, seeds
     return pooled_report([p for k, r in enumerate(chosen) for p in per_fold[r][k] or []]), chosen
 
 
-def bundle_vote(votes: dict[str, dict[str, Any]], rows: tuple[str, ...], dest: Path) -> str:
+def bundle_vote(votes: dict[str, dict[str, Any]], rows: tuple[str, ...], dest: Path) -> tuple[str, list[str]]:
     """Write the vote of the row among ``rows`` with the lowest cross-validated vote MAE to
-    ``dest`` (members' weights fp16); returns that row."""
+    ``dest`` (members' weights fp16); returns that row and the rows it was chosen among
+    (those of ``rows`` cross-validated in this invocation)."""
     from pulmo.engine.checkpoint import half_precision, read_checkpoint
     from pulmo.resp_rate.predictor import save_vote
 
@@ -510,7 +523,7 @@ def bundle_vote(votes: dict[str, dict[str, Any]], rows: tuple[str, ...], dest: P
     v = votes[row]
     save_vote(dest, f"vote({row} seeds {', '.join(map(str, v['seeds']))})", members,
               {"val": v["val"], "test": v["test"], "cross_validation": v["cv"]})
-    return row
+    return row, scored
 
 
 def main() -> None:
@@ -560,9 +573,9 @@ def main() -> None:
                 "never trained above 20 bpm: it does not assess heavy breathing"))
     for dest, rows, what, why in bundles:
         if dest:
-            row = bundle_vote(votes, rows, dest)
+            row, among = bundle_vote(votes, rows, dest)
             text += (f"\n{what}: `{dest.relative_to(ROOT) if dest.is_relative_to(ROOT) else dest}` = the vote of {row}'s seeds "
-                     f"{', '.join(map(str, votes[row]['seeds']))} (the lowest cross-validated vote MAE among {', '.join(rows)}, "
+                     f"{', '.join(map(str, votes[row]['seeds']))} (the lowest cross-validated vote MAE among {', '.join(among)}, "
                      f"{why}), fp16 weights, {dest.stat().st_size / 1e3:.0f} kB.\n")
     for rows, what in ((RATE_ONLY_ROWS, "rate-only rows"), (BUNDLE_ROWS, "heavy-capable rows")):
         checked = row_choice_outside_fold(args.runs, rows, folds, args.cv_seeds) if folds else None

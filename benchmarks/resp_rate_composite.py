@@ -38,9 +38,11 @@ ASSETS = ROOT / "src" / "pulmo" / "assets"
 # from the fewest windows handed to the breathing member to the most: ties go to the first
 GATES: tuple[float | None, ...] = (None, 25.0, 22.0, 21.0)
 SYNTHETIC_VAL_SEED = 777  # the held-out synthetic test set uses 12345; training draws its own clips
+DOUBT_COVERAGE = 0.9  # the doubt threshold flags about a tenth of the RRuJO validation recordings
 
 
-CHECKS: tuple[bool | None, ...] = (None, False, True)  # None: as each rate network chose on its own validation
+# None: as each rate network chose on its own validation (the only option for a rate network that fits a rate distribution)
+CHECKS: tuple[bool | None, ...] = (None, False, True)
 
 
 def gate_name(gate: float | None, check: bool | None) -> str:
@@ -62,33 +64,51 @@ class Scored:
         """:func:`pulmo.resp_rate.net.recording_rate`, computed once per recording, window rates and post-processing."""
         from pulmo.resp_rate.net import recording_rate
 
-        key = (item, pair, windows.rate_bpm.tobytes(), clip.aggregate, clip.refine_tolerance, clip.three_halves_check)
+        probs = None if windows.rate_probs is None else windows.rate_probs.tobytes()
+        key = (item, pair, windows.rate_bpm.tobytes(), probs, clip.aggregate, clip.refine_tolerance, clip.posterior_weight,
+               clip.three_halves_check)
         if key not in self._made:
             self._made[key] = recording_rate(self.items[item].samples, windows, clip)
         return self._made[key]
+
+    def _pairs(self, who: str, gate: float | None, check: bool | None) -> list[list[tuple[Any, float, float]]]:
+        """Per recording, per member pair: ``who``'s window predictions, their aggregate and the
+        recording rate (see :meth:`rates`)."""
+        from dataclasses import replace
+
+        from pulmo.resp_rate.net import aggregate_rate
+        from pulmo.resp_rate.predictor import composite_rate_source, gate_windows
+
+        out = []
+        for i, (wrs, wbs) in enumerate(zip(self.w_rate, self.w_breath)):
+            per_pair = []
+            for j, (r, b, wr, wb) in enumerate(zip(self.rate, self.breathing, wrs, wbs)):
+                if who == "composite":  # the check is never forced onto a rate fitted to a rate distribution (see select_post_processing)
+                    keep = check is None or r.clip.posterior_weight is not None
+                    w = gate_windows(wr, wb, gate)
+                    source, clip = composite_rate_source(w, wb, r.clip if keep else replace(r.clip, three_halves_check=check), b.clip)
+                else:
+                    w, clip = (wr, r.clip) if who == "rate" else (wb, b.clip)
+                    source = w
+                per_pair.append((w, aggregate_rate(source.rate_bpm, clip.aggregate), self._recording_rate(i, j, source, clip)))
+            out.append(per_pair)
+        return out
 
     def rates(self, who: str, gate: float | None = None, check: bool | None = None) -> list[float]:
         """Recording rates (bpm) of ``who`` = ``rate``, ``breathing`` or ``composite`` (with
         ``gate``): per recording, the median over the member pairs of each one's rate, refined
         with its own clip config (a composite's = its rate member's, with the three-halves check
         set to ``check`` unless None)."""
-        from dataclasses import replace
-
         import numpy as np
 
-        from pulmo.resp_rate.predictor import gate_windows
+        return [float(np.median([rate for _, _, rate in pairs])) for pairs in self._pairs(who, gate, check)]
 
-        out = []
-        for i, (wrs, wbs) in enumerate(zip(self.w_rate, self.w_breath)):
-            per_pair = []
-            for j, (r, b, wr, wb) in enumerate(zip(self.rate, self.breathing, wrs, wbs)):
-                if who == "composite":
-                    w, clip = gate_windows(wr, wb, gate), r.clip if check is None else replace(r.clip, three_halves_check=check)
-                else:
-                    w, clip = (wr, r.clip) if who == "rate" else (wb, b.clip)
-                per_pair.append(self._recording_rate(i, j, w, clip))
-            out.append(float(np.median(per_pair)))
-        return out
+    def doubts(self, who: str, gate: float | None = None, check: bool | None = None) -> list[float]:
+        """Each recording's :func:`pulmo.resp_rate.doubt.rate_doubt` over the member pairs (as :meth:`rates`)."""
+        from pulmo.resp_rate.doubt import rate_doubt
+
+        return [rate_doubt([r for _, _, r in pairs], [w.rate_bpm for w, _, _ in pairs], [a for _, a, _ in pairs])
+                for pairs in self._pairs(who, gate, check)]
 
     def report(self, who: str, gate: float | None = None, check: bool | None = None) -> dict[str, Any]:
         return predictions_report(self.items, self.rates(who, gate, check))
@@ -157,6 +177,7 @@ def study_fold(fold: int, rate: list[dict[str, Any]], breathing: list[dict[str, 
                syn_test: list[Any] | None) -> dict[str, Any]:
     """Gate chosen on validation, then every estimator scored on the fold's test subjects (and
     the synthetic test set). ``rate`` and ``breathing``: paired single-network checkpoint dicts."""
+    from pulmo.resp_rate.doubt import doubt_threshold
     from pulmo.resp_rate.predictor import predictor_from_checkpoint
 
     if len(rate) != len(breathing):
@@ -177,8 +198,29 @@ def study_fold(fold: int, rate: list[dict[str, Any]], breathing: list[dict[str, 
     for split in scored:
         out[split] = {"composite": scored[split].report("composite", gate, check), "rate": scored[split].report("rate"),
                       "breathing": scored[split].report("breathing")}
+    doubts = {split: scored[split].doubts("composite", gate, check) for split in scored}
+    out["doubt_above"] = doubt_threshold(doubts["val"], DOUBT_COVERAGE)
+    for split in scored:
+        out[split]["doubt_flags"] = [d > out["doubt_above"] for d in doubts[split]]
+        out[split]["doubt"] = doubt_summary(out[split]["composite"]["predictions"], out[split]["doubt_flags"])
     out["test_every_option"] = {gate_name(g, c): scored["test"].rates("composite", g, c) for g in GATES for c in CHECKS}
     return out
+
+
+def doubt_summary(predictions: list[tuple[str, float, float]], flags: list[bool]) -> dict[str, Any]:
+    """:func:`pulmo.inference.resp_rate.split_by_doubt` of ``(key, true, predicted)`` triples, with
+    how many of the misses (more than 1 bpm off) were flagged."""
+    from pulmo.inference.resp_rate import split_by_doubt
+
+    misses = [abs(p - t) > 1 for _, t, p in predictions]
+    return {**split_by_doubt([p for _, _, p in predictions], [t for _, t, _ in predictions], flags),
+            "misses": sum(misses), "misses_flagged": sum(m and f for m, f in zip(misses, flags))}
+
+
+def pooled_doubt(folds: list[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`doubt_summary` of every fold's test predictions, each flagged by its fold's threshold."""
+    return doubt_summary([p for f in folds for p in f["test"]["composite"]["predictions"]],
+                         [x for f in folds for x in f["test"]["doubt_flags"]])
 
 
 def pooled(folds: list[dict[str, Any]], who: str) -> dict[str, Any]:
@@ -233,6 +275,7 @@ def page(main: dict[str, Any], cv: list[dict[str, Any]], command: str, wall_s: f
             r = pooled_report([(key, true, f["test_every_option"][name][i])
                                for f in cv for i, (key, true, _) in enumerate(f["test"]["composite"]["predictions"])])
             L.append(f"| {name} | {r['mae']:.2f} | {r['ccc']:.3f} | {r['within_1_bpm']:.2f} |")
+    L += doubt_section(main, cv)
     if "synthetic" in main:
         bands = list(SNR_BANDS)
         L += ["", "## Held-out synthetic set (0-60 bpm, noise by SNR band): MAE per recording", "",
@@ -244,9 +287,33 @@ def page(main: dict[str, Any], cv: list[dict[str, Any]], command: str, wall_s: f
     return "\n".join(L) + "\n"
 
 
+def doubt_section(main: dict[str, Any], cv: list[dict[str, Any]]) -> list[str]:
+    """The page's lines on the doubt flag: what it flags and what the unflagged rates score."""
+    def row(name: str, d: dict[str, Any]) -> str:
+        c, f = d["confident"], d["flagged"]
+        confident = f"{c['mae']:.2f} | {c['ccc']:.3f}" if c else "- | -"
+        flagged = f"{f['mae']:.2f}" if f else "-"
+        n = d["n_flagged"] + (c["n"] if c else 0)
+        return (f"| {name} | {n} | {d['n_flagged']} ({100 * d['fraction']:.0f} %) | {confident} | {flagged} | "
+                f"{d['misses_flagged']} of {d['misses']} |")
+
+    L = ["", "## Doubt flag: which rates to check", "",
+         "A recording's rate is flagged uncertain when its doubt score (`pulmo.resp_rate.doubt`: the member pairs'"
+         " disagreement + how far the refinement and check moved each pair's rate + the spread of the window rates) exceeds"
+         f" the {100 * DOUBT_COVERAGE:.0f}th percentile of the RRuJO validation recordings' scores (fold 0: {main['doubt_above']:.3f};"
+         " each cross-validation fold its own). It flags the rate for a person to check; it changes no rate.", "",
+         "| recordings | n | flagged | confident MAE | confident CCC | flagged MAE | misses > 1 bpm flagged |",
+         "|---|---|---|---|---|---|---|", row("RRuJO test subjects (fold 0)", main["test"]["doubt"])]
+    if cv:
+        L.append(row("five-fold subject cross-validation", pooled_doubt(cv)))
+    if "synthetic" in main:
+        L.append(row("held-out synthetic set (fold-0 threshold)", main["synthetic"]["doubt"]))
+    return L
+
+
 def strip_predictions(d: Any) -> Any:
     if isinstance(d, dict):
-        return {k: strip_predictions(v) for k, v in d.items() if k not in ("predictions", "test_every_option")}
+        return {k: strip_predictions(v) for k, v in d.items() if k not in ("predictions", "test_every_option", "doubt_flags")}
     return d
 
 
@@ -267,7 +334,7 @@ def main() -> None:
     from pulmo.engine.checkpoint import read_checkpoint, save_checkpoint_dict
     from pulmo.engine.train import cpu_model_name
     from pulmo.resp_rate.evaluate import synthetic_test_set
-    from pulmo.resp_rate.predictor import composite_checkpoint, save_vote
+    from pulmo.resp_rate.predictor import composite_checkpoint, vote_checkpoint
 
     torch.set_num_threads(1)
     folds = load_rr_config_folds()
@@ -288,21 +355,24 @@ def main() -> None:
     if args.bundle:
         metrics = {k: strip_predictions(main_fold[k]["composite"]) for k in ("val", "test", "synthetic")}
         metrics["gate_selection"] = main_fold["gate_selection"]
+        metrics["doubt"] = {"coverage_on_validation": DOUBT_COVERAGE, "test": main_fold["test"]["doubt"]}
         if cv:
             metrics["cross_validation"] = pooled(cv, "composite")
+            metrics["doubt"]["cross_validation"] = pooled_doubt(cv)
         composites = []
         for rate, breathing in zip(members["rate"], members["breathing"]):
-            if main_fold["three_halves_check"] is not None:
+            if main_fold["three_halves_check"] is not None and rate["audio"].get("posterior_weight") is None:
                 rate = {**rate, "audio": {**rate["audio"], "three_halves_check": main_fold["three_halves_check"]}}
             composites.append(composite_checkpoint(f"composite({rate['name']}+{breathing['name']})", rate, breathing,
                                                    main_fold["gate_above_bpm"], {}))
         if len(composites) == 1:
-            save_checkpoint_dict(args.bundle, {**composites[0], "metrics": {**composites[0]["metrics"], **metrics}})
+            bundle = {**composites[0], "metrics": {**composites[0]["metrics"], **metrics}}
         else:
             names = {k: main_fold["members"][k] for k in members}
-            save_vote(args.bundle, f"vote of composites({names['rate']['name']}+{names['breathing']['name']}, seeds "
+            bundle = vote_checkpoint(f"vote of composites({names['rate']['name']}+{names['breathing']['name']}, seeds "
                       + ", ".join(f"{a}+{b}" for a, b in zip(names["rate"]["seeds"], names["breathing"]["seeds"])) + ")",
                       composites, metrics)
+        save_checkpoint_dict(args.bundle, {**bundle, "doubt_above": main_fold["doubt_above"]})
         where = args.bundle.relative_to(ROOT) if args.bundle.is_relative_to(ROOT) else args.bundle
         text += f"\nBundled: `{where}` ({args.bundle.stat().st_size / 1e3:.0f} kB), the default resp-rate model.\n"
     args.results.mkdir(parents=True, exist_ok=True)

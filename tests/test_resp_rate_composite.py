@@ -119,6 +119,30 @@ def test_pipeline_on_a_composite(folder, composite):
     assert len(track.windows) == 4 and track.heavy_assessed
 
 
+def test_doubt_threshold_flags_rates_in_track_evaluation_and_headline(folder, composite, tmp_path):
+    """A checkpoint's ``doubt_above`` flags every rate whose doubt exceeds it (doubt >= 0: a
+    negative threshold flags all, a huge one none); without one, nothing is assessed."""
+    from pulmo.engine.checkpoint import save_checkpoint_dict
+    from pulmo.frontdoor.resp_rate import RespRateCapability
+    from pulmo.inference.resp_rate import RespRatePipeline, evaluate_folder
+
+    clip = folder / "audio" / "14" / "subject02.flac"
+    bundle = read_checkpoint(composite)
+    for above, flagged in ((-1.0, True), (1e9, False), (None, None)):
+        path = save_checkpoint_dict(tmp_path / f"c{above}.pt", {**bundle, "doubt_above": above})
+        pipe = RespRatePipeline.from_checkpoint(path)
+        track = pipe.analyze_file(clip)
+        assert track.rate_doubt >= 0 and track.rate_uncertain is flagged
+        report = evaluate_folder(pipe, folder)
+        if flagged is None:
+            assert "uncertain" not in report
+        else:
+            assert report["uncertain"]["n_flagged"] == (3 if flagged else 0)
+            assert report["uncertain"]["confident" if not flagged else "flagged"]["n"] == 3
+        headline = RespRateCapability().analyze(clip, checkpoint=str(path)).headline
+        assert ("uncertain" in headline) is bool(flagged)
+
+
 def test_bundled_default_is_a_vote_of_composites():
     from pulmo.inference.bundled import default_checkpoint
 
@@ -126,6 +150,8 @@ def test_bundled_default_is_a_vote_of_composites():
     model = predictor_from_checkpoint(bundle)
     assert isinstance(model, VotePredictor) and len(model.members) == 3
     assert all(isinstance(m, CompositePredictor) for m in model.members)
+    assert bundle["doubt_above"] > 0  # its doubt threshold, chosen on validation
+    assert all(m.rate.clip.posterior_weight is not None for m in model.members)  # rate members fit rate distributions
     # its report states the cross-validated error beside the fixed test split's
     from pulmo.frontdoor.resp_rate import RespRateCapability
     from pulmo.inference.bundled import ASSETS
@@ -156,7 +182,7 @@ class _FixedRate:
         return _windows([self.rate_bpm] * 3, [1, 1, 1])
 
     def predict(self, samples: np.ndarray) -> RecordingPrediction:
-        return RecordingPrediction(self.windows(samples), self.rate_bpm)
+        return RecordingPrediction(self.windows(samples), self.rate_bpm, self.rate_bpm, 0.0)
 
 
 def test_vote_rate_is_the_median_of_its_members_rates():
@@ -165,6 +191,8 @@ def test_vote_rate_is_the_median_of_its_members_rates():
     pred = vote.predict(np.zeros(100, np.float32))
     assert pred.rate_bpm == pytest.approx(17.9)
     np.testing.assert_allclose(pred.windows.rate_bpm, [17.9] * 3)
+    # members disagree by an octave (ln 18.1/9), none moved its rate, pooled windows 9 x3, 17.9 x3, 18.1 x3
+    assert pred.doubt == pytest.approx(np.log(18.1 / 9.0) + (18.1 - 9.0) / 17.9)
     with pytest.raises(CheckpointError, match="window_s 7.0 vs 15.0"):
         VotePredictor([_FixedRate(10.0), _FixedRate(10.0, ClipConfig(window_s=15.0))])
 

@@ -29,6 +29,15 @@ def evaluate(args: argparse.Namespace) -> int:
           f"bias {report['bias']:+.2f} (LoA ±{report['loa']:.2f})")
     w = report["window"]
     print(f"per window (n={w['n']}): MAE {w['mae']:.2f} bpm  CCC {w['ccc']:.3f}  Pearson {w['pearson']:.3f}")
+    doubt = report.get("uncertain")
+    if doubt:
+        line = f"flagged uncertain (possible octave slip): {doubt['n_flagged']} of {report['n']} recordings"
+        if doubt["confident"]:
+            c = doubt["confident"]
+            line += f"; the others: MAE {c['mae']:.2f} bpm  CCC {c['ccc']:.3f}"
+        if doubt["flagged"]:
+            line += f"; the flagged: MAE {doubt['flagged']['mae']:.2f} bpm"
+        print(line)
     for dev, s in report["per_device"].items():
         print(f"  {dev:12s} n={s['n']:4d}  MAE {s['mae']:.2f}  CCC {s['ccc']:.3f}")
     if len(report.get("per_model", {})) > 1 or set(report.get("per_model", {})) - {report["checkpoint"]}:

@@ -49,7 +49,9 @@ class RespRateCapability:
             result["model"]["evaluation"] = evaluation
         heavy = (f"heavy breathing in {100 * track.heavy_fraction:.0f} % of windows" if track.heavy_assessed else
                  "heavy breathing not assessed (this model was trained without rates in the heavy range)")
-        headline = (f"{track.rate_bpm:.1f} breaths/min over {track.duration_s:.0f} s; {heavy}; "
+        doubt = (" (uncertain: the true rate may be half, double or two thirds of it; count the breaths to confirm)"
+                 if track.rate_uncertain else "")
+        headline = (f"{track.rate_bpm:.1f} breaths/min{doubt} over {track.duration_s:.0f} s; {heavy}; "
                     f"{'noisy' if track.noisy else 'clean'} recording")
         table = Table(columns=["start s", "end s", "breaths/min", "breaths", "breathing", "heavy", "noisy"],
                       rows=[[round(w.start_s, 2), round(w.end_s, 2), round(w.rate_bpm, 1), round(w.breath_count, 2),

@@ -42,13 +42,17 @@ class RateTrack:
     """A recording's rate track and its summary (the model's recording rate: see
     :func:`aggregate_description`), the fraction of windows flagged heavy and the recording's noise flag
     (more than half of the windows noisy). ``heavy_assessed`` is False for a model that never
-    saw heavy breathing in training: its heavy flags are then meaningless (always off)."""
+    saw heavy breathing in training: its heavy flags are then meaningless (always off).
+    ``rate_doubt`` scores how far to trust ``rate_bpm`` (:mod:`pulmo.resp_rate.doubt`);
+    ``rate_uncertain`` says whether it exceeds the model's threshold (None: the checkpoint has none)."""
 
     path: str
     duration_s: float
     rate_bpm: float
     heavy_fraction: float
     noisy: bool
+    rate_doubt: float
+    rate_uncertain: bool | None
     windows: list[RateWindow]
     model: dict[str, str] = field(default_factory=dict)
     heavy_assessed: bool = True
@@ -70,6 +74,8 @@ class RespRatePipeline:
         self.path = path
         self.metrics: dict[str, Any] = bundle.get("metrics", {})
         self.heavy_assessed = learned_heavy_breathing(breathing_bundle(bundle).get("config", {}))
+        above = bundle.get("doubt_above")
+        self.doubt_above: float | None = None if above is None else float(above)
         self.model = {"name": bundle["name"], "checkpoint": path.name, "sha256": file_hash(path),
                       "pulmo_version": bundle.get("pulmo_version", "")}
 
@@ -96,6 +102,10 @@ class RespRatePipeline:
     def windows(self, samples: np.ndarray) -> WindowPredictions:
         return self.predictor.windows(samples)
 
+    def uncertain(self, doubt: float) -> bool | None:
+        """Whether a rate with this doubt score is flagged uncertain (None: the model has no threshold)."""
+        return None if self.doubt_above is None else doubt > self.doubt_above
+
     def analyze_file(self, path: str | Path, samples: np.ndarray | None = None) -> RateTrack:
         """Rate track of ``path`` (or of ``samples`` already loaded from it by :meth:`load`)."""
         samples = self.load(path) if samples is None else samples
@@ -110,8 +120,8 @@ class RespRatePipeline:
                                    int(w.breath_probs[i].argmax()) == heavy_idx, bool(w.noise_probs[i, 1] > 0.5),
                                    float(w.noise_probs[i, NOISE_CLASSES.index("noisy")])))
         return RateTrack(str(path), len(samples) / self.clip.sample_rate_hz, pred.rate_bpm,
-                         float(np.mean([r.heavy for r in rows])), bool(np.mean([r.noisy for r in rows]) > 0.5), rows,
-                         dict(self.model), self.heavy_assessed)
+                         float(np.mean([r.heavy for r in rows])), bool(np.mean([r.noisy for r in rows]) > 0.5),
+                         pred.doubt, self.uncertain(pred.doubt), rows, dict(self.model), self.heavy_assessed)
 
 
 def learned_heavy_breathing(config: dict[str, Any]) -> bool:
@@ -137,6 +147,10 @@ def evaluate_folder(pipe: RespRatePipeline, data: str | Path, limit: int = 0, sp
     or validated on (their count is reported); ``split="all"`` scores every recording.
     With ``short`` (the short-clip pipeline), recordings too short for ``pipe`` are scored by it
     instead; ``per_model`` then gives the metrics of each model's recordings.
+
+    Where every model used has a doubt threshold, ``uncertain`` gives the number and share of
+    recordings whose rate was flagged uncertain and the metrics of the ``confident`` and the
+    ``flagged`` ones (:func:`split_by_doubt`).
     """
     if split not in ("test", "all"):
         raise DataError(f"--split for resp-rate is 'test' (subjects unseen by the model) or 'all', got {split!r}")
@@ -149,7 +163,7 @@ def evaluate_folder(pipe: RespRatePipeline, data: str | Path, limit: int = 0, sp
                         "use --split all to score them anyway")
     if limit:
         records = records[:limit]
-    rec_pred, rec_true, win_pred, win_true, devices, used = [], [], [], [], [], []
+    rec_pred, rec_true, win_pred, win_true, devices, used, flags = [], [], [], [], [], [], []
     for r in records:
         try:
             try:
@@ -164,6 +178,7 @@ def evaluate_folder(pipe: RespRatePipeline, data: str | Path, limit: int = 0, sp
         except DataError as err:
             raise DataError(f"{r.record_id}: {err}") from None
         used.append(model.model["checkpoint"])
+        flags.append(model.uncertain(pred.doubt))
         w = pred.windows
         rec_pred.append(pred.rate_bpm)
         rec_true.append(float(r.rr_bpm or 0.0))
@@ -181,12 +196,24 @@ def evaluate_folder(pipe: RespRatePipeline, data: str | Path, limit: int = 0, sp
         for d in sorted(set(devices))
     }
     report.update(model=pipe.model["name"], checkpoint=pipe.model["checkpoint"], checkpoint_sha256=pipe.model["sha256"])
+    if None not in flags:
+        report["uncertain"] = split_by_doubt(rec_pred, rec_true, flags)
     if short is not None:
         report["short_clip_model"] = {k: short.model[k] for k in ("name", "checkpoint", "sha256")}
         report["per_model"] = {
             m: regression_report([p for p, u in zip(rec_pred, used) if u == m], [t for t, u in zip(rec_true, used) if u == m])
             for m in sorted(set(used))}
     return report
+
+
+def split_by_doubt(pred: list[float], true: list[float], flagged: list[bool]) -> dict[str, Any]:
+    """``n_flagged``, ``fraction`` (flagged share) and the regression reports (bpm) of the
+    ``confident`` and the ``flagged`` recordings (None where there are none)."""
+    parts = {name: ([p for p, f in zip(pred, flagged) if f == want], [t for t, f in zip(true, flagged) if f == want])
+             for name, want in (("confident", False), ("flagged", True))}
+    out: dict[str, Any] = {"n_flagged": int(sum(flagged)), "fraction": float(np.mean(flagged))}
+    out.update({name: regression_report(*pt) if pt[0] else None for name, pt in parts.items()})
+    return out
 
 
 def aggregate_description(predictor: RatePredictor) -> str:
@@ -199,9 +226,14 @@ def aggregate_description(predictor: RatePredictor) -> str:
     if isinstance(predictor, CompositePredictor):
         gate = (" (window rates from the rate member, or from the breathing member where it calls the window none or heavy"
                 + (f" or reads above {predictor.gate_above_bpm:g} bpm)" if predictor.gate_above_bpm is not None else ")"))
-    return (f"{clip.aggregate} of {clip.window_s:g} s windows every {clip.hop_s:g} s{gate}"
-            + (f", refined by the envelope spectrum within ±{100 * clip.refine_tolerance:.0f} %" if clip.refine_tolerance > 0 else "")
-            + (", three-halves check" if clip.three_halves_check else ""))
+    if clip.posterior_weight is not None:
+        how = (f"the envelope-spectrum peak that best fits the mean rate distribution of {clip.window_s:g} s windows every "
+               f"{clip.hop_s:g} s{gate} (spectrum weight {clip.posterior_weight:g})"
+               + ("; where most windows are the breathing member's, its own rate" if gate else ""))
+    else:
+        how = (f"{clip.aggregate} of {clip.window_s:g} s windows every {clip.hop_s:g} s{gate}"
+               + (f", refined by the envelope spectrum within ±{100 * clip.refine_tolerance:.0f} %" if clip.refine_tolerance > 0 else ""))
+    return how + (", three-halves check" if clip.three_halves_check else "")
 
 
 def plot_track(track: RateTrack, samples: np.ndarray, sample_rate_hz: int, dest: str | Path | BinaryIO) -> None:

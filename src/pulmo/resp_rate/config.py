@@ -67,7 +67,11 @@ class ClipConfig:
     subjects from ``refine_grid`` (0 = off). With ``three_halves_check`` the result is last
     moved to 1.5 x where band-envelope periodicity says so
     (:func:`pulmo.resp_rate.dsp.three_halves_check`); training turns it on only when it
-    lowers the validation MAE."""
+    lowers the validation MAE. For a network with a rate-bin head, ``posterior_weight``
+    (not None) replaces the aggregate and refinement: the rate is the envelope-spectrum peak
+    that best fits the windows' mean rate distribution, the spectrum weighted by
+    ``posterior_weight`` (:func:`pulmo.resp_rate.dsp.posterior_rate`); training compares each
+    weight of ``posterior_grid`` with the refinement tolerances on validation."""
 
     sample_rate_hz: int = 2000
     min_s: float = 4.0
@@ -78,6 +82,8 @@ class ClipConfig:
     refine_tolerance: float = 0.0
     refine_grid: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.3, 0.4, 0.5])
     three_halves_check: bool = False
+    posterior_weight: float | None = None
+    posterior_grid: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])
 
     def __post_init__(self) -> None:
         if not 0 < self.min_s <= self.max_s:
@@ -102,7 +108,9 @@ class AugmentConfig:
 class RRLossConfig:
     """The paper's MTL loss: ``beta*l1*CCC_cost + gamma*l2*CE_breath + kappa*l3*CE_noise
     + (1-beta-gamma-kappa)*l4*FL_breath`` with DWA weights ``l``; ``mix = [beta, gamma, kappa]``.
-    ``l1_weight`` adds an L1 term on the scaled rate (0: the paper's loss only)."""
+    ``l1_weight`` adds an L1 term on the scaled rate (0: the paper's loss only);
+    ``rate_bins_weight`` the rate-bin cross-entropy of a model with a rate-bin head, its soft
+    targets ``rate_bins_sigma`` wide in natural-log units (:mod:`pulmo.losses.rate_bins`)."""
 
     alpha: float = 0.7
     mix: list[float] = field(default_factory=lambda: [0.6, 0.15, 0.1])
@@ -110,6 +118,8 @@ class RRLossConfig:
     dwa_temperature: float = 2.0
     rate_scale_bpm: float = 30.0
     l1_weight: float = 0.0
+    rate_bins_weight: float = 0.0
+    rate_bins_sigma: float = 0.05
 
 
 @dataclass

@@ -126,6 +126,30 @@ def refine_rate(samples: np.ndarray, sample_rate_hz: int, guess_bpm: float, tole
     return float(f[ok[np.argmax(score[ok])]]) if len(ok) else float(guess_bpm)
 
 
+def posterior_rate(samples: np.ndarray, sample_rate_hz: int, distribution: np.ndarray, bins_bpm: np.ndarray,
+                   weight: float, max_bpm: float = 30.0, cfg: DspConfig | None = None) -> float:
+    """The envelope-spectrum peak that a network's rate distribution and the spectrum agree on.
+
+    Candidates are the local peaks of the harmonic-sum spectrum between ``cfg.min_bpm`` and
+    ``max_bpm`` (the cap of :func:`three_halves_check`); each scores
+    ``log p(c) + weight * log(S(c) / S_max)``, ``p`` the ``(K,)`` ``distribution`` over the
+    ``(K,)`` log-spaced ``bins_bpm`` (interpolated in log-rate), ``S_max`` the strongest peak
+    in range. The distribution chooses the octave, the spectrum gives the precision;
+    ``weight`` trades one against the other. Returns the best candidate (bpm), or the
+    distribution's mode when the range holds no peak.
+    """
+    cfg = cfg or DspConfig()
+    f, score = rate_spectrum(breath_envelope(samples, sample_rate_hz, cfg), DspConfig(**{**cfg.__dict__, "method": "harmonic_sum"}))
+    band = (f >= cfg.min_bpm) & (f <= max_bpm)
+    peaks, _ = find_peaks(score)
+    peaks = peaks[band[peaks]]
+    if len(peaks) == 0:
+        return float(bins_bpm[int(np.argmax(distribution))])
+    c = f[peaks]
+    log_p = np.interp(np.log(c), np.log(bins_bpm), np.log(np.asarray(distribution, float) + 1e-12))
+    return float(c[np.argmax(log_p + weight * np.log(score[peaks] / score[band].max()))])
+
+
 PERIODICITY_BANDS_HZ = ((100.0, 200.0), (200.0, 400.0), (400.0, 700.0), (700.0, 1000.0))
 
 

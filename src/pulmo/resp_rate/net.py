@@ -25,7 +25,7 @@ from pulmo.features.base import FeatureExtractor
 from pulmo.models import create_model
 from pulmo.resp_rate.config import ClipConfig, RespRateConfig
 from pulmo.resp_rate.data import window_starts_samples
-from pulmo.resp_rate.dsp import refine_rate, three_halves_check
+from pulmo.resp_rate.dsp import posterior_rate, refine_rate, three_halves_check
 
 NOISE_CLASSES: tuple[str, ...] = ("clean", "noisy")
 
@@ -56,7 +56,10 @@ def build_net(config: RespRateConfig) -> RateNet:
 @dataclass
 class WindowPredictions:
     """Per-window outputs of one recording: ``starts_s`` (W,), ``rate_bpm`` (W,),
-    ``count`` (W,), ``breath_probs`` (W, 3), ``noise_probs`` (W, 2)."""
+    ``count`` (W,), ``breath_probs`` (W, 3), ``noise_probs`` (W, 2); from a network with a
+    rate-bin head also ``rate_probs`` (W, K) over the bin centres ``rate_bins_bpm`` (K,)
+    (a row of NaN: the window's rate came from elsewhere, see
+    :func:`pulmo.resp_rate.predictor.gate_windows`)."""
 
     starts_s: np.ndarray
     window_s: float
@@ -64,6 +67,8 @@ class WindowPredictions:
     count: np.ndarray
     breath_probs: np.ndarray
     noise_probs: np.ndarray
+    rate_probs: np.ndarray | None = None
+    rate_bins_bpm: np.ndarray | None = None
 
 
 @torch.no_grad()
@@ -78,17 +83,20 @@ def predict_windows(net: RateNet, samples: np.ndarray, clip: ClipConfig, batch_s
     win, hop = min(int(round(clip.window_s * sr)), len(samples)), max(int(round(clip.hop_s * sr)), 1)
     starts = window_starts_samples(len(samples), win, hop)
     net.eval()
-    outs: dict[str, list[torch.Tensor]] = {"rate": [], "count": [], "breath_logits": [], "noise_logits": []}
+    outs: dict[str, list[torch.Tensor]] = {"rate": [], "count": [], "breath_logits": [], "noise_logits": [], "rate_bin_logits": []}
     for i in range(0, len(starts), batch_size):
         batch = torch.from_numpy(np.stack([samples[s : s + win] for s in starts[i : i + batch_size]]))
         out = net(batch)
-        for k in outs:
+        for k in out:
             outs[k].append(out[k].float())
-    cat = {k: torch.cat(v) for k, v in outs.items()}
+    cat = {k: torch.cat(v) for k, v in outs.items() if v}
+    bins = "rate_bin_logits" in cat
     return WindowPredictions(
         starts_s=np.array(starts) / sr, window_s=win / sr,
         rate_bpm=(cat["rate"] * net.rate_scale_bpm).numpy(), count=(cat["count"] * net.count_scale).numpy(),
         breath_probs=cat["breath_logits"].softmax(1).numpy(), noise_probs=cat["noise_logits"].softmax(1).numpy(),
+        rate_probs=cat["rate_bin_logits"].softmax(1).numpy() if bins else None,
+        rate_bins_bpm=net.model.rate_bin_bpm.numpy().copy() if bins else None,
     )
 
 
@@ -97,13 +105,29 @@ def aggregate_rate(rates: np.ndarray, how: str) -> float:
     return float(np.median(rates) if how == "median" else np.mean(rates))
 
 
+def mean_rate_distribution(windows: WindowPredictions) -> np.ndarray | None:
+    """``(K,)`` the mean of the windows' rate distributions, over the windows whose rate is the
+    network's own; None without rate distributions or when fewer than half the windows have one."""
+    if windows.rate_probs is None:
+        return None
+    own = ~np.isnan(windows.rate_probs).any(axis=1)
+    return windows.rate_probs[own].mean(axis=0) if 2 * own.sum() >= len(own) else None
+
+
 def recording_rate(samples: np.ndarray, windows: WindowPredictions, clip: ClipConfig) -> float:
-    """The recording's rate: the aggregate of its window rates, refined by the envelope
-    spectrum when ``clip.refine_tolerance`` is positive, then moved to 1.5 x when
-    ``clip.three_halves_check`` and the band envelopes say so."""
-    rate = aggregate_rate(windows.rate_bpm, clip.aggregate)
-    if clip.refine_tolerance > 0:
-        rate = refine_rate(samples, clip.sample_rate_hz, rate, clip.refine_tolerance)
+    """The recording's rate: with ``clip.posterior_weight`` and rate distributions for most
+    windows, the envelope-spectrum peak that best fits their mean distribution
+    (:func:`pulmo.resp_rate.dsp.posterior_rate`); otherwise the aggregate of the window
+    rates, refined by the envelope spectrum when ``clip.refine_tolerance`` is positive. Then
+    moved to 1.5 x when ``clip.three_halves_check`` and the band envelopes say so."""
+    distribution = mean_rate_distribution(windows) if clip.posterior_weight is not None else None
+    if distribution is not None:
+        assert windows.rate_bins_bpm is not None and clip.posterior_weight is not None
+        rate = posterior_rate(samples, clip.sample_rate_hz, distribution, windows.rate_bins_bpm, clip.posterior_weight)
+    else:
+        rate = aggregate_rate(windows.rate_bpm, clip.aggregate)
+        if clip.refine_tolerance > 0:
+            rate = refine_rate(samples, clip.sample_rate_hz, rate, clip.refine_tolerance)
     return three_halves_check(samples, clip.sample_rate_hz, rate) if clip.three_halves_check else rate
 
 

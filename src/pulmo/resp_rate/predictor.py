@@ -36,17 +36,23 @@ from pulmo.data.adapters.synthetic_breath import BREATH_CLASSES
 from pulmo.engine.checkpoint import checkpoint_dict, save_checkpoint_dict
 from pulmo.errors import CheckpointError
 from pulmo.resp_rate.config import ClipConfig
-from pulmo.resp_rate.net import RateNet, WindowPredictions, build_from_rr_checkpoint, predict_windows, recording_rate
+from pulmo.resp_rate.doubt import rate_doubt
+from pulmo.resp_rate.net import (RateNet, WindowPredictions, aggregate_rate, build_from_rr_checkpoint, mean_rate_distribution,
+                                 predict_windows, recording_rate)
 
 NORMAL = BREATH_CLASSES.index("normal")
 
 
 @dataclass
 class RecordingPrediction:
-    """A recording's window predictions and its one rate (breaths per minute)."""
+    """A recording's window predictions, its one rate (breaths per minute), the aggregate of
+    its window rates that rate was made from (before refinement and check; a vote's: the
+    members' median) and how far to doubt the rate (:func:`pulmo.resp_rate.doubt.rate_doubt`)."""
 
     windows: WindowPredictions
     rate_bpm: float
+    aggregate_bpm: float
+    doubt: float
 
 
 class RatePredictor(Protocol):
@@ -65,7 +71,8 @@ class RatePredictor(Protocol):
 def predict_with_own_clip(predictor: RatePredictor, samples: np.ndarray) -> RecordingPrediction:
     """A predictor's windows and the recording rate its own clip config makes of them."""
     w = predictor.windows(samples)
-    return RecordingPrediction(w, recording_rate(samples, w, predictor.clip))
+    rate, aggregate = recording_rate(samples, w, predictor.clip), aggregate_rate(w.rate_bpm, predictor.clip.aggregate)
+    return RecordingPrediction(w, rate, aggregate, rate_doubt([rate], [w.rate_bpm], [aggregate]))
 
 
 @dataclass
@@ -86,7 +93,8 @@ def gate_windows(rate: WindowPredictions, breathing: WindowPredictions, gate_abo
     """Combine two members' predictions of the same windows: the breathing member's classes
     and noise probabilities everywhere; its rate and count in windows it calls none or heavy,
     or (``gate_above_bpm`` not None) where its rate exceeds ``gate_above_bpm``; the rate
-    member's rate and count elsewhere. Shapes as :class:`WindowPredictions` ``(W,)``."""
+    member's rate and count elsewhere, and its rate distributions there (rows of NaN where
+    the breathing member's rate is taken). Shapes as :class:`WindowPredictions` ``(W,)``."""
     if not np.array_equal(rate.starts_s, breathing.starts_s) or rate.window_s != breathing.window_s:
         raise CheckpointError("composite members must score the same windows (window, hop and rate differ)")
     use = breathing.breath_probs.argmax(1) != NORMAL
@@ -96,6 +104,8 @@ def gate_windows(rate: WindowPredictions, breathing: WindowPredictions, gate_abo
         starts_s=breathing.starts_s, window_s=breathing.window_s,
         rate_bpm=np.where(use, breathing.rate_bpm, rate.rate_bpm), count=np.where(use, breathing.count, rate.count),
         breath_probs=breathing.breath_probs, noise_probs=breathing.noise_probs,
+        rate_probs=None if rate.rate_probs is None else np.where(use[:, None], np.nan, rate.rate_probs),
+        rate_bins_bpm=rate.rate_bins_bpm,
     )
 
 
@@ -103,7 +113,8 @@ def gate_windows(rate: WindowPredictions, breathing: WindowPredictions, gate_abo
 class CompositePredictor:
     """The rate member's rate where the breathing member sees normal breathing within the
     rate member's range, the breathing member's elsewhere (:func:`gate_windows`). The clip
-    config, the refinement tolerance included, is the rate member's."""
+    config, the refinement tolerance included, is the rate member's (but see
+    :func:`composite_rate_source`)."""
 
     rate: NetPredictor
     breathing: NetPredictor
@@ -120,7 +131,23 @@ class CompositePredictor:
         return gate_windows(self.rate.windows(samples), self.breathing.windows(samples), self.gate_above_bpm)
 
     def predict(self, samples: np.ndarray) -> RecordingPrediction:
-        return predict_with_own_clip(self, samples)
+        breathing = self.breathing.windows(samples)
+        gated = gate_windows(self.rate.windows(samples), breathing, self.gate_above_bpm)
+        windows, clip = composite_rate_source(gated, breathing, self.clip, self.breathing.clip)
+        rate, aggregate = recording_rate(samples, windows, clip), aggregate_rate(windows.rate_bpm, clip.aggregate)
+        return RecordingPrediction(gated, rate, aggregate, rate_doubt([rate], [gated.rate_bpm], [aggregate]))
+
+
+def composite_rate_source(gated: WindowPredictions, breathing: WindowPredictions, rate_clip: ClipConfig,
+                          breathing_clip: ClipConfig) -> tuple[WindowPredictions, ClipConfig]:
+    """The windows and clip config a composite's recording rate is made from. Normally its
+    gated windows (:func:`gate_windows`) with the rate member's config. A rate member that fits
+    a rate distribution (``posterior_weight``) can only fit its own windows: where most were
+    handed to the breathing member, the recording is the breathing member's, and its own
+    windows and config (its refinement) give the rate."""
+    if rate_clip.posterior_weight is not None and mean_rate_distribution(gated) is None:
+        return breathing, breathing_clip
+    return gated, rate_clip
 
 
 WINDOW_FIELDS = ("sample_rate_hz", "window_s", "hop_s", "min_s")
@@ -136,16 +163,30 @@ def check_same_windows(what: str, clips: list[ClipConfig]) -> None:
 
 def vote_windows(windows: list[WindowPredictions]) -> WindowPredictions:
     """Members' predictions of the same windows merged: median rate and count, mean class and
-    noise probabilities. Shapes as :class:`WindowPredictions`."""
+    noise probabilities (and rate distributions, where every member has them on the same
+    bins; a window's distribution is the mean of the members' own ones). Shapes as
+    :class:`WindowPredictions`."""
     first = windows[0]
     if any(not np.array_equal(w.starts_s, first.starts_s) or w.window_s != first.window_s for w in windows[1:]):
         raise CheckpointError("vote members must score the same windows (window, hop and rate differ)")
+    bins = first.rate_bins_bpm
+    shared = bins is not None and all(w.rate_probs is not None and np.array_equal(w.rate_bins_bpm, bins) for w in windows)
     return WindowPredictions(
         starts_s=first.starts_s, window_s=first.window_s,
         rate_bpm=np.median([w.rate_bpm for w in windows], axis=0), count=np.median([w.count for w in windows], axis=0),
         breath_probs=np.mean([w.breath_probs for w in windows], axis=0),
         noise_probs=np.mean([w.noise_probs for w in windows], axis=0),
+        rate_probs=mean_ignoring_nan([w.rate_probs for w in windows]) if shared else None,  # type: ignore[misc]
+        rate_bins_bpm=bins if shared else None,
     )
+
+
+def mean_ignoring_nan(arrays: list[np.ndarray]) -> np.ndarray:
+    """Element-wise mean over ``arrays`` of one shape, NaN entries left out (NaN where all are)."""
+    stack = np.stack(arrays)
+    count = (~np.isnan(stack)).sum(axis=0)
+    total = np.nansum(stack, axis=0)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 @dataclass
@@ -170,7 +211,9 @@ class VotePredictor:
 
     def predict(self, samples: np.ndarray) -> RecordingPrediction:
         preds = [m.predict(samples) for m in self.members]
-        return RecordingPrediction(vote_windows([p.windows for p in preds]), float(np.median([p.rate_bpm for p in preds])))
+        rates, aggregates = [p.rate_bpm for p in preds], [p.aggregate_bpm for p in preds]
+        return RecordingPrediction(vote_windows([p.windows for p in preds]), float(np.median(rates)), float(np.median(aggregates)),
+                                   rate_doubt(rates, [p.windows.rate_bpm for p in preds], aggregates))
 
 
 def predictor_from_checkpoint(bundle: Mapping[str, Any]) -> NetPredictor | CompositePredictor | VotePredictor:

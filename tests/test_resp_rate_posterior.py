@@ -1,0 +1,115 @@
+"""The rate-bin head and the posterior-spectrum recording rate: soft targets, loss, model
+head, pulmo.resp_rate.dsp.posterior_rate, and how windows, gates and votes carry the
+distributions."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pulmo.data.adapters.synthetic_breath import synth_breath
+from pulmo.losses.rate_bins import rate_bin_centres, rate_bin_loss, soft_rate_targets
+from pulmo.models import create_model
+from pulmo.resp_rate.config import ClipConfig
+from pulmo.resp_rate.dsp import posterior_rate
+from pulmo.resp_rate.net import WindowPredictions, mean_rate_distribution, recording_rate
+from pulmo.resp_rate.predictor import gate_windows, mean_ignoring_nan, vote_windows
+
+BINS = rate_bin_centres(48, 3.0, 60.0)
+
+
+def test_bin_centres_are_log_spaced():
+    c = rate_bin_centres(5, 2.0, 32.0)
+    np.testing.assert_allclose(c.numpy(), [2.0, 4.0, 8.0, 16.0, 32.0], rtol=1e-5)
+    with pytest.raises(ValueError, match="at least 2 bins"):
+        rate_bin_centres(1, 2.0, 32.0)
+
+
+def test_soft_targets_sum_to_one_peak_at_the_rate_and_are_symmetric_in_log_rate():
+    c = rate_bin_centres(5, 2.0, 32.0)
+    t = soft_rate_targets(torch.tensor([8.0, 0.0]), c, sigma=0.5)
+    np.testing.assert_allclose(t.sum(1).numpy(), [1.0, 1.0], rtol=1e-6)
+    assert int(t[0].argmax()) == 2 and t[0, 1] == pytest.approx(float(t[0, 3]))  # 4 and 16 lie one octave either side
+    w = torch.exp(-0.5 * (np.log(2.0) / 0.5) ** 2 * torch.tensor([4.0, 1.0, 0.0, 1.0, 4.0]))
+    np.testing.assert_allclose(t[0].numpy(), (w / w.sum()).numpy(), rtol=1e-5)  # the Gaussian by hand
+    assert int(t[1].argmax()) == 0  # no breathing counts as 0.5 bpm: the lowest bin
+
+
+def test_rate_bin_loss_is_cross_entropy_and_tends_to_it_with_hard_targets():
+    logits = torch.randn(4, 48)
+    rates = torch.tensor([8.0, 12.0, 18.0, 20.0])
+    nearest = (torch.log(BINS)[None] - torch.log(rates)[:, None]).abs().argmin(1)
+    assert rate_bin_loss(logits, rates, BINS, sigma=1e-3).item() == pytest.approx(F.cross_entropy(logits, nearest).item(), rel=1e-5)
+    soft = soft_rate_targets(rates, BINS, 0.05)
+    # the minimum over logits is at log(targets): the loss is then the targets' entropy
+    entropy = -(soft * soft.clamp_min(1e-30).log()).sum(1).mean()
+    assert rate_bin_loss(soft.clamp_min(1e-30).log(), rates, BINS, 0.05).item() == pytest.approx(entropy.item(), rel=1e-4)
+    assert rate_bin_loss(logits, rates, BINS, 0.05).item() > entropy.item()
+
+
+def test_rr_lstm_rate_bin_head():
+    torch.manual_seed(0)
+    model = create_model("rr_lstm", hidden=16, embed=16, rate_bins=48)
+    out = model(torch.randn(2, 1, 40, 30))
+    assert out["rate_bin_logits"].shape == (2, 48) and model.rate_bin_bpm.shape == (48,)
+    rate_bin_loss(out["rate_bin_logits"], torch.tensor([9.0, 18.0]), model.rate_bin_bpm, 0.05).backward()
+    assert model.rate_bin_head.weight.grad is not None
+    assert not any("rate_bin_bpm" in k for k in model.state_dict())  # derived from the arguments, not saved
+    plain = create_model("rr_lstm", hidden=16, embed=16)
+    assert "rate_bin_logits" not in plain(torch.randn(1, 1, 40, 30)) and plain.rate_bin_head is None
+
+
+def _peaked(rate_bpm: float) -> np.ndarray:
+    p = np.exp(-0.5 * ((np.log(BINS.numpy()) - np.log(rate_bpm)) / 0.05) ** 2)
+    return p / p.sum()
+
+
+def test_posterior_rate_takes_the_octave_the_distribution_says_and_the_precision_of_the_spectrum():
+    """18 bpm breathing whose envelope spectrum peaks at 18 and at its sub-harmonic 9: a
+    distribution leaning to ~17 gets the 18 peak exactly; one leaning to ~9.5 gets the 9 peak."""
+    clip = synth_breath(60.0, 18.0, 2000, np.random.default_rng(3), irregularity=0.0)
+    assert posterior_rate(clip.audio, 2000, _peaked(17.0), BINS.numpy(), 1.0) == pytest.approx(18.0, abs=0.3)
+    assert posterior_rate(clip.audio, 2000, _peaked(9.5), BINS.numpy(), 1.0) == pytest.approx(9.0, abs=0.3)
+    # a flat distribution leaves the choice to the spectrum: its strongest peak in range
+    flat = np.full(48, 1 / 48)
+    assert posterior_rate(clip.audio, 2000, flat, BINS.numpy(), 1.0) == pytest.approx(18.0, abs=0.3)
+
+
+def _windows(rates: list[float], probs: np.ndarray | None, classes: list[int] | None = None) -> WindowPredictions:
+    n = len(rates)
+    breath = np.zeros((n, 3))
+    breath[np.arange(n), classes or [1] * n] = 1.0
+    return WindowPredictions(np.arange(n, dtype=float), 15.0, np.array(rates), np.array(rates) / 4, breath,
+                             np.tile([0.9, 0.1], (n, 1)), probs, None if probs is None else BINS.numpy())
+
+
+def test_recording_rate_uses_the_distribution_only_when_asked_and_when_most_windows_have_one():
+    clip = synth_breath(60.0, 18.0, 2000, np.random.default_rng(3), irregularity=0.0)
+    probs = np.tile(_peaked(9.5), (4, 1))
+    w = _windows([13.0] * 4, probs)  # hedged regression, distribution on the lower octave
+    cfg = ClipConfig(window_s=15.0, min_s=12.0, max_s=15.0)
+    assert recording_rate(clip.audio, w, cfg) == pytest.approx(13.0)  # the plain median
+    assert recording_rate(clip.audio, w, replace(cfg, posterior_weight=1.0)) == pytest.approx(9.0, abs=0.3)
+    nan_rows = probs.copy()
+    nan_rows[:3] = np.nan  # three of four windows came from another network
+    w_gated = _windows([13.0] * 4, nan_rows)
+    assert mean_rate_distribution(w_gated) is None
+    assert recording_rate(clip.audio, w_gated, replace(cfg, posterior_weight=1.0)) == pytest.approx(13.0)
+    assert recording_rate(clip.audio, _windows([13.0] * 4, None), replace(cfg, posterior_weight=1.0)) == pytest.approx(13.0)
+
+
+def test_gate_and_vote_carry_the_rate_distributions():
+    probs = np.tile(_peaked(12.0), (3, 1))
+    rate = _windows([12.0, 12.0, 12.0], probs)
+    breathing = _windows([12.0, 40.0, 12.0], None, classes=[1, 2, 1])  # the middle window is heavy
+    gated = gate_windows(rate, breathing, None)
+    assert np.isnan(gated.rate_probs[1]).all() and np.allclose(gated.rate_probs[[0, 2]], probs[[0, 2]])
+    voted = vote_windows([gated, rate])
+    np.testing.assert_allclose(voted.rate_probs, probs)  # the NaN row takes the other member's distribution
+    assert vote_windows([gated, breathing]).rate_probs is None  # a member without distributions: none
+    np.testing.assert_allclose(mean_ignoring_nan([np.array([1.0, np.nan, np.nan]), np.array([3.0, 2.0, np.nan])]),
+                               [2.0, 2.0, np.nan])
