@@ -106,6 +106,12 @@ def rate_spectrum(env: np.ndarray, cfg: DspConfig) -> tuple[np.ndarray, np.ndarr
     return f, sum(cfg.harmonic_decay ** (h - 1) * np.interp(f * h, f, p, right=0.0) for h in range(1, cfg.harmonics + 1))
 
 
+def harmonic_sum_spectrum(samples: np.ndarray, sample_rate_hz: int, cfg: DspConfig) -> tuple[np.ndarray, np.ndarray]:
+    """``(rates_bpm, score)``: the harmonic-sum spectrum of the recording's breath envelope
+    (whatever ``cfg.method`` says), what a network's coarse estimate is matched against."""
+    return rate_spectrum(breath_envelope(samples, sample_rate_hz, cfg), DspConfig(**{**cfg.__dict__, "method": "harmonic_sum"}))
+
+
 def refine_rate(samples: np.ndarray, sample_rate_hz: int, guess_bpm: float, tolerance: float,
                 cfg: DspConfig | None = None, min_peak: float = 0.05) -> float:
     """Sharpen a coarse rate (e.g. a neural estimate) with the harmonic-sum spectrum.
@@ -119,7 +125,7 @@ def refine_rate(samples: np.ndarray, sample_rate_hz: int, guess_bpm: float, tole
     if tolerance <= 0:
         return float(guess_bpm)
     cfg = cfg or DspConfig()
-    f, score = rate_spectrum(breath_envelope(samples, sample_rate_hz, cfg), DspConfig(**{**cfg.__dict__, "method": "harmonic_sum"}))
+    f, score = harmonic_sum_spectrum(samples, sample_rate_hz, cfg)
     band = (f >= cfg.min_bpm) & (f <= cfg.max_bpm)
     peaks, _ = find_peaks(score, height=min_peak * score[band].max())
     ok = peaks[(np.abs(f[peaks] - guess_bpm) <= tolerance * guess_bpm) & (f[peaks] >= cfg.min_bpm) & (f[peaks] <= cfg.max_bpm)]
@@ -139,7 +145,7 @@ def posterior_rate(samples: np.ndarray, sample_rate_hz: int, distribution: np.nd
     distribution's mode when the range holds no peak.
     """
     cfg = cfg or DspConfig()
-    f, score = rate_spectrum(breath_envelope(samples, sample_rate_hz, cfg), DspConfig(**{**cfg.__dict__, "method": "harmonic_sum"}))
+    f, score = harmonic_sum_spectrum(samples, sample_rate_hz, cfg)
     band = (f >= cfg.min_bpm) & (f <= max_bpm)
     peaks, _ = find_peaks(score)
     peaks = peaks[band[peaks]]
