@@ -45,6 +45,15 @@ DOUBT_COVERAGE = 0.9  # the doubt threshold flags about a tenth of the RRuJO val
 CHECKS: tuple[bool | None, ...] = (None, False, True)
 
 
+def with_check(clip: Any, check: bool | None) -> Any:
+    """A rate member's clip config with the three-halves check set to ``check``; unchanged for
+    None (as the network chose) and for a network that fits a rate distribution (the check is
+    never put after that fit: see ``select_post_processing``)."""
+    from dataclasses import replace
+
+    return clip if check is None or clip.posterior_weight is not None else replace(clip, three_halves_check=check)
+
+
 def gate_name(gate: float | None, check: bool | None) -> str:
     name = "class only" if gate is None else f"class or rate > {gate:g} bpm"
     return f"{name}, 3/2 check " + ("as its rate network chose" if check is None else "on" if check else "off")
@@ -74,8 +83,6 @@ class Scored:
     def _pairs(self, who: str, gate: float | None, check: bool | None) -> list[list[tuple[Any, float, float]]]:
         """Per recording, per member pair: ``who``'s window predictions, their aggregate and the
         recording rate (see :meth:`rates`)."""
-        from dataclasses import replace
-
         from pulmo.resp_rate.net import aggregate_rate
         from pulmo.resp_rate.predictor import composite_rate_source, gate_windows
 
@@ -83,10 +90,9 @@ class Scored:
         for i, (wrs, wbs) in enumerate(zip(self.w_rate, self.w_breath)):
             per_pair = []
             for j, (r, b, wr, wb) in enumerate(zip(self.rate, self.breathing, wrs, wbs)):
-                if who == "composite":  # the check is never forced onto a rate fitted to a rate distribution (see select_post_processing)
-                    keep = check is None or r.clip.posterior_weight is not None
+                if who == "composite":
                     w = gate_windows(wr, wb, gate)
-                    source, clip = composite_rate_source(w, wb, r.clip if keep else replace(r.clip, three_halves_check=check), b.clip)
+                    source, clip = composite_rate_source(w, wb, with_check(r.clip, check), b.clip)
                 else:
                     w, clip = (wr, r.clip) if who == "rate" else (wb, b.clip)
                     source = w
@@ -334,6 +340,7 @@ def main() -> None:
     from pulmo.engine.checkpoint import read_checkpoint, save_checkpoint_dict
     from pulmo.engine.train import cpu_model_name
     from pulmo.resp_rate.evaluate import synthetic_test_set
+    from pulmo.resp_rate.config import ClipConfig
     from pulmo.resp_rate.predictor import composite_checkpoint, vote_checkpoint
 
     torch.set_num_threads(1)
@@ -361,8 +368,8 @@ def main() -> None:
             metrics["doubt"]["cross_validation"] = pooled_doubt(cv)
         composites = []
         for rate, breathing in zip(members["rate"], members["breathing"]):
-            if main_fold["three_halves_check"] is not None and rate["audio"].get("posterior_weight") is None:
-                rate = {**rate, "audio": {**rate["audio"], "three_halves_check": main_fold["three_halves_check"]}}
+            rate = {**rate, "audio": {**rate["audio"], "three_halves_check": with_check(
+                ClipConfig(**rate["audio"]), main_fold["three_halves_check"]).three_halves_check}}
             composites.append(composite_checkpoint(f"composite({rate['name']}+{breathing['name']})", rate, breathing,
                                                    main_fold["gate_above_bpm"], {}))
         if len(composites) == 1:

@@ -71,8 +71,15 @@ class RatePredictor(Protocol):
 def predict_with_own_clip(predictor: RatePredictor, samples: np.ndarray) -> RecordingPrediction:
     """A predictor's windows and the recording rate its own clip config makes of them."""
     w = predictor.windows(samples)
-    rate, aggregate = recording_rate(samples, w, predictor.clip), aggregate_rate(w.rate_bpm, predictor.clip.aggregate)
-    return RecordingPrediction(w, rate, aggregate, rate_doubt([rate], [w.rate_bpm], [aggregate]))
+    return made_from(samples, w, w, predictor.clip)
+
+
+def made_from(samples: np.ndarray, shown: WindowPredictions, source: WindowPredictions, clip: ClipConfig) -> RecordingPrediction:
+    """One predictor's recording prediction: windows ``shown``, the rate ``clip`` makes of the
+    windows ``source`` (the same ones but for a composite's, see :func:`composite_rate_source`)
+    and the doubt of that rate."""
+    rate, aggregate = recording_rate(samples, source, clip), aggregate_rate(source.rate_bpm, clip.aggregate)
+    return RecordingPrediction(shown, rate, aggregate, rate_doubt([rate], [shown.rate_bpm], [aggregate]))
 
 
 @dataclass
@@ -133,9 +140,7 @@ class CompositePredictor:
     def predict(self, samples: np.ndarray) -> RecordingPrediction:
         breathing = self.breathing.windows(samples)
         gated = gate_windows(self.rate.windows(samples), breathing, self.gate_above_bpm)
-        windows, clip = composite_rate_source(gated, breathing, self.clip, self.breathing.clip)
-        rate, aggregate = recording_rate(samples, windows, clip), aggregate_rate(windows.rate_bpm, clip.aggregate)
-        return RecordingPrediction(gated, rate, aggregate, rate_doubt([rate], [gated.rate_bpm], [aggregate]))
+        return made_from(samples, gated, *composite_rate_source(gated, breathing, self.clip, self.breathing.clip))
 
 
 def composite_rate_source(gated: WindowPredictions, breathing: WindowPredictions, rate_clip: ClipConfig,
