@@ -18,8 +18,9 @@ is chosen) without retraining them.
 Each row is also scored as a vote of its seeds (the median of their recording rates), on
 fold 0 and, for the ``--cv-row`` rows, over all subject folds. The two bundles are such
 votes, of the row with the lowest cross-validated vote MAE among the rate-only rows and among
-the heavy-capable rows; they are the members of the default model, which
-``benchmarks/resp_rate_composite.py`` builds and scores.
+the heavy-capable rows: the rate member and a breathing-member candidate of the default model,
+which ``benchmarks/resp_rate_composite.py`` builds and scores (choosing among breathing-member
+candidates on validation).
 """
 
 from __future__ import annotations
@@ -42,9 +43,10 @@ CONFIG_DIR = ROOT / "configs" / "experiments" / "resp-rate"
 ROWS = ["table1_lstm16", "table1_lstm32", "table1_lstm64", "table2_tc_lstm32", "table3_lstm_aug",
         "table3_tc_lstm_aug", "push_heavy", "push_heavy64", "push_window15", "push_light_heavy_window15",
         "push_heavy_window15", "push_heavy64_window15", "push_window15_stretch", "push_window15_long", "push64_window15",
-        "push_window30"]
+        "push_window30", "push_window15_bins", "push_heavy_window15_bins"]
 # the rows trained with the heavy and none classes: the bundled model must be able to flag them
-BUNDLE_ROWS = ("push_heavy", "push_heavy64", "push_light_heavy_window15", "push_heavy_window15", "push_heavy64_window15")
+BUNDLE_ROWS = ("push_heavy", "push_heavy64", "push_light_heavy_window15", "push_heavy_window15", "push_heavy64_window15",
+               "push_heavy_window15_bins")
 # the most accurate rows on paced real recordings; never trained above 20 bpm (no heavy class)
 RATE_ONLY_ROWS = ("push_window15", "push_window15_stretch", "push_window15_long", "push64_window15", "push_window15_bins")
 DSP_GRID = [dict(band_low_hz=lo, band_high_hz=hi, harmonic_decay=d)
@@ -534,7 +536,7 @@ def main() -> None:
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "resp_rate")
     p.add_argument("--results", type=Path, default=ROOT / "results")
     p.add_argument("--bundle", type=Path, help="write the seed vote of the row of BUNDLE_ROWS with the lowest cross-validated "
-                   "vote MAE here, fp16: the breathing member of the default composite (benchmarks/resp_rate_composite.py)")
+                   "vote MAE here, fp16: a breathing-member candidate for benchmarks/resp_rate_composite.py")
     p.add_argument("--bundle-rate-only", type=Path, help="likewise for RATE_ONLY_ROWS: the composite's rate member")
     p.add_argument("--cv-row", nargs="+", help="also run these rows over all subject folds: every recording scored once per seed")
     p.add_argument("--cv-seeds", type=int, nargs="+", default=[0], help="training seeds of the --cv-row runs")
@@ -568,8 +570,8 @@ def main() -> None:
     text = page(by_row, dsp, command, time.time() - started, f"CPU {cpu_model_name()}, 1 thread per run, {args.jobs} runs at a time")
     votes = vote_rows(by_row, args.runs, folds, args.cv_seeds)
     text += vote_section(votes, args.cv_seeds)
-    bundles = ((args.bundle, BUNDLE_ROWS, "Breathing member of the default composite", "the rows that learn the heavy and none classes"),
-               (args.bundle_rate_only, RATE_ONLY_ROWS, "Rate member of the default composite",
+    bundles = ((args.bundle, BUNDLE_ROWS, "Heavy-capable vote (a breathing-member candidate for `benchmarks/resp_rate_composite.py`)", "the rows that learn the heavy and none classes"),
+               (args.bundle_rate_only, RATE_ONLY_ROWS, "Rate-only vote (the rate member for `benchmarks/resp_rate_composite.py`)",
                 "never trained above 20 bpm: it does not assess heavy breathing"))
     for dest, rows, what, why in bundles:
         if dest:

@@ -2,7 +2,9 @@
 for the breathing class (see ``pulmo.resp_rate.predictor``), on RRuJO and the synthetic set.
 
 Members: ``--rate`` (never trained above 20 bpm) and ``--breathing`` (learned the none and
-heavy classes), by default the two seed votes ``benchmarks/resp_rate.py`` bundled. Their
+heavy classes), by default the two seed votes ``benchmarks/resp_rate.py`` bundled. Given
+several ``--breathing`` candidates, each gets its own gate and check, and the one whose
+composite ranks first by the same validation rule (below) is the breathing member. Their
 networks are paired in order (seed k with seed k) into one composite per seed, and the
 shipped model is the vote of those composites: the median of their recording rates.
 The gate (class only, or also the breathing member's rate above a threshold) and whether the
@@ -75,7 +77,7 @@ class Scored:
 
         probs = None if windows.rate_probs is None else windows.rate_probs.tobytes()
         key = (item, pair, windows.rate_bpm.tobytes(), probs, clip.aggregate, clip.refine_tolerance, clip.posterior_weight,
-               clip.three_halves_check)
+               clip.posterior_max_bpm, clip.three_halves_check)
         if key not in self._made:
             self._made[key] = recording_rate(self.items[item].samples, windows, clip)
         return self._made[key]
@@ -323,12 +325,64 @@ def strip_predictions(d: Any) -> Any:
     return d
 
 
+def validation_key(study: dict[str, Any]) -> tuple[float, float]:
+    """A fold study's chosen gate's RRuJO- then synthetic-validation MAE (bpm)."""
+    chosen = study["gate_selection"][study["gate"]]
+    return chosen["rrujo_val_mae"], chosen["synthetic_val_mae"]
+
+
+def choose_breathing(studies: list[dict[str, Any]]) -> int:
+    """Index of the breathing-member candidate whose fold study (:func:`study_fold`, its own
+    gate chosen) ranks first by the rule that ranks the gates (:func:`choose_gate`): the lowest
+    RRuJO-validation MAE, then the lowest synthetic-validation MAE; ties go to the first."""
+    return min(range(len(studies)), key=lambda i: validation_key(studies[i]))
+
+
+def cross_validate(runs: Path, rate: list[dict[str, Any]], breathing: list[dict[str, Any]], syn_val: list[Any],
+                   folds: int) -> list[dict[str, Any]]:
+    """:func:`study_fold` of every subject fold with the cross-validation runs of the members'
+    rows and seeds; empty if any is missing."""
+    from pulmo.engine.checkpoint import read_checkpoint
+
+    members = {"rate": rate, "breathing": breathing}
+    if not all(cv_members(runs, ms_, f) for ms_ in members.values() for f in range(folds)):
+        return []
+    cv = []
+    for f in range(folds):
+        pair = {k: [read_checkpoint(p) for p in cv_members(runs, ms_, f) or []] for k, ms_ in members.items()}
+        cv.append(study_fold(f, pair["rate"], pair["breathing"], syn_val, None))
+        print(f"  fold {f}: gate {cv[-1]['gate']}, test MAE {cv[-1]['test']['composite']['mae']:.2f}", flush=True)
+    return cv
+
+
+def breathing_choice_section(paths: list[Path], studies: list[dict[str, Any]], cvs: list[list[dict[str, Any]]],
+                             best: int) -> list[str]:
+    """The page's table of breathing-member candidates: what chose one (validation) and what
+    each scores (fold-0 test, cross-validation: shown, never used to choose)."""
+    L = ["", "## Breathing member: chosen among the candidates on validation", "",
+         "Each candidate gets its own gate and check (chosen as above); the candidates are then ranked by the same rule:"
+         " the chosen option's RRuJO validation MAE, then its synthetic validation MAE; ties go to the first given."
+         " Test and cross-validated figures are for reference only.", "",
+         "| breathing member | gate, check | RRuJO val MAE | synthetic val MAE | fold-0 test MAE / CCC | synthetic test MAE / CCC"
+         " | cross-validated MAE / CCC |", "|---|---|---|---|---|---|---|"]
+    for i, (path, study, cv) in enumerate(zip(paths, studies, cvs)):
+        m, (real, syn) = study["members"]["breathing"], validation_key(study)
+        t, s = study["test"]["composite"], study.get("synthetic", {}).get("composite")
+        name = f"{m['name']} seeds {', '.join(map(str, m['seeds']))} (`{path.name}`)"
+        c = pooled(cv, "composite") if cv else None
+        L.append(f"| {'**' + name + '** (chosen)' if i == best else name} | {study['gate']} | {real:.2f} | {syn:.2f} | "
+                 f"{t['mae']:.2f} / {t['ccc']:.3f} | " + (f"{s['mae']:.2f} / {s['ccc']:.3f}" if s else "-") + " | "
+                 + (f"{c['mae']:.2f} / {c['ccc']:.3f}" if c else "-") + " |")
+    return L
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rate", type=Path, default=ASSETS / "resp_rate_lstm_window15.pt",
                    help="rate member: a single-network checkpoint or a vote of them")
-    p.add_argument("--breathing", type=Path, default=ASSETS / "resp_rate_tc_lstm.pt",
-                   help="breathing member: a single-network checkpoint or a vote of as many networks as --rate's")
+    p.add_argument("--breathing", type=Path, nargs="+", default=[ASSETS / "resp_rate_tc_lstm.pt"],
+                   help="breathing member: a single-network checkpoint or a vote of as many networks as --rate's; "
+                        "given several, the one whose composite does best on validation (see validation_key)")
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "resp_rate",
                    help="runs of benchmarks/resp_rate.py; its cross-validation runs of the members' rows and seeds give "
                         "the cross-validation (skipped if absent)")
@@ -346,19 +400,21 @@ def main() -> None:
     torch.set_num_threads(1)
     folds = load_rr_config_folds()
     started = time.time()
-    members = {k: networks(read_checkpoint(p)) for k, p in (("rate", args.rate), ("breathing", args.breathing))}
-    sr = members["rate"][0]["audio"]["sample_rate_hz"]
-    syn_val = synthetic_test_set(sr, n_per_band=20, seed=SYNTHETIC_VAL_SEED)
-    main_fold = study_fold(0, members["rate"], members["breathing"], syn_val, synthetic_test_set(sr))
-    print(f"fold 0: gate {main_fold['gate']}, test MAE {main_fold['test']['composite']['mae']:.2f}", flush=True)
-    cv = []
-    if all(cv_members(args.runs, ms_, f) for ms_ in members.values() for f in range(folds)):
-        for f in range(folds):
-            pair = {k: [read_checkpoint(p) for p in cv_members(args.runs, ms_, f) or []] for k, ms_ in members.items()}
-            cv.append(study_fold(f, pair["rate"], pair["breathing"], syn_val, None))
-            print(f"fold {f}: gate {cv[-1]['gate']}, test MAE {cv[-1]['test']['composite']['mae']:.2f}", flush=True)
+    rate = networks(read_checkpoint(args.rate))
+    candidates = [networks(read_checkpoint(p)) for p in args.breathing]
+    sr = rate[0]["audio"]["sample_rate_hz"]
+    syn_val, syn_test = synthetic_test_set(sr, n_per_band=20, seed=SYNTHETIC_VAL_SEED), synthetic_test_set(sr)
+    studies, cvs = [], []
+    for path, breathing in zip(args.breathing, candidates):
+        studies.append(study_fold(0, rate, breathing, syn_val, syn_test))
+        print(f"{path.name}: fold 0 gate {studies[-1]['gate']}, test MAE {studies[-1]['test']['composite']['mae']:.2f}", flush=True)
+        cvs.append(cross_validate(args.runs, rate, breathing, syn_val, folds))
+    best = choose_breathing(studies)
+    members, main_fold, cv = {"rate": rate, "breathing": candidates[best]}, studies[best], cvs[best]
     command = "python benchmarks/resp_rate_composite.py " + " ".join(sys.argv[1:])
     text = page(main_fold, cv, command, time.time() - started, f"CPU {cpu_model_name()}, 1 thread")
+    if len(candidates) > 1:
+        text += "\n".join(breathing_choice_section(args.breathing, studies, cvs, best)) + "\n"
     if args.bundle:
         metrics = {k: strip_predictions(main_fold[k]["composite"]) for k in ("val", "test", "synthetic")}
         metrics["gate_selection"] = main_fold["gate_selection"]
@@ -367,11 +423,11 @@ def main() -> None:
             metrics["cross_validation"] = pooled(cv, "composite")
             metrics["doubt"]["cross_validation"] = pooled_doubt(cv)
         composites = []
-        for rate, breathing in zip(members["rate"], members["breathing"]):
-            rate = {**rate, "audio": {**rate["audio"], "three_halves_check": with_check(
-                ClipConfig(**rate["audio"]), main_fold["three_halves_check"]).three_halves_check}}
-            composites.append(composite_checkpoint(f"composite({rate['name']}+{breathing['name']})", rate, breathing,
-                                                   main_fold["gate_above_bpm"], {}))
+        for rate_net, breathing_net in zip(members["rate"], members["breathing"]):
+            rate_net = {**rate_net, "audio": {**rate_net["audio"], "three_halves_check": with_check(
+                ClipConfig(**rate_net["audio"]), main_fold["three_halves_check"]).three_halves_check}}
+            composites.append(composite_checkpoint(f"composite({rate_net['name']}+{breathing_net['name']})", rate_net,
+                                                   breathing_net, main_fold["gate_above_bpm"], {}))
         if len(composites) == 1:
             bundle = {**composites[0], "metrics": {**composites[0]["metrics"], **metrics}}
         else:
@@ -386,7 +442,13 @@ def main() -> None:
     (args.results / "resp_rate_composite.md").write_text(text)
     (args.results / "resp_rate_composite.json").write_text(
         json.dumps({"fold0": strip_predictions(main_fold), "cv": [strip_predictions(f) for f in cv],
-                    "cv_pooled": {k: pooled(cv, k) for k in ("composite", "rate", "breathing")} if cv else None}, indent=1) + "\n")
+                    "cv_pooled": {k: pooled(cv, k) for k in ("composite", "rate", "breathing")} if cv else None,
+                    "breathing_candidates": [{"path": str(path), "chosen": i == best, "members": st["members"]["breathing"],
+                                              "gate": st["gate"], "validation_mae": dict(zip(("rrujo", "synthetic"), validation_key(st))),
+                                              "test": strip_predictions(st["test"]["composite"]),
+                                              "cv": pooled(c, "composite") if c else None}
+                                             for i, (path, st, c) in enumerate(zip(args.breathing, studies, cvs))]},
+                   indent=1) + "\n")
     print(text)
 
 

@@ -34,3 +34,16 @@ def test_icbhi_linear_probe_statistics_ignore_gain_and_see_spectral_shape():
     tone = np.sin(2 * np.pi * 400 * np.arange(16000) / 16000).astype(np.float32) + 0.01 * noise
     assert np.abs(cycle_statistics(tone, 16000)[:N_MELS] - stats[:N_MELS]).max() > 1.0
     assert cycle_statistics(noise[:100], 16000).shape == (3 * N_MELS,)  # shorter than one frame: padded
+
+
+def test_composite_breathing_member_ranks_by_its_chosen_gate_real_validation_first():
+    from resp_rate_composite import choose_breathing
+
+    def study(real: float, synthetic: float) -> dict:
+        # another gate scores better, but only the chosen gate's figures count
+        return {"gate": "chosen", "gate_selection": {"chosen": {"rrujo_val_mae": real, "synthetic_val_mae": synthetic},
+                                                      "other": {"rrujo_val_mae": 0.0, "synthetic_val_mae": 0.0}}}
+
+    assert choose_breathing([study(0.28, 3.21), study(0.28, 2.91), study(0.30, 1.0)]) == 1
+    assert choose_breathing([study(0.30, 1.0), study(0.28, 3.21)]) == 1
+    assert choose_breathing([study(0.28, 2.91), study(0.28, 2.91)]) == 0

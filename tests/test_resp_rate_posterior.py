@@ -79,6 +79,19 @@ def test_posterior_rate_takes_the_octave_the_distribution_says_and_the_precision
     assert posterior_rate(clip.audio, 2000, flat, BINS.numpy(), 1.0) == pytest.approx(18.0, abs=0.3)
 
 
+def test_posterior_rate_reaches_heavy_breathing_only_below_its_cap():
+    """40 bpm breathing and a distribution that says so: the default cap (30 bpm, for networks
+    that never saw heavy breathing) cannot return it; a 60 bpm cap (ClipConfig.posterior_max_bpm)
+    does, and recording_rate passes the clip's cap on."""
+    clip = synth_breath(60.0, 40.0, 2000, np.random.default_rng(5), irregularity=0.0)
+    assert posterior_rate(clip.audio, 2000, _peaked(40.0), BINS.numpy(), 1.0) <= 30.0
+    assert posterior_rate(clip.audio, 2000, _peaked(40.0), BINS.numpy(), 1.0, max_bpm=60.0) == pytest.approx(40.0, abs=0.6)
+    w = _windows([40.0] * 4, np.tile(_peaked(40.0), (4, 1)))
+    cfg = ClipConfig(window_s=15.0, min_s=12.0, max_s=15.0, posterior_weight=1.0)
+    assert recording_rate(clip.audio, w, cfg) <= 30.0
+    assert recording_rate(clip.audio, w, replace(cfg, posterior_max_bpm=60.0)) == pytest.approx(40.0, abs=0.6)
+
+
 def _windows(rates: list[float], probs: np.ndarray | None, classes: list[int] | None = None) -> WindowPredictions:
     n = len(rates)
     breath = np.zeros((n, 3))

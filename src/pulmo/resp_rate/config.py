@@ -70,8 +70,10 @@ class ClipConfig:
     lowers the validation MAE. For a network with a rate-bin head, ``posterior_weight``
     (not None) replaces the aggregate and refinement: the rate is the envelope-spectrum peak
     that best fits the windows' mean rate distribution, the spectrum weighted by
-    ``posterior_weight`` (:func:`pulmo.resp_rate.dsp.posterior_rate`); training compares each
-    weight of ``posterior_grid`` with the refinement tolerances on validation."""
+    ``posterior_weight`` (:func:`pulmo.resp_rate.dsp.posterior_rate`) among the peaks up to
+    ``posterior_max_bpm`` (30 for a network trained on real paced breathing only; up to 60
+    for one that also learned heavy breathing); training compares each weight of
+    ``posterior_grid`` with the refinement tolerances on validation."""
 
     sample_rate_hz: int = 2000
     min_s: float = 4.0
@@ -84,6 +86,7 @@ class ClipConfig:
     three_halves_check: bool = False
     posterior_weight: float | None = None
     posterior_grid: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])
+    posterior_max_bpm: float = 30.0
 
     def __post_init__(self) -> None:
         if not 0 < self.min_s <= self.max_s:

@@ -123,7 +123,8 @@ def recording_rate(samples: np.ndarray, windows: WindowPredictions, clip: ClipCo
     distribution = mean_rate_distribution(windows) if clip.posterior_weight is not None else None
     if distribution is not None:
         assert windows.rate_bins_bpm is not None and clip.posterior_weight is not None
-        rate = posterior_rate(samples, clip.sample_rate_hz, distribution, windows.rate_bins_bpm, clip.posterior_weight)
+        rate = posterior_rate(samples, clip.sample_rate_hz, distribution, windows.rate_bins_bpm, clip.posterior_weight,
+                              clip.posterior_max_bpm)
     else:
         rate = aggregate_rate(windows.rate_bpm, clip.aggregate)
         if clip.refine_tolerance > 0:
