@@ -570,7 +570,8 @@ def main() -> None:
     text = page(by_row, dsp, command, time.time() - started, f"CPU {cpu_model_name()}, 1 thread per run, {args.jobs} runs at a time")
     votes = vote_rows(by_row, args.runs, folds, args.cv_seeds)
     text += vote_section(votes, args.cv_seeds)
-    bundles = ((args.bundle, BUNDLE_ROWS, "Heavy-capable vote (a breathing-member candidate for `benchmarks/resp_rate_composite.py`)", "the rows that learn the heavy and none classes"),
+    bundles = ((args.bundle, BUNDLE_ROWS, "Heavy-capable vote (a breathing-member candidate for `benchmarks/resp_rate_composite.py`)",
+                "the rows that learn the heavy and none classes"),
                (args.bundle_rate_only, RATE_ONLY_ROWS, "Rate-only vote (the rate member for `benchmarks/resp_rate_composite.py`)",
                 "never trained above 20 bpm: it does not assess heavy breathing"))
     for dest, rows, what, why in bundles:

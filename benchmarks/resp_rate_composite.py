@@ -355,24 +355,35 @@ def cross_validate(runs: Path, rate: list[dict[str, Any]], breathing: list[dict[
     return cv
 
 
-def breathing_choice_section(paths: list[Path], studies: list[dict[str, Any]], cvs: list[list[dict[str, Any]]],
-                             best: int) -> list[str]:
-    """The page's table of breathing-member candidates: what chose one (validation) and what
-    each scores (fold-0 test, cross-validation: shown, never used to choose)."""
+def breathing_candidates(paths: list[Path], studies: list[dict[str, Any]], cvs: list[list[dict[str, Any]]],
+                         best: int) -> list[dict[str, Any]]:
+    """One summary per breathing-member candidate: its members, gate, validation MAEs (what
+    chose one), and its fold-0 test, synthetic test and cross-validated composite reports
+    (shown, never used to choose; None where not run)."""
+    return [{"path": str(path), "chosen": i == best, "members": st["members"]["breathing"], "gate": st["gate"],
+             "validation_mae": dict(zip(("rrujo", "synthetic"), validation_key(st))),
+             "test": strip_predictions(st["test"]["composite"]),
+             "synthetic": strip_predictions(st["synthetic"]["composite"]) if "synthetic" in st else None,
+             "cv": pooled(cv, "composite") if cv else None}
+            for i, (path, st, cv) in enumerate(zip(paths, studies, cvs))]
+
+
+def breathing_choice_section(candidates: list[dict[str, Any]]) -> list[str]:
+    """The page's table of :func:`breathing_candidates`."""
+    def pair(r: dict[str, Any] | None) -> str:
+        return f"{r['mae']:.2f} / {r['ccc']:.3f}" if r else "-"
+
     L = ["", "## Breathing member: chosen among the candidates on validation", "",
          "Each candidate gets its own gate and check (chosen as above); the candidates are then ranked by the same rule:"
          " the chosen option's RRuJO validation MAE, then its synthetic validation MAE; ties go to the first given."
          " Test and cross-validated figures are for reference only.", "",
          "| breathing member | gate, check | RRuJO val MAE | synthetic val MAE | fold-0 test MAE / CCC | synthetic test MAE / CCC"
          " | cross-validated MAE / CCC |", "|---|---|---|---|---|---|---|"]
-    for i, (path, study, cv) in enumerate(zip(paths, studies, cvs)):
-        m, (real, syn) = study["members"]["breathing"], validation_key(study)
-        t, s = study["test"]["composite"], study.get("synthetic", {}).get("composite")
-        name = f"{m['name']} seeds {', '.join(map(str, m['seeds']))} (`{path.name}`)"
-        c = pooled(cv, "composite") if cv else None
-        L.append(f"| {'**' + name + '** (chosen)' if i == best else name} | {study['gate']} | {real:.2f} | {syn:.2f} | "
-                 f"{t['mae']:.2f} / {t['ccc']:.3f} | " + (f"{s['mae']:.2f} / {s['ccc']:.3f}" if s else "-") + " | "
-                 + (f"{c['mae']:.2f} / {c['ccc']:.3f}" if c else "-") + " |")
+    for c in candidates:
+        m, v = c["members"], c["validation_mae"]
+        name = f"{m['name']} seeds {', '.join(map(str, m['seeds']))} (`{Path(c['path']).name}`)"
+        L.append(f"| {'**' + name + '** (chosen)' if c['chosen'] else name} | {c['gate']} | {v['rrujo']:.2f} | "
+                 f"{v['synthetic']:.2f} | {pair(c['test'])} | {pair(c['synthetic'])} | {pair(c['cv'])} |")
     return L
 
 
@@ -410,11 +421,12 @@ def main() -> None:
         print(f"{path.name}: fold 0 gate {studies[-1]['gate']}, test MAE {studies[-1]['test']['composite']['mae']:.2f}", flush=True)
         cvs.append(cross_validate(args.runs, rate, breathing, syn_val, folds))
     best = choose_breathing(studies)
+    candidate_summaries = breathing_candidates(args.breathing, studies, cvs, best)
     members, main_fold, cv = {"rate": rate, "breathing": candidates[best]}, studies[best], cvs[best]
     command = "python benchmarks/resp_rate_composite.py " + " ".join(sys.argv[1:])
     text = page(main_fold, cv, command, time.time() - started, f"CPU {cpu_model_name()}, 1 thread")
     if len(candidates) > 1:
-        text += "\n".join(breathing_choice_section(args.breathing, studies, cvs, best)) + "\n"
+        text += "\n".join(breathing_choice_section(candidate_summaries)) + "\n"
     if args.bundle:
         metrics = {k: strip_predictions(main_fold[k]["composite"]) for k in ("val", "test", "synthetic")}
         metrics["gate_selection"] = main_fold["gate_selection"]
@@ -443,12 +455,7 @@ def main() -> None:
     (args.results / "resp_rate_composite.json").write_text(
         json.dumps({"fold0": strip_predictions(main_fold), "cv": [strip_predictions(f) for f in cv],
                     "cv_pooled": {k: pooled(cv, k) for k in ("composite", "rate", "breathing")} if cv else None,
-                    "breathing_candidates": [{"path": str(path), "chosen": i == best, "members": st["members"]["breathing"],
-                                              "gate": st["gate"], "validation_mae": dict(zip(("rrujo", "synthetic"), validation_key(st))),
-                                              "test": strip_predictions(st["test"]["composite"]),
-                                              "cv": pooled(c, "composite") if c else None}
-                                             for i, (path, st, c) in enumerate(zip(args.breathing, studies, cvs))]},
-                   indent=1) + "\n")
+                    "breathing_candidates": candidate_summaries}, indent=1) + "\n")
     print(text)
 
 
