@@ -7,8 +7,9 @@ several ``--breathing`` candidates, each gets its own gate and check, and the on
 composite ranks first by the same validation rule (below) is the breathing member. Their
 networks are paired in order (seed k with seed k) into one composite per seed, and the
 shipped model is the vote of those composites: the median of their recording rates.
-The gate (class only, or also the breathing member's rate above a threshold) and whether the
-recording rate gets the three-halves check are chosen together, for all pairs at once, on
+The gate (class only, or also the breathing member's rate above a threshold), whether the
+recording rate gets the three-halves check, and who votes (the composites alone, or with the
+breathing networks alone beside them) are chosen together, for all pairs at once, on
 validation only: the lowest MAE on the RRuJO validation subjects (the recordings the targets
 are about), then, among options equal there, the lowest MAE on a synthetic validation set
 generated with its own seed (what real recordings lack: heavy breathing and silence); options
@@ -45,6 +46,9 @@ DOUBT_COVERAGE = 0.9  # the doubt threshold flags about a tenth of the RRuJO val
 
 # None: as each rate network chose on its own validation (the only option for a rate network that fits a rate distribution)
 CHECKS: tuple[bool | None, ...] = (None, False, True)
+# who votes: the n composites, or the composites and the n breathing networks alone (the median of 2n rates: on normal
+# breathing the two rows outvote each other's slips; on heavy breathing and silence the composites hand over anyway)
+VOTES: tuple[str, ...] = ("composite", "composite+breathing")
 
 
 def with_check(clip: Any, check: bool | None) -> Any:
@@ -56,9 +60,10 @@ def with_check(clip: Any, check: bool | None) -> Any:
     return clip if check is None or clip.posterior_weight is not None else replace(clip, three_halves_check=check)
 
 
-def gate_name(gate: float | None, check: bool | None) -> str:
+def gate_name(gate: float | None, check: bool | None, vote: str = "composite") -> str:
     name = "class only" if gate is None else f"class or rate > {gate:g} bpm"
-    return f"{name}, 3/2 check " + ("as its rate network chose" if check is None else "on" if check else "off")
+    name += ", 3/2 check " + ("as its rate network chose" if check is None else "on" if check else "off")
+    return name + (", breathing networks in the vote" if vote == "composite+breathing" else "")
 
 
 class Scored:
@@ -84,10 +89,13 @@ class Scored:
 
     def _pairs(self, who: str, gate: float | None, check: bool | None) -> list[list[tuple[Any, float, float]]]:
         """Per recording, per member pair: ``who``'s window predictions, their aggregate and the
-        recording rate (see :meth:`rates`)."""
+        recording rate (see :meth:`rates`); for ``composite+breathing``, the composites' and then
+        the breathing members' alone."""
         from pulmo.resp_rate.net import aggregate_rate
         from pulmo.resp_rate.predictor import composite_rate_source, gate_windows
 
+        if who == "composite+breathing":
+            return [c + b for c, b in zip(self._pairs("composite", gate, check), self._pairs("breathing", gate, check))]
         out = []
         for i, (wrs, wbs) in enumerate(zip(self.w_rate, self.w_breath)):
             per_pair = []
@@ -103,8 +111,9 @@ class Scored:
         return out
 
     def rates(self, who: str, gate: float | None = None, check: bool | None = None) -> list[float]:
-        """Recording rates (bpm) of ``who`` = ``rate``, ``breathing`` or ``composite`` (with
-        ``gate``): per recording, the median over the member pairs of each one's rate, refined
+        """Recording rates (bpm) of ``who`` = ``rate``, ``breathing``, ``composite`` (with
+        ``gate``) or ``composite+breathing`` (the composites and the breathing members alone
+        voting together): per recording, the median over the member pairs of each one's rate, refined
         with its own clip config (a composite's = its rate member's, with the three-halves check
         set to ``check`` unless None)."""
         import numpy as np
@@ -166,19 +175,25 @@ def fold_items(fold: int, subjects_test: list[str] | None) -> dict[str, list[Any
     return {name: labelled_recordings(load_recordings(splits[name], cfg.clip)) for name in ("val", "test")}
 
 
-def choose_gate(val_real: Scored, val_syn: Scored) -> tuple[float | None, bool, dict[str, dict[str, float]]]:
-    """The gate and three-halves check with the lowest RRuJO-validation MAE, then (among equals)
-    the lowest synthetic-validation MAE; ties: the first of :data:`GATES` x :data:`CHECKS`.
+def choose_gate(val_real: Scored, val_syn: Scored) -> tuple[str, float | None, bool | None, dict[str, dict[str, float]]]:
+    """Who votes (:data:`VOTES`), the gate and the three-halves check, together: the option
+    with the lowest RRuJO-validation MAE, then (among equals) the lowest synthetic-validation
+    MAE; ties: the first of :data:`VOTES` x :data:`GATES` x :data:`CHECKS`.
 
     Real validation comes first because a gate can only cost accuracy on real recordings (none
     holds heavy breathing) and the targets are about them; an earlier rule (the sum of the two
     MAEs) let a 0.35 bpm gain on synthetic clips turn the three-halves check off at a 0.17 bpm
     loss on real ones, and cross-validated at 1.18 bpm instead of 0.90."""
-    options = [(g, c) for g in GATES for c in CHECKS]
-    table = {gate_name(g, c): {"rrujo_val_mae": val_real.report("composite", g, c)["mae"],
-                               "synthetic_val_mae": val_syn.report("composite", g, c)["mae"]} for g, c in options}
-    gate, check = min(options, key=lambda o: (table[gate_name(*o)]["rrujo_val_mae"], table[gate_name(*o)]["synthetic_val_mae"]))
-    return gate, check, table
+    options = [(v, g, c) for v in VOTES for g in GATES for c in CHECKS]
+    table = {gate_name(g, c, v): {"rrujo_val_mae": val_real.report(v, g, c)["mae"],
+                                  "synthetic_val_mae": val_syn.report(v, g, c)["mae"]} for v, g, c in options}
+
+    def key(o: tuple[str, float | None, bool | None]) -> tuple[float, float]:
+        row = table[gate_name(o[1], o[2], o[0])]
+        return row["rrujo_val_mae"], row["synthetic_val_mae"]
+
+    vote, gate, check = min(options, key=key)
+    return vote, gate, check, table
 
 
 def study_fold(fold: int, rate: list[dict[str, Any]], breathing: list[dict[str, Any]], syn_val: list[Any],
@@ -198,20 +213,21 @@ def study_fold(fold: int, rate: list[dict[str, Any]], breathing: list[dict[str, 
     scored = {name: Scored(its, nets["rate"], nets["breathing"]) for name, its in
               (("val", items["val"]), ("test", items["test"]), ("synthetic_val", syn_val))
               + ((("synthetic", syn_test),) if syn_test else ())}
-    gate, check, table = choose_gate(scored["val"], scored["synthetic_val"])
-    out: dict[str, Any] = {"fold": fold, "gate_above_bpm": gate, "three_halves_check": check, "gate": gate_name(gate, check),
+    vote, gate, check, table = choose_gate(scored["val"], scored["synthetic_val"])
+    out: dict[str, Any] = {"fold": fold, "vote": vote, "gate_above_bpm": gate, "three_halves_check": check,
+                           "gate": gate_name(gate, check, vote),
                            "gate_selection": table,
                            "members": {k: {"name": bs[0]["name"], "seeds": [int(b["config"]["train"]["seed"]) for b in bs]}
                                        for k, bs in (("rate", rate), ("breathing", breathing))}}
     for split in scored:
-        out[split] = {"composite": scored[split].report("composite", gate, check), "rate": scored[split].report("rate"),
+        out[split] = {"composite": scored[split].report(vote, gate, check), "rate": scored[split].report("rate"),
                       "breathing": scored[split].report("breathing")}
-    doubts = {split: scored[split].doubts("composite", gate, check) for split in scored}
+    doubts = {split: scored[split].doubts(vote, gate, check) for split in scored}
     out["doubt_above"] = doubt_threshold(doubts["val"], DOUBT_COVERAGE)
     for split in scored:
         out[split]["doubt_flags"] = [d > out["doubt_above"] for d in doubts[split]]
         out[split]["doubt"] = doubt_summary(out[split]["composite"]["predictions"], out[split]["doubt_flags"])
-    out["test_every_option"] = {gate_name(g, c): scored["test"].rates("composite", g, c) for g in GATES for c in CHECKS}
+    out["test_every_option"] = {gate_name(g, c, v): scored["test"].rates(v, g, c) for v in VOTES for g in GATES for c in CHECKS}
     return out
 
 
@@ -253,11 +269,13 @@ def page(main: dict[str, Any], cv: list[dict[str, Any]], command: str, wall_s: f
          " then (if chosen) the three-halves check. Each member is a vote of seeds: seed k of one row is paired with seed k"
          " of the other, and the recording's rate is the median of the pairs' rates (every row below is such a vote; no"
          " seed is chosen).", "",
-         f"Gate and check chosen on validation only (RRuJO validation subjects + {len(main['synthetic_val']['composite']['predictions'])}"
-         f" synthetic validation recordings, seed {SYNTHETIC_VAL_SEED}; the lowest RRuJO validation MAE, then the lowest"
-         " synthetic validation MAE among equals, then the fewest windows handed to the breathing member):"
+         "Gate, check and who votes (the composites alone, or with the breathing networks alone beside them: the median"
+         " of twice as many rates) chosen on validation only (RRuJO validation subjects +"
+         f" {len(main['synthetic_val']['composite']['predictions'])} synthetic validation recordings, seed {SYNTHETIC_VAL_SEED};"
+         " the lowest RRuJO validation MAE, then the lowest synthetic validation MAE among equals, then the composites"
+         " alone, then the fewest windows handed to the breathing member):"
          f" **{main['gate']}**.", "",
-         "| gate, check | RRuJO val MAE | synthetic val MAE |", "|---|---|---|"]
+         "| gate, check, vote | RRuJO val MAE | synthetic val MAE |", "|---|---|---|"]
     L += [f"| {g} | {v['rrujo_val_mae']:.2f} | {v['synthetic_val_mae']:.2f} |" for g, v in main["gate_selection"].items()]
     L += ["", f"Device: {device}. Wall time: {wall_s / 60:.1f} min.", "", f"Reproduce: `{command}`", "",
           "## RRuJO test subjects (fold 0; per recording, bpm)", "",
@@ -278,7 +296,7 @@ def page(main: dict[str, Any], cv: list[dict[str, Any]], command: str, wall_s: f
             f"fold {f['fold']}: {f['test']['composite']['mae']:.2f} / {f['test']['rate']['mae']:.2f} / "
             f"{f['test']['breathing']['mae']:.2f}, {f['gate']}" for f in cv)]
         L += ["", "Every gate and check fixed for all folds, cross-validated (for reference only: the choice above never"
-              " sees these):", "", "| gate, check | MAE | CCC | within 1 bpm |", "|---|---|---|---|"]
+              " sees these):", "", "| gate, check, vote | MAE | CCC | within 1 bpm |", "|---|---|---|---|"]
         for name in cv[0]["test_every_option"]:
             r = pooled_report([(key, true, f["test_every_option"][name][i])
                                for f in cv for i, (key, true, _) in enumerate(f["test"]["composite"]["predictions"])])
@@ -440,13 +458,15 @@ def main() -> None:
                 ClipConfig(**rate_net["audio"]), main_fold["three_halves_check"]).three_halves_check}}
             composites.append(composite_checkpoint(f"composite({rate_net['name']}+{breathing_net['name']})", rate_net,
                                                    breathing_net, main_fold["gate_above_bpm"], {}))
-        if len(composites) == 1:
+        mixed = main_fold["vote"] == "composite+breathing"
+        if len(composites) == 1 and not mixed:
             bundle = {**composites[0], "metrics": {**composites[0]["metrics"], **metrics}}
         else:
             names = {k: main_fold["members"][k] for k in members}
             bundle = vote_checkpoint(f"vote of composites({names['rate']['name']}+{names['breathing']['name']}, seeds "
-                      + ", ".join(f"{a}+{b}" for a, b in zip(names["rate"]["seeds"], names["breathing"]["seeds"])) + ")",
-                      composites, metrics)
+                      + ", ".join(f"{a}+{b}" for a, b in zip(names["rate"]["seeds"], names["breathing"]["seeds"])) + ")"
+                      + (f" and of {names['breathing']['name']} alone" if mixed else ""),
+                      composites + (list(members["breathing"]) if mixed else []), metrics)
         save_checkpoint_dict(args.bundle, {**bundle, "doubt_above": main_fold["doubt_above"]})
         where = args.bundle.relative_to(ROOT) if args.bundle.is_relative_to(ROOT) else args.bundle
         text += f"\nBundled: `{where}` ({args.bundle.stat().st_size / 1e3:.0f} kB), the default resp-rate model.\n"

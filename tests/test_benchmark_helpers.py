@@ -47,3 +47,24 @@ def test_composite_breathing_member_ranks_by_its_chosen_gate_real_validation_fir
     assert choose_breathing([study(0.28, 3.21), study(0.28, 2.91), study(0.30, 1.0)]) == 1
     assert choose_breathing([study(0.30, 1.0), study(0.28, 3.21)]) == 1
     assert choose_breathing([study(0.28, 2.91), study(0.28, 2.91)]) == 0
+
+
+def test_composite_vote_gate_and_check_are_chosen_together_real_validation_first():
+    """choose_gate ranks every (who votes, gate, check) by RRuJO- then synthetic-validation
+    MAE; exact ties go to the composites voting alone, then to the fewest windows handed over."""
+    from resp_rate_composite import choose_gate
+
+    class Val:
+        def __init__(self, mae):
+            self.mae = mae
+
+        def report(self, vote, gate, check):
+            return {"mae": self.mae(vote, gate, check)}
+
+    flat = Val(lambda v, g, c: 1.0)
+    assert choose_gate(flat, flat)[:3] == ("composite", None, None)
+    mixed_better_on_real = Val(lambda v, g, c: 0.9 if v == "composite+breathing" and g == 22.0 else 1.0)
+    assert choose_gate(mixed_better_on_real, flat)[:3] == ("composite+breathing", 22.0, None)
+    mixed_better_on_synthetic_only = Val(lambda v, g, c: 2.0 if v == "composite+breathing" else 3.0)
+    vote, _, _, table = choose_gate(flat, mixed_better_on_synthetic_only)
+    assert vote == "composite+breathing" and len(table) == 24
