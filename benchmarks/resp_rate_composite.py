@@ -187,13 +187,13 @@ def choose_gate(val_real: Scored, val_syn: Scored) -> tuple[str, float | None, b
     options = [(v, g, c) for v in VOTES for g in GATES for c in CHECKS]
     table = {gate_name(g, c, v): {"rrujo_val_mae": val_real.report(v, g, c)["mae"],
                                   "synthetic_val_mae": val_syn.report(v, g, c)["mae"]} for v, g, c in options}
-
-    def key(o: tuple[str, float | None, bool | None]) -> tuple[float, float]:
-        row = table[gate_name(o[1], o[2], o[0])]
-        return row["rrujo_val_mae"], row["synthetic_val_mae"]
-
-    vote, gate, check = min(options, key=key)
+    vote, gate, check = min(options, key=lambda o: validation_order(table[gate_name(o[1], o[2], o[0])]))
     return vote, gate, check, table
+
+
+def validation_order(row: dict[str, float]) -> tuple[float, float]:
+    """How an option's validation MAEs (bpm) rank it: RRuJO first, then synthetic."""
+    return row["rrujo_val_mae"], row["synthetic_val_mae"]
 
 
 def study_fold(fold: int, rate: list[dict[str, Any]], breathing: list[dict[str, Any]], syn_val: list[Any],
@@ -344,9 +344,8 @@ def strip_predictions(d: Any) -> Any:
 
 
 def validation_key(study: dict[str, Any]) -> tuple[float, float]:
-    """A fold study's chosen gate's RRuJO- then synthetic-validation MAE (bpm)."""
-    chosen = study["gate_selection"][study["gate"]]
-    return chosen["rrujo_val_mae"], chosen["synthetic_val_mae"]
+    """A fold study's chosen option's :func:`validation_order`."""
+    return validation_order(study["gate_selection"][study["gate"]])
 
 
 def choose_breathing(studies: list[dict[str, Any]]) -> int:
