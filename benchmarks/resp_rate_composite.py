@@ -48,7 +48,8 @@ DOUBT_COVERAGE = 0.9  # the doubt threshold flags about a tenth of the RRuJO val
 CHECKS: tuple[bool | None, ...] = (None, False, True)
 # who votes: the n composites, or the composites and the n breathing networks alone (the median of 2n rates: on normal
 # breathing the two rows outvote each other's slips; on heavy breathing and silence the composites hand over anyway)
-VOTES: tuple[str, ...] = ("composite", "composite+breathing")
+MIXED_VOTE = "composite+breathing"
+VOTES: tuple[str, ...] = ("composite", MIXED_VOTE)
 
 
 def with_check(clip: Any, check: bool | None) -> Any:
@@ -63,7 +64,7 @@ def with_check(clip: Any, check: bool | None) -> Any:
 def gate_name(gate: float | None, check: bool | None, vote: str = "composite") -> str:
     name = "class only" if gate is None else f"class or rate > {gate:g} bpm"
     name += ", 3/2 check " + ("as its rate network chose" if check is None else "on" if check else "off")
-    return name + (", breathing networks in the vote" if vote == "composite+breathing" else "")
+    return name + (", breathing networks in the vote" if vote == MIXED_VOTE else "")
 
 
 class Scored:
@@ -94,7 +95,7 @@ class Scored:
         from pulmo.resp_rate.net import aggregate_rate
         from pulmo.resp_rate.predictor import composite_rate_source, gate_windows
 
-        if who == "composite+breathing":
+        if who == MIXED_VOTE:
             return [c + b for c, b in zip(self._pairs("composite", gate, check), self._pairs("breathing", gate, check))]
         out = []
         for i, (wrs, wbs) in enumerate(zip(self.w_rate, self.w_breath)):
@@ -410,7 +411,7 @@ def main() -> None:
                    help="rate member: a single-network checkpoint or a vote of them")
     p.add_argument("--breathing", type=Path, nargs="+", default=[ASSETS / "resp_rate_tc_lstm.pt"],
                    help="breathing member: a single-network checkpoint or a vote of as many networks as --rate's; "
-                        "given several, the one whose composite does best on validation (see validation_key)")
+                        "given several, the one whose composite does best on validation (see choose_breathing)")
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "resp_rate",
                    help="runs of benchmarks/resp_rate.py; its cross-validation runs of the members' rows and seeds give "
                         "the cross-validation (skipped if absent)")
@@ -457,7 +458,7 @@ def main() -> None:
                 ClipConfig(**rate_net["audio"]), main_fold["three_halves_check"]).three_halves_check}}
             composites.append(composite_checkpoint(f"composite({rate_net['name']}+{breathing_net['name']})", rate_net,
                                                    breathing_net, main_fold["gate_above_bpm"], {}))
-        mixed = main_fold["vote"] == "composite+breathing"
+        mixed = main_fold["vote"] == MIXED_VOTE
         if len(composites) == 1 and not mixed:
             bundle = {**composites[0], "metrics": {**composites[0]["metrics"], **metrics}}
         else:
