@@ -15,8 +15,11 @@ Writes ``results/resp_rate.md``, ``results/resp_rate.csv`` and ``results/resp_ra
 ``--reselect`` chooses the post-processing of finished runs again (after a change to how it
 is chosen) without retraining them.
 
-Each row is also scored as a vote of its seeds (the median of their recording rates), on
-fold 0 and, for the ``--cv-row`` rows, over all subject folds. The two bundles are such
+Each row is also scored as a vote of its seeds (the median of their stored recording rates),
+on fold 0 and, for the ``--cv-row`` rows, over all subject folds. A shipped vote of networks
+that fit rate distributions pools their distributions instead
+(``pulmo.resp_rate.predictor.vote_rate``), which needs the networks and the audio:
+``benchmarks/resp_rate_composite.py`` scores that vote (its "rate member alone" rows). The two bundles are such
 votes, of the row with the lowest cross-validated vote MAE among the rate-only rows and among
 the heavy-capable rows: the rate member and a breathing-member candidate of the default model,
 which ``benchmarks/resp_rate_composite.py`` builds and scores (choosing among breathing-member
@@ -459,7 +462,8 @@ def vote_section(votes: dict[str, dict[str, Any]], cv_seeds: list[int]) -> str:
     """The seed-vote table: fold-0 validation and test, and cross-validated where run."""
     L = ["", "## Vote of seeds: the median of the seeds' recording rates", "",
          "Each recording's rate = the median of the rates the row's seeds give it (each seed with its own refinement and check,"
-         " chosen on validation). No choice among seeds is made. Cross-validated: every RRuJO recording scored by the vote of"
+         " chosen on validation). No choice among seeds is made. (A shipped vote of networks that fit rate distributions,"
+         " the `_bins` rows, pools their distributions instead; `benchmarks/resp_rate_composite.py` scores that.) Cross-validated: every RRuJO recording scored by the vote of"
          f" seeds {', '.join(map(str, cv_seeds))} of the runs whose test fold holds its subject. The bundled votes' rows are"
          " chosen by this cross-validated MAE (not nested), so their own cross-validated figure is slightly optimistic.", "",
          "| row | seeds | val MAE | test MAE | test CCC | cross-validated MAE | cross-validated CCC | within 1 bpm | "

@@ -6,7 +6,9 @@ heavy classes), by default the two seed votes ``benchmarks/resp_rate.py`` bundle
 several ``--breathing`` candidates, each gets its own gate and check, and the one whose
 composite ranks first by the same validation rule (below) is the breathing member. Their
 networks are paired in order (seed k with seed k) into one composite per seed, and the
-shipped model is the vote of those composites: the median of their recording rates.
+shipped model is the vote of those composites (``pulmo.resp_rate.predictor.vote_rate``: one
+fit to their pooled rate distributions where every composite's rate comes from windows with
+one, otherwise the median of their recording rates; the median vote is tabulated beside).
 The gate (class only, or also the breathing member's rate above a threshold), whether the
 recording rate gets the three-halves check, and who votes (the composites alone, or with the
 breathing networks alone beside them) are chosen together, for all pairs at once, on
@@ -46,8 +48,8 @@ DOUBT_COVERAGE = 0.9  # the doubt threshold flags about a tenth of the RRuJO val
 
 # None: as each rate network chose on its own validation (the only option for a rate network that fits a rate distribution)
 CHECKS: tuple[bool | None, ...] = (None, False, True)
-# who votes: the n composites, or the composites and the n breathing networks alone (the median of 2n rates: on normal
-# breathing the two rows outvote each other's slips; on heavy breathing and silence the composites hand over anyway)
+# who votes: the n composites, or the composites and the n breathing networks alone (the vote of 2n: on normal breathing
+# the two rows outvote each other's slips; on heavy breathing and silence the composites hand over anyway)
 MIXED_VOTE = "composite+breathing"
 VOTES: tuple[str, ...] = ("composite", MIXED_VOTE)
 
@@ -78,21 +80,22 @@ class Scored:
         self._made: dict[tuple[Any, ...], float] = {}  # most gates leave a recording's window rates as they were
 
     def _recording_rate(self, item: int, pair: int, windows: Any, clip: Any) -> float:
-        """:func:`pulmo.resp_rate.net.recording_rate`, computed once per recording, window rates and post-processing."""
+        """:func:`pulmo.resp_rate.net.recording_rate`, computed once per recording, window rates, classes and post-processing."""
         from pulmo.resp_rate.net import recording_rate
 
         probs = None if windows.rate_probs is None else windows.rate_probs.tobytes()
-        key = (item, pair, windows.rate_bpm.tobytes(), probs, clip.aggregate, clip.refine_tolerance, clip.posterior_weight,
-               clip.posterior_max_bpm, clip.three_halves_check)
+        key = (item, pair, windows.rate_bpm.tobytes(), probs, windows.breath_probs.argmax(1).tobytes(), clip.aggregate,
+               clip.refine_tolerance, clip.posterior_weight, clip.posterior_max_bpm, clip.three_halves_check)
         if key not in self._made:
             self._made[key] = recording_rate(self.items[item].samples, windows, clip)
         return self._made[key]
 
-    def _pairs(self, who: str, gate: float | None, check: bool | None) -> list[list[tuple[Any, float, float]]]:
-        """Per recording, per member pair: ``who``'s window predictions, their aggregate and the
-        recording rate (see :meth:`rates`); for ``composite+breathing``, the composites' and then
-        the breathing members' alone."""
-        from pulmo.resp_rate.net import aggregate_rate
+    def _pairs(self, who: str, gate: float | None, check: bool | None) -> list[list[tuple[Any, float, float, Any]]]:
+        """Per recording, per member pair: ``who``'s window predictions, their aggregate, the
+        recording rate (see :meth:`rates`) and the :class:`pulmo.resp_rate.net.RateDistribution`
+        of the windows it came from (None: none); for ``composite+breathing``, the composites' and then the
+        breathing members' alone."""
+        from pulmo.resp_rate.net import aggregate_rate, recording_distribution
         from pulmo.resp_rate.predictor import composite_rate_source, gate_windows
 
         if who == MIXED_VOTE:
@@ -107,25 +110,31 @@ class Scored:
                 else:
                     w, clip = (wr, r.clip) if who == "rate" else (wb, b.clip)
                     source = w
-                per_pair.append((w, aggregate_rate(source.rate_bpm, clip.aggregate), self._recording_rate(i, j, source, clip)))
+                per_pair.append((w, aggregate_rate(source.rate_bpm, clip.aggregate), self._recording_rate(i, j, source, clip),
+                                 recording_distribution(source, clip)))
             out.append(per_pair)
         return out
 
-    def rates(self, who: str, gate: float | None = None, check: bool | None = None) -> list[float]:
+    def rates(self, who: str, gate: float | None = None, check: bool | None = None, pool: bool = True) -> list[float]:
         """Recording rates (bpm) of ``who`` = ``rate``, ``breathing``, ``composite`` (with
         ``gate``) or ``composite+breathing`` (the composites and the breathing members alone
-        voting together): per recording, the median over the member pairs of each one's rate, refined
-        with its own clip config (a composite's = its rate member's, with the three-halves check
-        set to ``check`` unless None)."""
+        voting together): per recording, the vote (``pulmo.resp_rate.predictor.vote_rate``; with
+        ``pool`` False always the median) of the member pairs' rates, each made with its own clip
+        config (a composite's = its rate member's, with the three-halves check set to ``check``
+        unless None)."""
         import numpy as np
 
-        return [float(np.median([rate for _, _, rate in pairs])) for pairs in self._pairs(who, gate, check)]
+        from pulmo.resp_rate.predictor import vote_rate
+
+        sr = self.rate[0].clip.sample_rate_hz
+        return [vote_rate(it.samples, sr, [p[2] for p in pairs], [p[3] for p in pairs]) if pool
+                else float(np.median([p[2] for p in pairs])) for it, pairs in zip(self.items, self._pairs(who, gate, check))]
 
     def doubts(self, who: str, gate: float | None = None, check: bool | None = None) -> list[float]:
         """Each recording's :func:`pulmo.resp_rate.doubt.rate_doubt` over the member pairs (as :meth:`rates`)."""
         from pulmo.resp_rate.doubt import rate_doubt
 
-        return [rate_doubt([r for _, _, r in pairs], [w.rate_bpm for w, _, _ in pairs], [a for _, a, _ in pairs])
+        return [rate_doubt([p[2] for p in pairs], [p[0].rate_bpm for p in pairs], [p[1] for p in pairs])
                 for pairs in self._pairs(who, gate, check)]
 
     def report(self, who: str, gate: float | None = None, check: bool | None = None) -> dict[str, Any]:
@@ -229,6 +238,8 @@ def study_fold(fold: int, rate: list[dict[str, Any]], breathing: list[dict[str, 
         out[split]["doubt_flags"] = [d > out["doubt_above"] for d in doubts[split]]
         out[split]["doubt"] = doubt_summary(out[split]["composite"]["predictions"], out[split]["doubt_flags"])
     out["test_every_option"] = {gate_name(g, c, v): scored["test"].rates(v, g, c) for v in VOTES for g in GATES for c in CHECKS}
+    out["test_median_vote"] = {"composite": scored["test"].rates(vote, gate, check, pool=False),
+                               "rate": scored["test"].rates("rate", pool=False)}
     return out
 
 
@@ -268,8 +279,9 @@ def page(main: dict[str, Any], cv: list[dict[str, Any]], command: str, wall_s: f
          " lies above a threshold) its rate is used, elsewhere the rate member's (trained on real RRuJO breathing, 8-20 bpm,"
          " only). A composite's recording rate = median of its window rates, refined with its rate member's tolerance,"
          " then (if chosen) the three-halves check. Each member is a vote of seeds: seed k of one row is paired with seed k"
-         " of the other, and the recording's rate is the median of the pairs' rates (every row below is such a vote; no"
-         " seed is chosen).", "",
+         " of the other, and the recording's rate is their vote (every row below is one; no seed is chosen): one fit to the"
+         " pairs' pooled rate distributions where every pair's rate comes from windows with one, otherwise the median of the"
+         " pairs' rates (`pulmo.resp_rate.predictor.vote_rate`).", "",
          "Gate, check and who votes (the composites alone, or with the breathing networks alone beside them: the median"
          " of twice as many rates) chosen on validation only (RRuJO validation subjects +"
          f" {len(main['synthetic_val']['composite']['predictions'])} synthetic validation recordings, seed {SYNTHETIC_VAL_SEED};"
@@ -302,6 +314,7 @@ def page(main: dict[str, Any], cv: list[dict[str, Any]], command: str, wall_s: f
             r = pooled_report([(key, true, f["test_every_option"][name][i])
                                for f in cv for i, (key, true, _) in enumerate(f["test"]["composite"]["predictions"])])
             L.append(f"| {name} | {r['mae']:.2f} | {r['ccc']:.3f} | {r['within_1_bpm']:.2f} |")
+        L += median_vote_section(main, cv, who)
     L += doubt_section(main, cv)
     if "synthetic" in main:
         bands = list(SNR_BANDS)
@@ -312,6 +325,24 @@ def page(main: dict[str, Any], cv: list[dict[str, Any]], command: str, wall_s: f
             L.append(f"| {label} | " + " | ".join(f"{s['by_group'][b]['mae']:.2f}" for b in bands)
                      + f" | {s['mae']:.2f} | {s['ccc']:.3f} | {s['mse_by_range']['above_25']:.2f} |")
     return "\n".join(L) + "\n"
+
+
+def median_vote_section(main: dict[str, Any], cv: list[dict[str, Any]], who: tuple[tuple[str, str], ...]) -> list[str]:
+    """The page's lines comparing the vote used (pooled fits where possible) with the median
+    of the pairs' rates (the vote rule before 2026-12-03), same options, same folds."""
+    L = ["", "Vote rule, the same members and options (for reference; `test_median_vote`): the vote used above against the"
+         " median of the pairs' recording rates.", "",
+         "| estimator | fold-0 test: vote used / median MAE | cross-validated: vote used MAE / CCC | cross-validated: median"
+         " MAE / CCC |", "|---|---|---|---|"]
+    def median_report(folds: list[dict[str, Any]], k: str) -> dict[str, Any]:
+        return pooled_report([(key, true, f["test_median_vote"][k][i])
+                              for f in folds for i, (key, true, _) in enumerate(f["test"][k]["predictions"])])
+
+    for k, label in who[:2]:
+        used, med = pooled(cv, k), median_report(cv, k)
+        L.append(f"| {label.split(' (')[0]} | {main['test'][k]['mae']:.2f} / {median_report([main], k)['mae']:.2f} | "
+                 f"{used['mae']:.2f} / {used['ccc']:.3f} | {med['mae']:.2f} / {med['ccc']:.3f} |")
+    return L
 
 
 def doubt_section(main: dict[str, Any], cv: list[dict[str, Any]]) -> list[str]:
@@ -340,7 +371,8 @@ def doubt_section(main: dict[str, Any], cv: list[dict[str, Any]]) -> list[str]:
 
 def strip_predictions(d: Any) -> Any:
     if isinstance(d, dict):
-        return {k: strip_predictions(v) for k, v in d.items() if k not in ("predictions", "test_every_option", "doubt_flags")}
+        return {k: strip_predictions(v) for k, v in d.items()
+                if k not in ("predictions", "test_every_option", "test_median_vote", "doubt_flags")}
     return d
 
 

@@ -68,3 +68,47 @@ def test_composite_vote_gate_and_check_are_chosen_together_real_validation_first
     mixed_better_on_synthetic_only = Val(lambda v, g, c: 2.0 if v == "composite+breathing" else 3.0)
     vote, _, _, table = choose_gate(flat, mixed_better_on_synthetic_only)
     assert vote == "composite+breathing" and len(table) == 24
+
+
+def test_composite_benchmark_votes_as_the_shipped_vote_predictor_does():
+    """Scored's rate-member vote equals VotePredictor's on the same members (pooled fits), and
+    ``pool=False`` gives the median of the members' own rates."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    from resp_rate_composite import Scored
+
+    from pulmo.data.adapters.synthetic_breath import synth_breath
+    from pulmo.losses.rate_bins import rate_bin_centres
+    from pulmo.resp_rate.config import ClipConfig
+    from pulmo.resp_rate.net import WindowPredictions
+    from pulmo.resp_rate.predictor import VotePredictor, predict_with_own_clip
+
+    bins = rate_bin_centres(48, 3.0, 60.0).numpy()
+
+    def leaning(rate_bpm: float, sigma: float) -> np.ndarray:
+        p = np.exp(-0.5 * ((np.log(bins) - np.log(rate_bpm)) / sigma) ** 2)
+        return p / p.sum()
+
+    class Member:
+        clip = ClipConfig(window_s=15.0, min_s=12.0, max_s=15.0, posterior_weight=1.0)
+
+        def __init__(self, probs: np.ndarray) -> None:
+            self.probs = probs
+
+        def windows(self, samples: np.ndarray) -> WindowPredictions:
+            breath = np.tile([0.0, 1.0, 0.0], (4, 1))  # normal breathing: the rate member's windows everywhere
+            return WindowPredictions(np.arange(4.0), 15.0, np.full(4, 13.0), np.full(4, 3.0), breath,
+                                     np.tile([0.9, 0.1], (4, 1)), np.tile(self.probs, (4, 1)), bins)
+
+        def predict(self, samples: np.ndarray):
+            return predict_with_own_clip(self, samples)
+
+    audio = synth_breath(60.0, 18.0, 2000, np.random.default_rng(3), irregularity=0.0).audio
+    unsure = 0.8 * leaning(9.5, 0.3) + 0.2 * leaning(17.0, 0.3)
+    members = [Member(leaning(17.0, 0.05)), Member(unsure), Member(unsure)]
+    scored = Scored([SimpleNamespace(samples=audio, rate_bpm=18.0, key="r", group="g")], members, members)
+    assert scored.rates("rate") == pytest.approx([VotePredictor(members).predict(audio).rate_bpm])
+    assert scored.rates("rate")[0] == pytest.approx(18.0, abs=0.3)
+    assert scored.rates("rate", pool=False)[0] == pytest.approx(np.median([m.predict(audio).rate_bpm for m in members]))
+    assert scored.rates("rate", pool=False)[0] == pytest.approx(9.0, abs=0.3)

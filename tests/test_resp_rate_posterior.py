@@ -4,7 +4,7 @@ distributions."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pytest
@@ -16,8 +16,9 @@ from pulmo.losses.rate_bins import rate_bin_centres, rate_bin_loss, soft_rate_ta
 from pulmo.models import create_model
 from pulmo.resp_rate.config import ClipConfig
 from pulmo.resp_rate.dsp import posterior_rate
-from pulmo.resp_rate.net import WindowPredictions, mean_rate_distribution, recording_rate
-from pulmo.resp_rate.predictor import gate_windows, mean_ignoring_nan, vote_windows
+from pulmo.resp_rate.net import RateDistribution, WindowPredictions, mean_rate_distribution, recording_distribution, recording_rate
+from pulmo.resp_rate.predictor import (RecordingPrediction, VotePredictor, gate_windows, mean_ignoring_nan,
+                                       pooled_distribution, predict_with_own_clip, vote_rate, vote_windows)
 
 BINS = rate_bin_centres(48, 3.0, 60.0)
 
@@ -115,6 +116,20 @@ def test_recording_rate_uses_the_distribution_only_when_asked_and_when_most_wind
     assert recording_rate(clip.audio, _windows([13.0] * 4, None), replace(cfg, posterior_weight=1.0)) == pytest.approx(13.0)
 
 
+def test_no_breathing_is_not_fitted_to_a_spectrum_peak():
+    """A recording whose windows are mostly classed none reads about 0 from the window rates:
+    a distribution fit could only return a spectrum peak (a breathing rate); nor does such a
+    recording lend a distribution to a vote's pool."""
+    noise = np.random.default_rng(0).standard_normal(2000 * 60).astype(np.float32) * 0.1
+    probs = np.tile(_peaked(3.0), (4, 1))  # no breathing: the lowest bin
+    cfg = ClipConfig(window_s=15.0, min_s=12.0, max_s=15.0, posterior_weight=1.0)
+    silent = _windows([0.2, -0.1, 0.1, 0.3], probs, classes=[0, 0, 0, 1])
+    assert recording_rate(noise, silent, cfg) == pytest.approx(0.15)
+    assert recording_distribution(silent, cfg) is None
+    breathing = _windows([0.2, -0.1, 0.1, 0.3], probs, classes=[0, 0, 1, 1])  # half: not most
+    assert recording_distribution(breathing, cfg) is not None and recording_rate(noise, breathing, cfg) >= 4.0
+
+
 def test_gate_and_vote_carry_the_rate_distributions():
     probs = np.tile(_peaked(12.0), (3, 1))
     rate = _windows([12.0, 12.0, 12.0], probs)
@@ -126,3 +141,61 @@ def test_gate_and_vote_carry_the_rate_distributions():
     assert vote_windows([gated, breathing]).rate_probs is None  # a member without distributions: none
     np.testing.assert_allclose(mean_ignoring_nan([np.array([1.0, np.nan, np.nan]), np.array([3.0, 2.0, np.nan])]),
                                [2.0, 2.0, np.nan])
+
+
+def _log_gaussian(rate_bpm: float, sigma: float) -> np.ndarray:
+    p = np.exp(-0.5 * ((np.log(BINS.numpy()) - np.log(rate_bpm)) / sigma) ** 2)
+    return p / p.sum()
+
+
+@dataclass
+class _FittingMember:
+    """A stand-in network member: four windows with one rate distribution each, and the
+    recording rate its clip config fits to them."""
+
+    probs: np.ndarray
+    clip: ClipConfig = field(default_factory=lambda: ClipConfig(window_s=15.0, min_s=12.0, max_s=15.0, posterior_weight=1.0))
+
+    def windows(self, samples: np.ndarray) -> WindowPredictions:
+        return _windows([13.0] * 4, np.tile(self.probs, (4, 1)))
+
+    def predict(self, samples: np.ndarray) -> RecordingPrediction:
+        return predict_with_own_clip(self, samples)
+
+
+def test_a_vote_of_distribution_networks_pools_them_so_one_sure_member_outweighs_two_unsure_ones():
+    """18 bpm breathing (envelope spectrum peaks at 18 and 9). One member is sure of ~18; two
+    lean 4:1 to ~9. Each unsure member alone fits 9 and their median would be 9; the pooled
+    distribution (mean) puts more mass near 18 than near 9, and its fit is 18."""
+    from pulmo.inference.resp_rate import aggregate_description
+
+    clip = synth_breath(60.0, 18.0, 2000, np.random.default_rng(3), irregularity=0.0)
+    sure, unsure = _log_gaussian(17.0, 0.05), 0.8 * _log_gaussian(9.5, 0.3) + 0.2 * _log_gaussian(17.0, 0.3)
+    members = [_FittingMember(sure), _FittingMember(unsure), _FittingMember(unsure)]
+    preds = [m.predict(clip.audio) for m in members]
+    assert [p.rate_bpm for p in preds] == pytest.approx([18.0, 9.0, 9.0], abs=0.3)
+    assert all(p.distribution is not None and p.distribution.weight == 1.0 for p in preds)
+    vote = VotePredictor(members)
+    pred = vote.predict(clip.audio)
+    assert pred.rate_bpm == pytest.approx(18.0, abs=0.3)
+    np.testing.assert_allclose(pred.distribution.probs, (sure + 2 * unsure) / 3)
+    assert aggregate_description(vote).startswith("the envelope-spectrum peak that best fits the pooled rate distributions of 3")
+    # a member whose validation chose the refinement over a fit still lends its distribution to the pool
+    refined = _FittingMember(sure, replace(members[0].clip, posterior_weight=None, refine_tolerance=0.2))
+    assert refined.predict(clip.audio).distribution.weight is None
+    assert VotePredictor([refined] + members[1:]).predict(clip.audio).rate_bpm == pytest.approx(18.0, abs=0.3)
+
+
+def test_pooled_distribution_takes_the_median_weight_and_highest_cap_and_needs_every_member_on_one_grid():
+    a = RateDistribution(_log_gaussian(10.0, 0.1), BINS.numpy(), 0.5, 30.0)
+    b = RateDistribution(_log_gaussian(20.0, 0.1), BINS.numpy(), 4.0, 60.0)
+    c = RateDistribution(_log_gaussian(12.0, 0.1), BINS.numpy(), 1.0, 30.0)
+    pooled = pooled_distribution([a, b, c])
+    assert pooled is not None and pooled.weight == 1.0 and pooled.max_bpm == 60.0
+    np.testing.assert_allclose(pooled.probs, (a.probs + b.probs + c.probs) / 3)
+    assert pooled_distribution([a, replace(b, weight=None), c]).weight == pytest.approx(0.75)  # the median of those given
+    assert pooled_distribution([replace(a, weight=None), replace(c, weight=None)]) is None  # no network chose a weight
+    assert pooled_distribution([a, None, c]) is None and pooled_distribution([]) is None
+    assert pooled_distribution([a, RateDistribution(a.probs[:-1], a.bins_bpm[:-1], 1.0, 30.0)]) is None
+    silent = np.zeros(2000 * 20, np.float32)
+    assert vote_rate(silent, 2000, [10.0, 20.0, 11.0], [a, None, c]) == 11.0  # not every member has one: the median

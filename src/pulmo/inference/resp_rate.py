@@ -219,8 +219,11 @@ def split_by_doubt(pred: list[float], true: list[float], flagged: list[bool]) ->
 def aggregate_description(predictor: RatePredictor) -> str:
     """How the predictor turns a recording into one rate, in words."""
     if isinstance(predictor, VotePredictor):
-        return (f"median of the recording rates of {len(predictor.members)} models, each: "
-                + "; ".join(aggregate_description(m) for m in predictor.members))
+        n, members = len(predictor.members), "; ".join(aggregate_description(m) for m in predictor.members)
+        if any(m.clip.posterior_weight is not None for m in predictor.members):  # see pooled_distribution
+            return (f"the envelope-spectrum peak that best fits the pooled rate distributions of {n} models (the median of "
+                    f"their recording rates where any model has none), each: " + members)
+        return f"median of the recording rates of {n} models, each: " + members
     clip = predictor.clip
     gate = ""
     if isinstance(predictor, CompositePredictor):

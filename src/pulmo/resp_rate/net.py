@@ -114,17 +114,55 @@ def mean_rate_distribution(windows: WindowPredictions) -> np.ndarray | None:
     return windows.rate_probs[own].mean(axis=0) if 2 * own.sum() >= len(own) else None
 
 
+@dataclass
+class RateDistribution:
+    """A recording's rate distribution and how its network fits a rate to it: the mean
+    ``probs`` ``(K,)`` of its windows' distributions over the bin centres ``bins_bpm`` ``(K,)``,
+    the spectrum ``weight`` (None: the network's own rate is not a fit; its validation chose the
+    refinement) and the highest peak ``max_bpm`` allowed (:func:`pulmo.resp_rate.dsp.posterior_rate`)."""
+
+    probs: np.ndarray
+    bins_bpm: np.ndarray
+    weight: float | None
+    max_bpm: float
+
+
+def mostly_no_breathing(windows: WindowPredictions) -> bool:
+    """Whether most windows are classed ``none`` (no breathing)."""
+    return 2 * int((windows.breath_probs.argmax(1) == BREATH_CLASSES.index("none")).sum()) > len(windows.breath_probs)
+
+
+def recording_distribution(windows: WindowPredictions, clip: ClipConfig) -> RateDistribution | None:
+    """``windows``' :class:`RateDistribution` under ``clip``; None unless most windows carry
+    the network's own rate distribution (:func:`mean_rate_distribution`), and None where most
+    windows are classed none: a fit can only return a spectrum peak, a breathing rate, so a
+    recording without breathing keeps the aggregate of its window rates (about 0)."""
+    probs = mean_rate_distribution(windows)
+    if probs is None or mostly_no_breathing(windows):
+        return None
+    assert windows.rate_bins_bpm is not None
+    return RateDistribution(probs, windows.rate_bins_bpm, clip.posterior_weight, clip.posterior_max_bpm)
+
+
+def fitted_rate(samples: np.ndarray, sample_rate_hz: int, distribution: RateDistribution) -> float:
+    """The envelope-spectrum peak of ``samples`` that best fits ``distribution`` (bpm; its
+    ``weight`` must be set)."""
+    if distribution.weight is None:
+        raise ValueError("fitting a rate needs a spectrum weight")
+    return posterior_rate(samples, sample_rate_hz, distribution.probs, distribution.bins_bpm, distribution.weight,
+                          distribution.max_bpm)
+
+
 def recording_rate(samples: np.ndarray, windows: WindowPredictions, clip: ClipConfig) -> float:
     """The recording's rate: with ``clip.posterior_weight`` and rate distributions for most
-    windows, the envelope-spectrum peak that best fits their mean distribution
-    (:func:`pulmo.resp_rate.dsp.posterior_rate`); otherwise the aggregate of the window
-    rates, refined by the envelope spectrum when ``clip.refine_tolerance`` is positive. Then
-    moved to 1.5 x when ``clip.three_halves_check`` and the band envelopes say so."""
-    distribution = mean_rate_distribution(windows) if clip.posterior_weight is not None else None
+    windows (most of them not classed none), the envelope-spectrum peak that best fits their mean distribution
+    (:func:`recording_distribution`, :func:`fitted_rate`); otherwise the aggregate of the window rates,
+    refined by the envelope spectrum when ``clip.refine_tolerance`` is positive. Then moved
+    to 1.5 x when ``clip.three_halves_check`` and the band envelopes say so (training never
+    sets the check after a fit: see ``select_post_processing``)."""
+    distribution = recording_distribution(windows, clip) if clip.posterior_weight is not None else None
     if distribution is not None:
-        assert windows.rate_bins_bpm is not None and clip.posterior_weight is not None
-        rate = posterior_rate(samples, clip.sample_rate_hz, distribution, windows.rate_bins_bpm, clip.posterior_weight,
-                              clip.posterior_max_bpm)
+        rate = fitted_rate(samples, clip.sample_rate_hz, distribution)
     else:
         rate = aggregate_rate(windows.rate_bpm, clip.aggregate)
         if clip.refine_tolerance > 0:

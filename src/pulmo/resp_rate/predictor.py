@@ -10,11 +10,15 @@ what kind of breathing each window holds and takes its rate wherever that lies o
 the *rate* member's range; elsewhere the rate member gives the rate.
 
 A vote runs several predictors of one recipe (networks trained with different seeds, or
-composites of them) and takes the median of their recording rates. A single training run's
-recording rate depends on its seed more than on anything else we varied: each run makes
-octave slips on different recordings, and the median of three outvotes a slip that only one
-of them makes. It also removes a choice: shipping one seed meant picking it on four
-validation subjects, a pick that did not carry over to new subjects.
+composites of them). A single training run's recording rate depends on its seed more than on
+anything else we varied: each run makes octave slips on different recordings, and the vote
+outvotes a slip that only one of them makes. It also removes a choice: shipping one seed
+meant picking it on four validation subjects, a pick that did not carry over to new subjects.
+Members with a rate-distribution head vote by pooling: the vote's rate is one fit to the mean
+of their recordings' distributions (:class:`pulmo.resp_rate.net.RateDistribution`), the way a
+deep ensemble averages its members' predictive distributions, so a member that is unsure
+between two octaves weighs less than one that is sure. Other members vote by the median of
+their recording rates (:func:`vote_rate`).
 
 A composite checkpoint is a project checkpoint (:mod:`pulmo.engine.checkpoint`) with no
 weights of its own and ``composite = {"rate": bundle, "breathing": bundle,
@@ -37,8 +41,8 @@ from pulmo.engine.checkpoint import checkpoint_dict, save_checkpoint_dict
 from pulmo.errors import CheckpointError
 from pulmo.resp_rate.config import ClipConfig
 from pulmo.resp_rate.doubt import rate_doubt
-from pulmo.resp_rate.net import (RateNet, WindowPredictions, aggregate_rate, build_from_rr_checkpoint, mean_rate_distribution,
-                                 predict_windows, recording_rate)
+from pulmo.resp_rate.net import (RateDistribution, RateNet, WindowPredictions, aggregate_rate, build_from_rr_checkpoint,
+                                 fitted_rate, mean_rate_distribution, predict_windows, recording_distribution, recording_rate)
 
 NORMAL = BREATH_CLASSES.index("normal")
 
@@ -47,12 +51,15 @@ NORMAL = BREATH_CLASSES.index("normal")
 class RecordingPrediction:
     """A recording's window predictions, its one rate (breaths per minute), the aggregate of
     its window rates that rate was made from (before refinement and check; a vote's: the
-    members' median) and how far to doubt the rate (:func:`pulmo.resp_rate.doubt.rate_doubt`)."""
+    members' median), how far to doubt the rate (:func:`pulmo.resp_rate.doubt.rate_doubt`)
+    and the rate distribution of the windows the rate was made from (None: the network has no
+    rate-distribution head, or most of those windows are another network's)."""
 
     windows: WindowPredictions
     rate_bpm: float
     aggregate_bpm: float
     doubt: float
+    distribution: RateDistribution | None = None
 
 
 class RatePredictor(Protocol):
@@ -79,7 +86,8 @@ def made_from(samples: np.ndarray, shown: WindowPredictions, source: WindowPredi
     windows ``source`` (the same ones but for a composite's, see :func:`composite_rate_source`)
     and the doubt of that rate."""
     rate, aggregate = recording_rate(samples, source, clip), aggregate_rate(source.rate_bpm, clip.aggregate)
-    return RecordingPrediction(shown, rate, aggregate, rate_doubt([rate], [shown.rate_bpm], [aggregate]))
+    return RecordingPrediction(shown, rate, aggregate, rate_doubt([rate], [shown.rate_bpm], [aggregate]),
+                               recording_distribution(source, clip))
 
 
 @dataclass
@@ -194,11 +202,37 @@ def mean_ignoring_nan(arrays: list[np.ndarray]) -> np.ndarray:
     return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
+def pooled_distribution(distributions: list[RateDistribution | None]) -> RateDistribution | None:
+    """Several members' distributions of one recording on the same bins, pooled: their mean,
+    the median of the spectrum weights their networks chose and the highest of their caps (a
+    member that learned heavy breathing may take the vote there; one that never did puts
+    little probability there). None if any member has none, the bins differ, or no member's
+    network chose a weight."""
+    first = distributions[0] if distributions else None
+    if first is None or any(d is None or not np.array_equal(d.bins_bpm, first.bins_bpm) for d in distributions):
+        return None
+    given = [d for d in distributions if d is not None]
+    weights = [d.weight for d in given if d.weight is not None]
+    if not weights:
+        return None
+    return RateDistribution(np.mean([d.probs for d in given], axis=0), first.bins_bpm, float(np.median(weights)),
+                            max(d.max_bpm for d in given))
+
+
+def vote_rate(samples: np.ndarray, sample_rate_hz: int, rates: list[float], distributions: list[RateDistribution | None]) -> float:
+    """A vote's recording rate (bpm) from its members' ``rates`` and rate ``distributions``:
+    the fit to the pooled distribution (:func:`pooled_distribution`) where there is one,
+    otherwise the median of the rates."""
+    pooled = pooled_distribution(distributions)
+    return fitted_rate(samples, sample_rate_hz, pooled) if pooled is not None else float(np.median(rates))
+
+
 @dataclass
 class VotePredictor:
     """Several predictors of one recipe; each makes its own recording rate (with its own
-    refinement and check) and the vote's rate is their median. Its windows are the members'
-    merged by :func:`vote_windows`; ``clip`` is the first member's (windows are shared)."""
+    refinement and check) and the vote's rate is :func:`vote_rate` of them: the fit to their
+    pooled rate distributions where every member has one, otherwise the median of their rates. Its windows are the members' merged by :func:`vote_windows`; ``clip`` is the first
+    member's (windows are shared)."""
 
     members: list[NetPredictor | CompositePredictor]
 
@@ -217,8 +251,10 @@ class VotePredictor:
     def predict(self, samples: np.ndarray) -> RecordingPrediction:
         preds = [m.predict(samples) for m in self.members]
         rates, aggregates = [p.rate_bpm for p in preds], [p.aggregate_bpm for p in preds]
-        return RecordingPrediction(vote_windows([p.windows for p in preds]), float(np.median(rates)), float(np.median(aggregates)),
-                                   rate_doubt(rates, [p.windows.rate_bpm for p in preds], aggregates))
+        distributions = [p.distribution for p in preds]
+        return RecordingPrediction(vote_windows([p.windows for p in preds]),
+                                   vote_rate(samples, self.clip.sample_rate_hz, rates, distributions), float(np.median(aggregates)),
+                                   rate_doubt(rates, [p.windows.rate_bpm for p in preds], aggregates), pooled_distribution(distributions))
 
 
 def predictor_from_checkpoint(bundle: Mapping[str, Any]) -> NetPredictor | CompositePredictor | VotePredictor:
