@@ -52,6 +52,9 @@ BUNDLE_ROWS = ("push_heavy", "push_heavy64", "push_light_heavy_window15", "push_
                "push_heavy_window15_bins")
 # the most accurate rows on paced real recordings; never trained above 20 bpm (no heavy class)
 RATE_ONLY_ROWS = ("push_window15", "push_window15_stretch", "push_window15_long", "push64_window15", "push_window15_bins")
+# how vote_predictions scores a vote, stored with a bundled vote's figures: a vote of networks with a rate-distribution
+# head predicts by pooling (pulmo.resp_rate.predictor.vote_rate), scored by benchmarks/resp_rate_composite.py
+VOTE_SCORED_AS = "median of the seeds' stored recording rates"
 DSP_GRID = [dict(band_low_hz=lo, band_high_hz=hi, harmonic_decay=d)
             for lo, hi in ((100.0, 400.0), (200.0, 800.0), (300.0, 900.0)) for d in (0.8, 1.0)]
 
@@ -528,7 +531,7 @@ def bundle_vote(votes: dict[str, dict[str, Any]], rows: tuple[str, ...], dest: P
         members.append(b)
     v = votes[row]
     save_vote(dest, f"vote({row} seeds {', '.join(map(str, v['seeds']))})", members,
-              {"val": v["val"], "test": v["test"], "cross_validation": v["cv"]})
+              {"val": v["val"], "test": v["test"], "cross_validation": v["cv"], "scored_as": VOTE_SCORED_AS})
     return row, scored
 
 

@@ -145,13 +145,15 @@ def test_doubt_threshold_flags_rates_in_track_evaluation_and_headline(folder, co
 
 def test_bundled_default_is_a_vote_of_composites():
     from pulmo.inference.bundled import default_checkpoint
+    from pulmo.inference.resp_rate import aggregate_description
 
     bundle = read_checkpoint(default_checkpoint("resp-rate"))
     model = predictor_from_checkpoint(bundle)
-    assert isinstance(model, VotePredictor) and len(model.members) == 3
+    assert isinstance(model, VotePredictor) and len(model.members) == 5
     assert all(isinstance(m, CompositePredictor) for m in model.members)
     assert bundle["doubt_above"] > 0  # its doubt threshold, chosen on validation
     assert all(m.rate.clip.posterior_weight is not None for m in model.members)  # rate members fit rate distributions
+    assert aggregate_description(model).startswith("the envelope-spectrum peak that best fits the pooled rate distributions of 5")
     # its report states the cross-validated error beside the fixed test split's
     from pulmo.frontdoor.resp_rate import RespRateCapability
     from pulmo.inference.bundled import ASSETS
