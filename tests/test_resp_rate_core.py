@@ -102,6 +102,24 @@ def test_generator_classes_and_noise_flag():
         synth_breath(5.0, 75.0, 2000)
 
 
+def test_noise_bands_of_real_recordings_hit_their_snr_and_keep_the_label():
+    from pulmo.resp_rate.evaluate import SNR_BANDS, LabelledAudio, with_noise_bands
+
+    breath = synth_breath(20.0, 12.0, 2000, np.random.default_rng(1)).audio
+    items = [LabelledAudio("a", breath, 12.0, False, "dev1"), LabelledAudio("b", breath[::-1].copy(), 18.0, True, "dev2")]
+    copies = with_noise_bands(items, 2000, seed=3)
+    assert [c.group for c in copies] == list(SNR_BANDS) * 2 and [c.rate_bpm for c in copies] == [12.0] * 5 + [18.0] * 5
+    assert copies[0].samples is breath and copies[5].noisy  # clean copies as they were, with their own flag
+    for c in copies:
+        band = SNR_BANDS[c.group]
+        if band is not None:
+            original = breath if c.key.startswith("a@") else items[1].samples
+            assert band[0] - 0.1 <= snr_db(original, c.samples - original) <= band[1] + 0.1
+            assert c.noisy == (snr_db(original, c.samples - original) < 20.0) and c.samples.dtype == original.dtype
+    again = with_noise_bands(items, 2000, seed=3)
+    assert all(np.array_equal(a.samples, b.samples) for a, b in zip(copies, again))  # seeded
+
+
 def test_mfb_caps_fmax_at_nyquist_and_round_trips():
     fx = create_features("mfb", sample_rate_hz=2000)
     assert fx.config.fmax_hz == 7500.0 and fx.config.effective_fmax_hz == 1000.0

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pulmo.data.adapters.synthetic_breath import BREATH_CLASSES, breath_class, synth_breath
-from pulmo.data.transforms.audio import NOISE_TYPES
+from pulmo.data.transforms.audio import NOISE_TYPES, make_noise, mix_at_snr
 from pulmo.metrics.regression import f1_scores, mse_by_range, regression_report
 from pulmo.resp_rate.config import ClipConfig
 from pulmo.resp_rate.data import Recording
@@ -117,6 +117,29 @@ def synthetic_test_set(sample_rate_hz: int, n_per_band: int = 40, seconds: float
                              noisy_below_snr_db=noisy_below_snr_db)
             items.append(LabelledAudio(f"synthetic/{band}/{i}", c.audio, rate, c.noisy, band))
     return items
+
+
+def with_noise_bands(items: Sequence[LabelledAudio], sample_rate_hz: int, seed: int = 2024,
+                     noisy_below_snr_db: float = 20.0) -> list[LabelledAudio]:
+    """Every item once per SNR band of :data:`SNR_BANDS`: as it is (``clean``), and with
+    background noise mixed in at an SNR drawn uniformly within each other band (noise types of
+    :data:`pulmo.data.transforms.audio.NOISE_TYPES` in turn, seeded). Each copy's group is its
+    band, its key ``"<key>@<band>"``, and it is flagged noisy below ``noisy_below_snr_db``
+    (the clean copy keeps the item's own flag). Real breathing with known noise: what the
+    synthetic set's bands measure, on recordings that are not synthetic."""
+    rng = np.random.default_rng(seed)
+    kinds = sorted(NOISE_TYPES)
+    out = []
+    for i, it in enumerate(items):
+        for band, snr_range in SNR_BANDS.items():
+            if snr_range is None:
+                out.append(LabelledAudio(f"{it.key}@{band}", it.samples, it.rate_bpm, it.noisy, band))
+                continue
+            snr = float(rng.uniform(*snr_range))
+            noise = make_noise(kinds[i % len(kinds)], len(it.samples), sample_rate_hz, rng)
+            mixed = mix_at_snr(it.samples, noise, snr).astype(it.samples.dtype)
+            out.append(LabelledAudio(f"{it.key}@{band}", mixed, it.rate_bpm, snr < noisy_below_snr_db, band))
+    return out
 
 
 def by_group(items: Sequence[LabelledAudio], predictions: Sequence[tuple[str, float, float]]) -> dict[str, dict]:
