@@ -3,7 +3,7 @@ are and with background noise mixed in (``pulmo.resp_rate.evaluate.with_noise_ba
 each ``--checkpoint`` and by the DSP baseline (settings chosen on the training and validation
 recordings by ``benchmarks/resp_rate.py``). The synthetic set's SNR bands measure the same
 thing on synthetic breathing; here the breathing is real and only the noise is made.
-Writes ``results/resp_rate_noisy.md|json``.
+Writes ``results/resp_rate_noisy.md|json|png``.
 
     python benchmarks/resp_rate_noisy.py
 """
@@ -32,6 +32,27 @@ def band_reports(items: list[Any], predictions: list[tuple[str, float, float]]) 
 
     return {"by_band": by_group(items, predictions), "all": regression_report([p for _, _, p in predictions],
                                                                               [t for _, t, _ in predictions])}
+
+
+def plot_bands(scored: dict[str, dict[str, Any]], path: Path) -> None:
+    """MAE per SNR band, one line per estimator (DSP dashed), as a PNG at ``path``."""
+    from matplotlib.figure import Figure
+
+    from pulmo.resp_rate.evaluate import SNR_BANDS
+
+    bands = list(SNR_BANDS)
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    ax = fig.subplots()
+    for name, rep in scored.items():
+        dsp = name.startswith("DSP")  # models are named "<name> (`<file>`)": the file is the shorter label
+        ax.plot(range(len(bands)), [rep["by_band"][b]["mae"] for b in bands], "k--s" if dsp else "o-",
+                label="DSP harmonic sum" if dsp else name.split("`")[1])
+    ax.set_xticks(range(len(bands)), bands)
+    ax.set_xlabel("background noise mixed into the recording (SNR band)")
+    ax.set_ylabel("MAE, breaths per minute (per recording)")
+    ax.set_title("RRuJO test recordings (real breathing) with known noise: error against SNR")
+    ax.legend(fontsize=7)
+    fig.savefig(path, dpi=110)
 
 
 def page(scored: dict[str, dict[str, Any]], n_recordings: int, command: str, wall_s: float, device: str) -> str:
@@ -95,7 +116,8 @@ def main() -> None:
     command = " ".join(["python benchmarks/resp_rate_noisy.py", *sys.argv[1:]])
     text = page(scored, len(test), command, time.time() - started, f"CPU {cpu_model_name()}, 1 thread")
     args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "resp_rate_noisy.md").write_text(text)
+    (args.results / "resp_rate_noisy.md").write_text(text + "\n![MAE against SNR band](resp_rate_noisy.png)\n")
+    plot_bands(scored, args.results / "resp_rate_noisy.png")
     (args.results / "resp_rate_noisy.json").write_text(json.dumps({"seed": args.seed, "n_recordings": len(test),
                                                                    "scored": scored}, indent=1) + "\n")
     print(text)
