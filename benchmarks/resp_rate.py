@@ -466,7 +466,8 @@ def vote_section(votes: dict[str, dict[str, Any]], cv_seeds: list[int]) -> str:
     L = ["", "## Vote of seeds: the median of the seeds' recording rates", "",
          "Each recording's rate = the median of the rates the row's seeds give it (each seed with its own refinement and check,"
          " chosen on validation). No choice among seeds is made. (A shipped vote of networks that fit rate distributions,"
-         " the `_bins` rows, pools their distributions instead; `benchmarks/resp_rate_composite.py` scores that.) Cross-validated: every RRuJO recording scored by the vote of"
+         " the `_bins` rows, pools their distributions instead; `benchmarks/resp_rate_composite.py` scores that.)"
+         " Cross-validated: every RRuJO recording scored by the vote of"
          f" seeds {', '.join(map(str, cv_seeds))} of the runs whose test fold holds its subject. The bundled votes' rows are"
          " chosen by this cross-validated MAE (not nested), so their own cross-validated figure is slightly optimistic.", "",
          "| row | seeds | val MAE | test MAE | test CCC | cross-validated MAE | cross-validated CCC | within 1 bpm | "

@@ -311,8 +311,7 @@ def page(main: dict[str, Any], cv: list[dict[str, Any]], command: str, wall_s: f
         L += ["", "Every gate and check fixed for all folds, cross-validated (for reference only: the choice above never"
               " sees these):", "", "| gate, check, vote | MAE | CCC | within 1 bpm |", "|---|---|---|---|"]
         for name in cv[0]["test_every_option"]:
-            r = pooled_report([(key, true, f["test_every_option"][name][i])
-                               for f in cv for i, (key, true, _) in enumerate(f["test"]["composite"]["predictions"])])
+            r = stored_rates_report(cv, "test_every_option", name, "composite")
             L.append(f"| {name} | {r['mae']:.2f} | {r['ccc']:.3f} | {r['within_1_bpm']:.2f} |")
         L += median_vote_section(main, cv, who)
     L += doubt_section(main, cv)
@@ -327,6 +326,13 @@ def page(main: dict[str, Any], cv: list[dict[str, Any]], command: str, wall_s: f
     return "\n".join(L) + "\n"
 
 
+def stored_rates_report(folds: list[dict[str, Any]], field: str, name: str, who: str) -> dict[str, Any]:
+    """Fold studies' test rates stored under ``fold[field][name]`` (in the order of ``who``'s
+    test predictions), scored together against the labels."""
+    return pooled_report([(key, true, f[field][name][i])
+                          for f in folds for i, (key, true, _) in enumerate(f["test"][who]["predictions"])])
+
+
 def median_vote_section(main: dict[str, Any], cv: list[dict[str, Any]], who: tuple[tuple[str, str], ...]) -> list[str]:
     """The page's lines comparing the vote used (pooled fits where possible) with the median
     of the pairs' rates (the vote rule before 2026-12-03), same options, same folds."""
@@ -334,13 +340,10 @@ def median_vote_section(main: dict[str, Any], cv: list[dict[str, Any]], who: tup
          " median of the pairs' recording rates.", "",
          "| estimator | fold-0 test: vote used / median MAE | cross-validated: vote used MAE / CCC | cross-validated: median"
          " MAE / CCC |", "|---|---|---|---|"]
-    def median_report(folds: list[dict[str, Any]], k: str) -> dict[str, Any]:
-        return pooled_report([(key, true, f["test_median_vote"][k][i])
-                              for f in folds for i, (key, true, _) in enumerate(f["test"][k]["predictions"])])
-
     for k, label in who[:2]:
-        used, med = pooled(cv, k), median_report(cv, k)
-        L.append(f"| {label.split(' (')[0]} | {main['test'][k]['mae']:.2f} / {median_report([main], k)['mae']:.2f} | "
+        used, med = pooled(cv, k), stored_rates_report(cv, "test_median_vote", k, k)
+        L.append(f"| {label.split(' (')[0]} | {main['test'][k]['mae']:.2f} / "
+                 f"{stored_rates_report([main], 'test_median_vote', k, k)['mae']:.2f} | "
                  f"{used['mae']:.2f} / {used['ccc']:.3f} | {med['mae']:.2f} / {med['ccc']:.3f} |")
     return L
 

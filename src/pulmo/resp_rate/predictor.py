@@ -231,7 +231,8 @@ def vote_rate(samples: np.ndarray, sample_rate_hz: int, rates: list[float], dist
 class VotePredictor:
     """Several predictors of one recipe; each makes its own recording rate (with its own
     refinement and check) and the vote's rate is :func:`vote_rate` of them: the fit to their
-    pooled rate distributions where every member has one, otherwise the median of their rates. Its windows are the members' merged by :func:`vote_windows`; ``clip`` is the first
+    pooled rate distributions where every member has one, otherwise the median of their rates.
+    Its windows are the members' merged by :func:`vote_windows`; ``clip`` is the first
     member's (windows are shared)."""
 
     members: list[NetPredictor | CompositePredictor]
