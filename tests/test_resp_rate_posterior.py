@@ -64,8 +64,9 @@ def test_rr_lstm_rate_bin_head():
     assert "rate_bin_logits" not in plain(torch.randn(1, 1, 40, 30)) and plain.rate_bin_head is None
 
 
-def _peaked(rate_bpm: float) -> np.ndarray:
-    p = np.exp(-0.5 * ((np.log(BINS.numpy()) - np.log(rate_bpm)) / 0.05) ** 2)
+def _peaked(rate_bpm: float, sigma: float = 0.05) -> np.ndarray:
+    """A rate distribution over BINS: a Gaussian in log-rate around ``rate_bpm``."""
+    p = np.exp(-0.5 * ((np.log(BINS.numpy()) - np.log(rate_bpm)) / sigma) ** 2)
     return p / p.sum()
 
 
@@ -143,11 +144,6 @@ def test_gate_and_vote_carry_the_rate_distributions():
                                [2.0, 2.0, np.nan])
 
 
-def _log_gaussian(rate_bpm: float, sigma: float) -> np.ndarray:
-    p = np.exp(-0.5 * ((np.log(BINS.numpy()) - np.log(rate_bpm)) / sigma) ** 2)
-    return p / p.sum()
-
-
 @dataclass
 class _FittingMember:
     """A stand-in network member: four windows with one rate distribution each, and the
@@ -170,7 +166,7 @@ def test_a_vote_of_distribution_networks_pools_them_so_one_sure_member_outweighs
     from pulmo.inference.resp_rate import aggregate_description
 
     clip = synth_breath(60.0, 18.0, 2000, np.random.default_rng(3), irregularity=0.0)
-    sure, unsure = _log_gaussian(17.0, 0.05), 0.8 * _log_gaussian(9.5, 0.3) + 0.2 * _log_gaussian(17.0, 0.3)
+    sure, unsure = _peaked(17.0, 0.05), 0.8 * _peaked(9.5, 0.3) + 0.2 * _peaked(17.0, 0.3)
     members = [_FittingMember(sure), _FittingMember(unsure), _FittingMember(unsure)]
     preds = [m.predict(clip.audio) for m in members]
     assert [p.rate_bpm for p in preds] == pytest.approx([18.0, 9.0, 9.0], abs=0.3)
@@ -187,9 +183,9 @@ def test_a_vote_of_distribution_networks_pools_them_so_one_sure_member_outweighs
 
 
 def test_pooled_distribution_takes_the_median_weight_and_highest_cap_and_needs_every_member_on_one_grid():
-    a = RateDistribution(_log_gaussian(10.0, 0.1), BINS.numpy(), 0.5, 30.0)
-    b = RateDistribution(_log_gaussian(20.0, 0.1), BINS.numpy(), 4.0, 60.0)
-    c = RateDistribution(_log_gaussian(12.0, 0.1), BINS.numpy(), 1.0, 30.0)
+    a = RateDistribution(_peaked(10.0, 0.1), BINS.numpy(), 0.5, 30.0)
+    b = RateDistribution(_peaked(20.0, 0.1), BINS.numpy(), 4.0, 60.0)
+    c = RateDistribution(_peaked(12.0, 0.1), BINS.numpy(), 1.0, 30.0)
     pooled = pooled_distribution([a, b, c])
     assert pooled is not None and pooled.weight == 1.0 and pooled.max_bpm == 60.0
     np.testing.assert_allclose(pooled.probs, (a.probs + b.probs + c.probs) / 3)
