@@ -1,19 +1,58 @@
 """A real ``pulmo serve`` on loopback for tests (uvicorn in a thread, port chosen by the OS),
-and a tiny HTTP client on the standard library."""
+a tiny HTTP client on the standard library, and a fresh database per test.
+
+With PULMO_TEST_POSTGRES=postgresql+psycopg://user@127.0.0.1:PORT/postgres every service
+test runs on a fresh PostgreSQL database of its own; without it, on SQLite files.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import uvicorn
+from sqlalchemy import Table, create_engine, select, text
 
 from pulmo.serve.app import ServeSettings, create_app
+from pulmo.serve.db import default_url
+
+POSTGRES = os.environ.get("PULMO_TEST_POSTGRES")
+
+
+@contextmanager
+def fresh_db(storage: Path) -> Iterator[str]:
+    """A database URL for one test: a new PostgreSQL database, or SQLite under ``storage``."""
+    if not POSTGRES:
+        yield default_url(storage)
+        return
+    name = f"pulmo_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    try:
+        yield POSTGRES.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+def db_rows(url: str, table: Table) -> list[dict[str, Any]]:
+    """Every row of ``table``, in primary-key order."""
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(select(table).order_by(*table.primary_key.columns))]
+    engine.dispose()
+    return rows
 
 
 class LiveServer:
@@ -83,7 +122,8 @@ def http(method: str, url: str, token: str | None = None, body: bytes | None = N
         return err.code, dict(err.headers), err.read()
 
 
-def announce_only(base: str, path: str, content_length: int, content_type: str) -> tuple[int, Any]:
+def announce_only(base: str, path: str, content_length: int, content_type: str,
+                  token: str | None = None) -> tuple[int, Any]:
     """POST headers announcing ``content_length`` bytes, and no body: the answer shows the
     server refused before reading any of it. Returns ``(status, JSON body)``."""
     import http.client
@@ -94,6 +134,8 @@ def announce_only(base: str, path: str, content_length: int, content_type: str) 
     conn.putrequest("POST", path)
     conn.putheader("Content-Type", content_type)
     conn.putheader("Content-Length", str(content_length))
+    if token:
+        conn.putheader("Authorization", f"Bearer {token}")
     conn.endheaders()
     resp = conn.getresponse()
     out = resp.status, json.loads(resp.read())

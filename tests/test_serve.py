@@ -10,13 +10,11 @@ import signal
 import socket
 import subprocess
 import sys
+import re
 import time
-import uuid
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, select, text
 
 from pulmo.cli import main
 from pulmo.frontdoor.capabilities import CAPABILITIES, capability_names, sha256_file
@@ -25,44 +23,13 @@ from pulmo.inference.bundled import ASSETS, default_checkpoint
 from pulmo.data.audio_io import read_audio
 from pulmo.data.segmentation import segment_cycles
 from pulmo.serve.app import ServeSettings
-from pulmo.serve.db import analyses, audit, default_url, tokens
+from pulmo.serve.db import analyses, audit, tokens
 from pulmo.serve.storage import Storage, TooLarge
 from tests.frontdoor_fixtures import BlockingCapability, FakeImageCapability, png, png_header_only, truncated, wav
-from tests.serve_helpers import LiveServer, announce_only, http, multipart
+from tests.serve_helpers import POSTGRES, LiveServer, announce_only, db_rows, fresh_db, http, multipart
 
 DEMO = ASSETS / "demo_lung_sounds.flac"
 LIMITS = Limits(max_upload_bytes=512 * 1024, max_audio_seconds=30.0)
-
-
-# With PULMO_TEST_POSTGRES=postgresql+psycopg://user@127.0.0.1:PORT/postgres every service
-# test runs on a fresh PostgreSQL database of its own; without it, on SQLite files.
-POSTGRES = os.environ.get("PULMO_TEST_POSTGRES")
-
-
-@contextmanager
-def fresh_db(storage: Path):  # type: ignore[no-untyped-def]
-    """A database URL for one test: a new PostgreSQL database, or SQLite under ``storage``."""
-    if not POSTGRES:
-        yield default_url(storage)
-        return
-    name = f"pulmo_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    try:
-        yield POSTGRES.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
-        admin.dispose()
-
-
-def db_rows(url: str, table):  # type: ignore[no-untyped-def]
-    engine = create_engine(url)
-    with engine.connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(select(table).order_by(*table.primary_key.columns))]
-    engine.dispose()
-    return rows
 
 
 @pytest.fixture(scope="module")
@@ -164,12 +131,14 @@ def test_health_page_openapi_and_one_analysis_end_to_end(srv):
     assert status == 200 and headers["content-disposition"] == 'attachment; filename="pulmo-report-copy_of_d_mo__x_.html"'
 
 
-def test_every_bad_upload_gets_a_clear_4xx(srv, tmp_path):
+def test_every_bad_upload_gets_a_clear_4xx_and_an_audit_row(srv, tmp_path):
     good = wav(tmp_path / "good.wav", seconds=3.0)
+    seen = len(db_rows(srv.url, audit))
     cases = [
         ("empty.wav", b"", None, 400, "empty"),
         ("notes.wav", b"just some text, not audio", None, 415, "wrong_type"),
         ("cut.wav", truncated(good, tmp_path / "cut.wav").read_bytes(), None, 400, "truncated"),
+        ("head.wav", b"RIFF\x24\x00\x00\x00WAVEjunkjunkjunkjunk", None, 400, "corrupt"),  # libsndfile names the path
         ("long.wav", wav(tmp_path / "long.wav", seconds=31.0).read_bytes(), None, 413, "too_long"),
         ("slow.wav", wav(tmp_path / "slow.wav", rate=2000).read_bytes(), "lung-sounds", 422, "sample_rate"),
         ("deep.png", png(tmp_path / "deep.png", mode="I;16").read_bytes(), None, 415, "bit_depth"),
@@ -183,6 +152,7 @@ def test_every_bad_upload_gets_a_clear_4xx(srv, tmp_path):
         got_status, body = srv.upload(name, data, task)
         assert (got_status, body["error"]) == (status, code), (name, body)
         assert body["detail"] and (name in body["detail"] or code in ("too_large", "unknown_task")), body
+        assert str(srv.storage) not in body["detail"] and "upload-" not in body["detail"], body  # no server path
     status, body = announce_only(srv.base, "/analyses", 10 * LIMITS.max_upload_bytes, "multipart/form-data; boundary=x")
     assert (status, body["error"]) == (413, "too_large")  # refused on Content-Length alone, before any byte is read
     status, _, out = srv.request("POST", "/analyses", body=good.read_bytes(), headers={"Content-Type": "audio/wav"})
@@ -191,9 +161,12 @@ def test_every_bad_upload_gets_a_clear_4xx(srv, tmp_path):
     status, _, out = srv.request("POST", "/analyses", body=body, headers={"Content-Type": ctype})
     assert (status, json.loads(out)["error"]) == (400, "no_file")
 
-    rejected = [r for r in db_rows(srv.url, audit) if r["action"] == "rejected"]
-    assert sorted(r["detail"].split(":")[0] for r in rejected) == sorted(c[4] for c in cases)
+    rejected = [r for r in db_rows(srv.url, audit)[seen:] if r["action"] == "rejected"]
+    refusals = ["too_large", "not_multipart", "no_file"]  # the three requests after the cases
+    assert sorted(r["detail"].split(":")[0] for r in rejected) == sorted([c[4] for c in cases] + refusals)
     assert all(r["who"] == "local" and len(r["file_sha256"] or "x" * 64) == 64 for r in rejected)
+    assert [r["status"] for r in rejected[-3:]] == ["413", "415", "400"]
+    assert not any(str(srv.storage) in r["detail"] for r in rejected)
     assert not list((srv.storage / "tmp").iterdir())
     kept = {p.name for p in (srv.storage / "uploads").rglob("*") if p.is_file()}
     assert sha256_file(good) not in kept and sha256_file(tmp_path / "bomb.png") not in kept
@@ -240,6 +213,8 @@ def _tokens_required_hashed_and_recorded(tmp_path, capsys, url):  # type: ignore
         assert (status, body["error"]) == (401, "token_required")
         status, body = server.upload("a.wav", wav_bytes, token="pulmo_wrong")
         assert (status, body["error"]) == (401, "bad_token")
+        refused = [(r["who"], r["status"], r["detail"].split(":")[0]) for r in db_rows(url, audit)]
+        assert refused == [("anonymous", "401", "token_required"), ("anonymous", "401", "bad_token")]
         status, accepted = server.upload("a.wav", wav_bytes, token=token)
         assert status == 202
         assert server.get(f"/analyses/{accepted['id']}")[0] == 401
@@ -250,8 +225,12 @@ def _tokens_required_hashed_and_recorded(tmp_path, capsys, url):  # type: ignore
         assert server.upload("a.wav", wav_bytes, token=token)[0] == 401
     assert {r["who"] for r in db_rows(url, audit) if r["analysis_id"] == accepted["id"]} == {"alice"}
     capsys.readouterr()
+    assert main(["serve", *where, "tokens", "add", "boss", "--admin"]) == 0
+    assert "admin token, reads every analysis" in capsys.readouterr().err
     assert main(["serve", *where, "tokens", "list"]) == 0
-    assert "revoked" in capsys.readouterr().out
+    listed = capsys.readouterr().out.splitlines()
+    assert listed[0].startswith("alice~revoked") and "\tuser\t" in listed[0] and "revoked" in listed[0]
+    assert listed[1].startswith("boss\tadmin\t") and listed[1].endswith("active")
 
 
 def test_restart_requeues_what_was_running_and_keeps_results(tmp_path, extra_capabilities):
@@ -346,6 +325,9 @@ def _killed_service_loses_nothing(tmp_path, url):  # type: ignore[no-untyped-def
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    started = re.findall(r"pulmo serve: \w+; (\d+) analyses re-queued, \d+ partial uploads removed",
+                         proc.stderr.read().decode())  # the service's own log reaches stderr under uvicorn
+    assert started == [str(int(seen == "running"))]
     assert row["attempts"] == (2 if seen == "running" else 1), (seen, row)
     assert row["result"]["input"]["sha256"] == sha256_file(recording)
     actions = [r["action"] for r in db_rows(url, audit) if r["analysis_id"] == analysis_id]

@@ -9,7 +9,11 @@ Routes (JSON unless said otherwise; errors are ``{"error": code, "detail": messa
 - ``GET /analyses/{id}/figures/{name}.png`` one figure
 
 With ``require_token`` every route but ``/`` and ``/health`` needs ``Authorization: Bearer
-<token>``; without it, requests carrying no token are recorded as ``local``.
+<token>``; without it, requests carrying no token are recorded as ``local``. An analysis
+belongs to whoever submitted it: anyone else gets the same 404 as for an unknown id, but an
+admin token reads every analysis. Every refusal (401, 413, 415, 400, and each rejected
+file) is a ``rejected`` row in the audit trail, under the token's name or ``anonymous``.
+Messages name the user's file, never a path of the service's storage.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -27,7 +31,8 @@ from typing import IO, Any, NoReturn
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
+from starlette.datastructures import Headers, UploadFile
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import pulmo
@@ -36,7 +41,7 @@ from pulmo.frontdoor.inputs import InputRejected, Limits, inspect_file
 from pulmo.serve.db import default_url, make_engine, migrate
 from pulmo.serve.jobs import JobRunner, record
 from pulmo.serve.storage import Storage, TooLarge
-from pulmo.serve.tokens import who_has
+from pulmo.serve.tokens import Caller, who_has
 
 STATIC = Path(__file__).parent / "static"
 FIGURE_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
@@ -73,20 +78,25 @@ def _error(status: int, code: str, detail: str, headers: dict[str, str] | None =
 
 class BodyLimit:
     """ASGI middleware: refuse request bodies over ``max_bytes`` before the app reads them
-    (by ``Content-Length``; a body without one is counted as it streams)."""
+    (by ``Content-Length``; a body without one is counted as it streams). ``on_refused``
+    (called in a worker thread with the request's scope and the message) records each refusal."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp, max_bytes: int, on_refused: Callable[[Scope, str], None] | None = None) -> None:
+        self.app, self.max_bytes, self.on_refused = app, max_bytes, on_refused
+
+    async def refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        detail = f"request body over the limit of {self.max_bytes} bytes"
+        if self.on_refused is not None:
+            await run_in_threadpool(self.on_refused, scope, detail)
+        await _error(413, "too_large", detail)(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT"):
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        length = headers.get(b"content-length")
-        too_big = _error(413, "too_large", f"request body over the limit of {self.max_bytes} bytes")
+        length = Headers(scope=scope).get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await too_big(scope, receive, send)
+            await self.refuse(scope, receive, send)
             return
         seen = 0
         started = False
@@ -108,7 +118,7 @@ class BodyLimit:
             await self.app(scope, counting_receive, tracking_send)
         except TooLarge:
             if not started:
-                await too_big(scope, receive, send)
+                await self.refuse(scope, receive, send)
 
 
 def iso(t: datetime | None) -> str | None:
@@ -149,24 +159,56 @@ def create_app(settings: ServeSettings) -> FastAPI:
     app = FastAPI(title="pulmo", version=pulmo.__version__, lifespan=lifespan,
                   description="AI-assisted respiratory screening: upload a recording or an image, get a result and a report.")
     app.state.runner, app.state.storage, app.state.engine, app.state.settings = runner, storage, engine, settings
-    app.add_middleware(BodyLimit, max_bytes=settings.limits.max_upload_bytes + MULTIPART_SLACK)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, err: ApiError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
         return _error(err.status, err.code, err.detail, headers)
 
-    def who(request: Request) -> str:
-        header = request.headers.get("authorization", "")
-        if header:
-            scheme, _, token = header.partition(" ")
-            name = who_has(engine, token.strip()) if scheme.lower() == "bearer" else None
-            if name is None:
+    def audit_refusal(who: str, err: ApiError, sha: str | None = None, task: str | None = None) -> None:
+        """One ``rejected`` row in the audit trail for a refused request."""
+        with engine.begin() as conn:
+            record(conn, who, "rejected", file_sha256=sha, task=(task or None) and task[:32], status=str(err.status),
+                   detail=f"{err.code}: {err.detail}")
+
+    def refuse(who: str, err: ApiError, sha: str | None = None, task: str | None = None) -> NoReturn:
+        """Record a refused request in the audit trail, then answer it."""
+        audit_refusal(who, err, sha, task)
+        raise err
+
+    async def refused(user: Caller, err: ApiError) -> NoReturn:
+        """:func:`refuse` from the event loop (the database is written in a worker thread)."""
+        await run_in_threadpool(audit_refusal, user.name, err)
+        raise err
+
+    def caller(authorization: str) -> Caller:
+        """Who an ``Authorization`` header ('' when absent) names. Raises ApiError 401."""
+        if authorization:
+            scheme, _, token = authorization.partition(" ")
+            found = who_has(engine, token.strip()) if scheme.lower() == "bearer" else None
+            if found is None:
                 raise ApiError(401, "bad_token", "the API token is not valid (or was revoked)")
-            return name
+            return found
         if settings.require_token:
             raise ApiError(401, "token_required", "this service needs an API token: send 'Authorization: Bearer <token>'")
-        return "local"
+        return Caller("local")
+
+    def who(request: Request) -> Caller:
+        try:
+            return caller(request.headers.get("authorization", ""))
+        except ApiError as err:
+            refuse("anonymous", err)
+
+    def body_too_large(scope: Scope, detail: str) -> None:
+        """Audit a 413 from :class:`BodyLimit` under the token's name (``anonymous`` if not valid)."""
+        try:
+            name = caller(Headers(scope=scope).get("authorization", "")).name
+        except ApiError:
+            name = "anonymous"
+        audit_refusal(name, ApiError(413, "too_large", detail))
+
+    app.add_middleware(BodyLimit, max_bytes=settings.limits.max_upload_bytes + MULTIPART_SLACK,
+                       on_refused=body_too_large)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> FileResponse:
@@ -182,26 +224,20 @@ def create_app(settings: ServeSettings) -> FastAPI:
                            "max_audio_seconds": settings.limits.max_audio_seconds,
                            "max_image_pixels": settings.limits.max_image_pixels}}
 
-    def reject(user: str, sha: str | None, task: str | None, err: InputRejected) -> NoReturn:
-        """Record a refused upload in the audit trail, then answer it."""
-        with engine.begin() as conn:
-            record(conn, user, "rejected", file_sha256=sha, task=(task or None) and task[:32], status=str(err.status),
-                   detail=f"{err.code}: {err}")
-        raise ApiError(err.status, err.code, str(err))
-
     def accept(user: str, stream: IO[bytes], filename: str, task: str | None) -> dict[str, Any]:
         limits = settings.limits
         try:
             tmp, sha, _ = storage.spool(iter(lambda: stream.read(1 << 20), b""), limits.max_upload_bytes)
         except TooLarge:
-            err = InputRejected(413, "too_large", f"{filename}: over the limit of {limits.max_upload_bytes} bytes")
-            reject(user, None, task, err)
+            refuse(user, ApiError(413, "too_large", f"{filename}: over the limit of {limits.max_upload_bytes} bytes"),
+                   None, task)
         try:
             info = inspect_file(tmp, limits, name=filename)
             cap = pick_task(info, task)
         except InputRejected as err:
             storage.discard(tmp)
-            reject(user, sha, task, err)
+            log.info("upload %s refused: %s", filename, err)
+            refuse(user, ApiError(err.status, err.code, storage.scrub(str(err), filename)), sha, task)
         storage.commit(tmp, sha)
         analysis_id = runner.submit(user, cap.name, info, sha)
         return {"id": analysis_id, "status": "queued", "task": cap.name, "file": {"name": filename, "sha256": sha,
@@ -215,30 +251,34 @@ def create_app(settings: ServeSettings) -> FastAPI:
         return out
 
     @app.post("/analyses", status_code=202)
-    async def create_analysis(request: Request, user: str = Depends(who)) -> JSONResponse:
+    async def create_analysis(request: Request, user: Caller = Depends(who)) -> JSONResponse:
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-            raise ApiError(415, "not_multipart", "send the file as multipart/form-data in a field named 'file' "
-                           "(and optionally 'task')")
-        form = await request.form(max_files=1, max_fields=4)
+            await refused(user, ApiError(415, "not_multipart", "send the file as multipart/form-data in a field named "
+                                         "'file' (and optionally 'task')"))
+        try:
+            form = await request.form(max_files=1, max_fields=4)
+        except HTTPException as err:  # malformed multipart, too many files or fields
+            await refused(user, ApiError(400, "bad_form", f"the multipart form was refused: {err.detail}"))
         upload, task = form.get("file"), form.get("task") or None
         if not isinstance(upload, UploadFile):
-            raise ApiError(400, "no_file", "no file: send it in the multipart field named 'file'")
+            await refused(user, ApiError(400, "no_file", "no file: send it in the multipart field named 'file'"))
         if task is not None and not isinstance(task, str):
-            raise ApiError(400, "bad_task", "'task' must be a text field")
+            await refused(user, ApiError(400, "bad_task", "'task' must be a text field"))
         filename = Path(upload.filename or "upload").name[:255] or "upload"
-        body = await run_in_threadpool(accept, user, upload.file, filename, task)
+        body = await run_in_threadpool(accept, user.name, upload.file, filename, task)
         await upload.close()
         return JSONResponse(body, status_code=202, headers={"Location": body["links"]["self"]})
 
-    def row_or_404(analysis_id: str) -> Any:
+    def row_or_404(analysis_id: str, user: Caller) -> Any:
+        """The analysis, if ``user`` may read it; anything else is the same 404 (existence is not shown)."""
         row = runner.get(analysis_id) if re.fullmatch(r"[0-9a-f]{32}", analysis_id) else None
-        if row is None:
+        if row is None or not user.may_read(row.submitted_by):
             raise ApiError(404, "not_found", f"no analysis {analysis_id!r}")
         return row
 
     @app.get("/analyses/{analysis_id}")
-    def get_analysis(analysis_id: str, user: str = Depends(who)) -> dict[str, Any]:
-        row = row_or_404(analysis_id)
+    def get_analysis(analysis_id: str, user: Caller = Depends(who)) -> dict[str, Any]:
+        row = row_or_404(analysis_id, user)
         result = json.loads(row.result) if row.result else None
         figures = [f["name"] for f in result["figures"]] if result else None
         return {"id": row.id, "status": row.status, "task": row.task, "submitted_by": row.submitted_by,
@@ -248,16 +288,16 @@ def create_app(settings: ServeSettings) -> FastAPI:
                          "kind": row.file_kind},
                 "error": row.error, "result": result, "links": links(row.id, figures)}
 
-    def done_row(analysis_id: str) -> Any:
-        row = row_or_404(analysis_id)
+    def done_row(analysis_id: str, user: Caller) -> Any:
+        row = row_or_404(analysis_id, user)
         if row.status != "done":
             detail = f"analysis {analysis_id} is {row.status}" + (f": {row.error}" if row.error else "")
             raise ApiError(409, "not_done", detail)
         return row
 
     @app.get("/analyses/{analysis_id}/report", response_class=HTMLResponse)
-    def get_report(analysis_id: str, download: bool = False, user: str = Depends(who)) -> Response:
-        row = done_row(analysis_id)
+    def get_report(analysis_id: str, download: bool = False, user: Caller = Depends(who)) -> Response:
+        row = done_row(analysis_id, user)
         path = storage.result_dir(row.id) / runner.figure_dir(row) / "report.html"
         headers = {}
         if download:
@@ -266,8 +306,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
         return Response(path.read_bytes(), media_type="text/html; charset=utf-8", headers=headers)
 
     @app.get("/analyses/{analysis_id}/figures/{name}.png")
-    def get_figure(analysis_id: str, name: str, user: str = Depends(who)) -> Response:
-        row = done_row(analysis_id)
+    def get_figure(analysis_id: str, name: str, user: Caller = Depends(who)) -> Response:
+        row = done_row(analysis_id, user)
         path = storage.result_dir(row.id) / runner.figure_dir(row) / f"{name}.png"
         if not FIGURE_RE.match(name) or not path.is_file():
             raise ApiError(404, "not_found", f"analysis {analysis_id} has no figure {name!r}")

@@ -7,6 +7,7 @@ the ``serve`` extra; running the service without it is a one-line error.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -46,6 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     for name, helptext in (("add", "create a token and print it once"), ("revoke", "revoke a token")):
         t = tsub.add_parser(name, help=helptext)
         t.add_argument("name", help="who the token is for (recorded in the audit trail)")
+        if name == "add":
+            t.add_argument("--admin", action="store_true", help="may read every analysis (others read only their own)")
         _common(t, suppress=True)
     _common(tsub.add_parser("list", help="list token names (never the tokens)"), suppress=True)
 
@@ -65,6 +68,18 @@ def _engine(url: str):  # type: ignore[no-untyped-def]
     return make_engine(url)
 
 
+def show_service_log() -> None:
+    """Send the service's own INFO lines (logger ``pulmo.serve``: the start-up line, failed
+    analyses with their full messages) to stderr, formatted like uvicorn's, which configures
+    only its own loggers."""
+    logger = logging.getLogger("pulmo.serve")
+    logger.setLevel(logging.INFO)
+    if not logger.handlers:
+        handler = logging.StreamHandler()  # stderr
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        logger.addHandler(handler)
+
+
 def main(args: argparse.Namespace) -> int:
     try:
         import alembic  # noqa: F401
@@ -82,16 +97,18 @@ def main(args: argparse.Namespace) -> int:
     if args.serve_command == "tokens":
         engine = _engine(url)
         if args.tokens_command == "add":
-            print(tokens.add_token(engine, args.name))
-            print(f"(token for {args.name!r}: shown once, stored hashed; send it as 'Authorization: Bearer <token>')",
-                  file=sys.stderr)
+            print(tokens.add_token(engine, args.name, admin=args.admin))
+            role = "admin token, reads every analysis" if args.admin else "reads only its own analyses"
+            print(f"(token for {args.name!r}, {role}: shown once, stored hashed; send it as "
+                  "'Authorization: Bearer <token>')", file=sys.stderr)
         elif args.tokens_command == "revoke":
             tokens.revoke_token(engine, args.name)
             print(f"revoked {args.name}")
         else:
             for row in tokens.list_tokens(engine):
                 state = f"revoked {row['revoked_at']:%Y-%m-%d %H:%M}" if row["revoked_at"] else "active"
-                print(f"{row['name']}\tcreated {row['created_at']:%Y-%m-%d %H:%M}\t{state}")
+                role = "admin" if row["admin"] else "user"
+                print(f"{row['name']}\t{role}\tcreated {row['created_at']:%Y-%m-%d %H:%M}\t{state}")
         return 0
 
     checkpoints = {}
@@ -108,6 +125,7 @@ def main(args: argparse.Namespace) -> int:
                     max_image_pixels=args.max_image_pixels)
     settings = ServeSettings(storage=storage, db_url=args.db, workers=args.workers, require_token=require,
                              limits=limits, checkpoints=checkpoints)
+    show_service_log()
     app = create_app(settings)
     print(f"pulmo serve: http://{args.host}:{args.port}/ (database {url.split('://')[0]}, storage {storage}, "
           f"{args.workers} worker(s), tokens {'required' if require else 'optional'})", flush=True)

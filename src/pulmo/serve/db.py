@@ -10,8 +10,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import (BigInteger, Column, DateTime, Engine, Integer, MetaData, String, Table, Text, create_engine,
-                        event)
+from sqlalchemy import (BigInteger, Boolean, Column, DateTime, Engine, Integer, MetaData, String, Table, Text,
+                        create_engine, event, false)
 
 metadata = MetaData()
 
@@ -57,7 +57,8 @@ audit = Table(
 )
 
 # API tokens: only a SHA-256 of each token is kept (tokens are 256-bit random, so a fast
-# hash is enough; the token itself is shown once, at creation).
+# hash is enough; the token itself is shown once, at creation). An ``admin`` token may read
+# every analysis; any other reads only those it submitted.
 tokens = Table(
     "tokens", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
@@ -65,6 +66,7 @@ tokens = Table(
     Column("token_sha256", String(64), nullable=False, unique=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True)),
+    Column("admin", Boolean, nullable=False, default=False, server_default=false()),
 )
 
 

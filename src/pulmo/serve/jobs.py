@@ -149,6 +149,12 @@ class JobRunner:
                    status=values["status"], detail=detail)
         return True
 
+    def _fail(self, row: Any, message: str) -> None:
+        """Finish ``row`` as failed with ``message``, storage paths replaced by the user's file
+        name (the server log keeps the full message)."""
+        message = self.storage.scrub(message, row.file_name)
+        self._finish(row, {"status": "failed", "error": message}, detail=message)
+
     def figure_dir(self, row: Any) -> str:
         """Figures of the attempt that produced the stored result: ``results/<id>/a<attempt>``."""
         return f"a{row.attempts}"
@@ -163,12 +169,12 @@ class JobRunner:
             analysis = cap.analyze(self.storage.upload_path(row.file_sha256), self.checkpoints.get(row.task), None)
             result = envelope(analysis, info, row.file_sha256)
         except PulmoError as err:
-            self._finish(row, {"status": "failed", "error": str(err)}, detail=str(err))
+            log.info("analysis %s (%s) failed: %s", analysis_id, row.file_name, err)
+            self._fail(row, str(err))
             return
         except Exception as err:
             log.error("analysis %s: %s", analysis_id, traceback.format_exc())
-            msg = f"internal error: {type(err).__name__}: {err}"
-            self._finish(row, {"status": "failed", "error": msg}, detail=msg)
+            self._fail(row, f"internal error: {type(err).__name__}: {err}")
             return
         sub = self.figure_dir(row)
         figures = {f.name: f.png for f in analysis.figures}

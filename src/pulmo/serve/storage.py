@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,9 +25,20 @@ class TooLarge(Exception):
 
 class Storage:
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
+        self.root = Path(root).absolute()
         for sub in ("uploads", "results", "tmp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        # the root as written and as resolved (symbolic links followed), longest first, each
+        # with whatever path follows it up to a space, quote, colon, comma or bracket
+        roots = sorted({str(self.root), str(self.root.resolve())}, key=len, reverse=True)
+        tail = r"""(?![\w.~-])(?:/[^\s'"`:,;()\[\]<>]*)?"""
+        self._paths = re.compile("|".join(re.escape(r) + tail for r in roots))
+
+    def scrub(self, message: str, name: str) -> str:
+        """``message`` with every path in this storage (uploads, spooled files, the root
+        itself) replaced by ``name``, the file name the user gave: what the service stores
+        and answers never shows where it keeps files."""
+        return self._paths.sub(lambda _: name, message)
 
     def upload_path(self, sha256: str) -> Path:
         return self.root / "uploads" / sha256[:2] / sha256
