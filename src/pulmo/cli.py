@@ -1,6 +1,7 @@
 """The ``pulmo`` command line: a thin layer over library functions.
 
-Errors caused by input (``PulmoError``) print one line and exit with status 2.
+Errors caused by input (``PulmoError``, or an ``OSError`` on a path the user gave) print
+one line and exit with status 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -205,6 +206,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def given_paths(args: argparse.Namespace) -> list[str]:
+    """Every text value of the command line (and the defaults): the paths the user gave are among them."""
+    values = [v for value in vars(args).values() for v in (value if isinstance(value, list) else [value])]
+    return [v for v in values if isinstance(v, str) and v]
+
+
+def is_users_path(filename: object, given: Sequence[str]) -> bool:
+    """Whether ``filename`` (an ``OSError``'s) is one of ``given`` or lies under one of them."""
+    if not isinstance(filename, (str, os.PathLike)):
+        return False
+    target = Path(os.path.abspath(filename))
+    return any(target == p or p in target.parents for p in (Path(os.path.abspath(g)) for g in given))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build_parser().parse_args(argv)
@@ -212,6 +227,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except PulmoError as err:
         print(f"pulmo: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        where = [f for f in (err.filename, err.filename2) if is_users_path(f, given_paths(args))]
+        if not where:
+            raise
+        print(f"pulmo: error: {where[0]}: {err.strerror or err}", file=sys.stderr)
         return 2
 
 

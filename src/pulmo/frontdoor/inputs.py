@@ -86,7 +86,7 @@ def inspect_file(path: str | Path, limits: Limits, name: str | None = None) -> I
     path = Path(path)
     name = name or path.name
     if not path.is_file():
-        raise InputRejected(404, "not_found", f"file not found: {path}")
+        raise InputRejected(404, "not_found", f"{name}: file not found")
     size = path.stat().st_size
     if size == 0:
         raise InputRejected(400, "empty", f"{name}: the file is empty (0 bytes)")
@@ -97,7 +97,7 @@ def inspect_file(path: str | Path, limits: Limits, name: str | None = None) -> I
     kind = sniff(head)
     if kind is None:
         raise InputRejected(415, "wrong_type", f"{name}: not a recognised audio (WAV, FLAC, OGG, AIFF, MP3) or image "
-                            f"(PNG, JPEG, TIFF, BMP, GIF) file; it starts with {head[:8]!r}")
+                            "(PNG, JPEG, TIFF, BMP, GIF) file by its content")  # never echo the bytes
     if kind[0] == "audio":
         details = _check_audio(path, name, limits)
     else:
