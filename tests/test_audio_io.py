@@ -1,9 +1,11 @@
+import tracemalloc
+
 import numpy as np
 import pytest
 import soundfile as sf
 
 from pulmo.config import AudioConfig
-from pulmo.data.audio_io import band_pass, fix_length, read_audio, resample
+from pulmo.data.audio_io import BLOCK_FRAMES, band_pass, fix_length, read_audio, resample
 from pulmo.data.cycles import preprocess
 from pulmo.errors import DataError
 
@@ -76,3 +78,58 @@ def test_fix_length_repeat_pads_with_the_cycle_itself():
     np.testing.assert_array_equal(fix_length(np.zeros(0, np.float32), 3, pad="repeat"), [0, 0, 0])
     with pytest.raises(ValueError, match="pad mode"):
         fix_length(x, 8, pad="mirror")
+
+
+def multichannel(path, seconds, rate, channels, seed=0):
+    """Write ``channels`` different noise channels; return the frames ``(N, C)`` as read back."""
+    x = (np.random.default_rng(seed).standard_normal((int(seconds * rate), channels)) * 0.1).astype(np.float32)
+    sf.write(path, x, rate, subtype="FLOAT")
+    return sf.read(str(path), dtype="float32", always_2d=True)[0]
+
+
+def test_block_mixdown_equals_the_mean_of_the_channels(tmp_path):
+    frames = multichannel(tmp_path / "m.wav", 2.0, 48_000, 5)  # 96,000 frames: more than one block
+    assert len(frames) > BLOCK_FRAMES
+    x, sr = read_audio(tmp_path / "m.wav")
+    assert sr == 48_000 and x.dtype == np.float32 and x.shape == (96_000,)
+    np.testing.assert_allclose(x, frames.mean(axis=1), rtol=0, atol=1e-7)
+    x, _ = read_audio(tmp_path / "m.wav", start_s=1.0, end_s=1.5)
+    np.testing.assert_allclose(x, frames[48_000:72_000].mean(axis=1), rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("to_hz", [4000, 16_000, 44_100])
+def test_streaming_resample_equals_read_then_resample(tmp_path, to_hz):
+    frames = multichannel(tmp_path / "r.wav", 3.0, 44_100, 3)
+    whole = resample(frames.mean(axis=1), 44_100, to_hz)
+    x, sr = read_audio(tmp_path / "r.wav", sample_rate_hz=to_hz)
+    assert sr == to_hz and x.dtype == np.float32 and x.shape == whole.shape
+    np.testing.assert_allclose(x, whole, rtol=0, atol=1e-6)
+    part, _ = read_audio(tmp_path / "r.wav", start_s=0.5, end_s=2.0, sample_rate_hz=to_hz)
+    expected = resample(frames[22_050:88_200].mean(axis=1), 44_100, to_hz)
+    np.testing.assert_allclose(part, expected, rtol=0, atol=1e-6)
+
+
+def test_nan_in_a_later_block_is_refused(tmp_path):
+    x = np.zeros((3 * BLOCK_FRAMES, 2), np.float32)
+    x[-10, 1] = np.nan
+    sf.write(tmp_path / "late.wav", x, 8000, subtype="FLOAT")
+    with pytest.raises(DataError, match="NaN"):
+        read_audio(tmp_path / "late.wav", sample_rate_hz=4000)
+
+
+def test_resampled_read_never_holds_the_file_decoded_in_full(tmp_path):
+    """40 s of 48 kHz x 8 channels is 61 MB decoded; read at 4 kHz it needs the 0.6 MB output
+    and a few blocks of 2 MB (measured: 7 MB), far below the full decode."""
+    path = tmp_path / "big.flac"
+    with sf.SoundFile(path, "w", 48_000, 8, subtype="PCM_16", format="FLAC") as f:
+        for _ in range(40):
+            f.write(np.zeros((48_000, 8), np.int16))
+    full = 40 * 48_000 * 8 * 4
+    tracemalloc.start()
+    try:
+        x, sr = read_audio(path, sample_rate_hz=4000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert sr == 4000 and x.shape == (160_000,)
+    assert peak < full / 4, f"peak {peak / 1e6:.1f} MB against {full / 1e6:.0f} MB decoded in full"

@@ -1,12 +1,13 @@
 import struct
 import time
+import tracemalloc
 import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from pulmo.data.image_io import ImageLimits, read_image
+from pulmo.data.image_io import ImageLimits, read_image, to_gray_float
 from pulmo.errors import DataError
 
 
@@ -80,3 +81,50 @@ def test_missing_and_non_image_files(tmp_path):
     (tmp_path / "n.png").write_text("not an image")
     with pytest.raises(DataError, match="not a readable image file"):
         read_image(tmp_path / "n.png")
+
+
+def _reference_gray(im):
+    """The conversion written plainly with full-size float64 / int64 copies (what to_gray_float
+    computed before it was made lean): the lean one must match it exactly."""
+    if im.mode.startswith("I;16"):
+        return np.asarray(im, dtype=np.float32) / 65535.0
+    if im.mode == "I":
+        raw = np.asarray(im, dtype=np.int64)
+        top = 65535.0 if raw.max(initial=0) <= 65535 else float(2**31 - 1)
+        return np.clip(raw, 0, None).astype(np.float32) / top
+    if im.mode == "F":
+        raw = np.asarray(im, dtype=np.float32)
+        lo, hi = float(np.nanmin(raw)), float(np.nanmax(raw))
+        return (raw - lo) / (hi - lo)
+    rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
+    return (rgba[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)) * rgba[..., 3]
+
+
+def _modes(rng, h=600, w=70):  # 600 rows: RGBA runs in several bands of ROWS_AT_ONCE
+    return {
+        "I small": Image.fromarray(rng.integers(-5, 60_000, (h, w)).astype(np.int32), "I"),
+        "I large": Image.fromarray(rng.integers(-5, 2**31 - 1, (h, w)).astype(np.int32), "I"),
+        "I;16": Image.fromarray((rng.random((h, w)) * 65535).astype(np.uint16)),
+        "F": Image.fromarray((rng.standard_normal((h, w)) * 300).astype(np.float32)),
+        "RGBA": Image.fromarray((rng.random((h, w, 4)) * 255).astype(np.uint8), "RGBA"),
+        "LA": Image.fromarray((rng.random((h, w, 2)) * 255).astype(np.uint8), "LA"),
+    }
+
+
+def test_lean_conversion_matches_the_plain_one_exactly():
+    for label, im in _modes(np.random.default_rng(3)).items():
+        got, want = to_gray_float(im), _reference_gray(im)
+        assert got.dtype == np.float32 and got.shape == want.shape, label
+        np.testing.assert_array_equal(got, want.astype(np.float32), err_msg=label)
+
+
+def test_32bit_integer_image_makes_no_int64_copy():
+    im = Image.fromarray(np.random.default_rng(4).integers(0, 2**31 - 1, (1000, 1000)).astype(np.int32), "I")
+    im.load()
+    tracemalloc.start()
+    try:
+        to_gray_float(im)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 12 * 1_000_000, f"{peak / 1e6:.1f} bytes a pixel"  # int32 + float32 (+ PIL's bytes); int64 made 20

@@ -32,7 +32,7 @@ def load_cycle_waveforms(
         by_path[rec.path].append(i)
     out: list[np.ndarray] = [np.zeros(0, np.float32)] * len(records)
     for path, idx in tqdm(by_path.items(), desc="loading audio", unit="file", disable=not progress):
-        samples, sr = read_audio(path)
+        samples, sr = read_audio(path, sample_rate_hz=cfg.sample_rate_hz)  # resampled block by block
         clean = preprocess(samples, sr, cfg)
         for i in idx:
             rec = records[i]

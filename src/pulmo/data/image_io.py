@@ -72,26 +72,53 @@ def check_size(path: Path, size: tuple[int, int], limits: ImageLimits) -> None:
 
 
 def to_gray_float(im: Image.Image, path: Path | str = "<image>") -> np.ndarray:
-    """A decoded PIL image as grayscale ``(H, W)`` float32 in ``[0, 1]`` (see module doc)."""
+    """A decoded PIL image as grayscale ``(H, W)`` float32 in ``[0, 1]`` (see module doc).
+
+    Memory: besides the decoded image, one integer copy of its pixels (in the container's
+    own width: 1, 2 or 4 bytes a pixel) and the float32 result (4 bytes a pixel); arithmetic
+    runs in place, and RGBA is composited :data:`ROWS_AT_ONCE` rows at a time, so no
+    full-size float64, int64 or ``(H, W, 4)`` float copy is made.
+    """
     mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        arr = np.asarray(im, dtype=np.float32) / 65535.0
+        arr = np.asarray(im, dtype=np.float32)
+        arr /= 65535.0
     elif mode == "I":
-        raw = np.asarray(im, dtype=np.int64)
+        raw = np.array(im, dtype=np.int32)  # PIL's own 32-bit storage; a writable copy for the clip
         top = 65535.0 if raw.max(initial=0) <= 65535 else float(2**31 - 1)
-        arr = np.clip(raw, 0, None).astype(np.float32) / top
+        np.maximum(raw, 0, out=raw)
+        arr = raw.astype(np.float32)
+        del raw
+        arr /= top
     elif mode == "F":
         raw = np.asarray(im, dtype=np.float32)
         lo, hi = float(np.nanmin(raw)), float(np.nanmax(raw))
-        arr = (raw - lo) / (hi - lo) if hi > lo else np.zeros_like(raw)
+        if hi > lo:
+            arr = np.subtract(raw, lo, dtype=np.float32)
+            arr /= hi - lo
+        else:
+            arr = np.zeros(raw.shape, np.float32)
     elif mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
-        rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
-        gray = rgba[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        arr = gray * rgba[..., 3]
+        arr = _composite_on_black(np.asarray(im if mode == "RGBA" else im.convert("RGBA")))
     elif mode in ("L", "1", "P", "RGB", "CMYK", "YCbCr", "LAB", "HSV"):
-        arr = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+        arr = np.asarray(im if mode == "L" else im.convert("L"), dtype=np.float32)
+        arr /= 255.0
     else:
         raise DataError(f"{path}: unsupported image mode {mode!r}")
     if not np.isfinite(arr).all():
         raise DataError(f"{path}: image has non-finite pixel values")
     return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+ROWS_AT_ONCE = 256  # rows of an RGBA image converted to float at a time (256 x 16384 x 16 B = 64 MiB at most)
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601, as PIL's convert("L")
+
+
+def _composite_on_black(rgba: np.ndarray) -> np.ndarray:
+    """``(H, W, 4)`` uint8 -> ``(H, W)`` float32: luminance times alpha, all in [0, 1]
+    (a transparent pixel carries no signal); converted a band of rows at a time."""
+    out = np.empty(rgba.shape[:2], np.float32)
+    for top in range(0, rgba.shape[0], ROWS_AT_ONCE):
+        band = np.asarray(rgba[top : top + ROWS_AT_ONCE], dtype=np.float32) / 255.0
+        out[top : top + ROWS_AT_ONCE] = (band[..., :3] @ LUMA) * band[..., 3]
+    return out

@@ -38,14 +38,44 @@ class InputRejected(DataError):
 
 @dataclass(frozen=True)
 class Limits:
-    """What the front door accepts. Sizes in bytes, durations in seconds, rates in Hz."""
+    """What the front door accepts. Sizes in bytes, durations in seconds, rates in Hz.
+
+    The limits bound peak memory (target: 2 GB for any accepted input, command line or
+    service), all checked from the header before anything is decoded:
+
+    - ``max_decoded_samples``: rate x channels x seconds, 57.6 M = 600 s of 48 kHz stereo
+      (192 kHz is accepted up to 150 s stereo or 37 s of 8 channels). Audio is decoded in
+      blocks of 65,536 frames and mixed to mono block by block
+      (:func:`pulmo.data.audio_io.read_audio`), so no reader holds the channels in full; a
+      reader that keeps the native rate holds at most 57.6 M float32 = 230 MB, one reading at
+      16 kHz or less at most 38 MB. Each full pass over the samples (check, routing, model)
+      also stays near a second instead of the half minute that 920 M samples took.
+    - ``max_image_pixels`` (any mode) and ``max_image_decoded_bytes`` (pixels x the bytes a
+      pixel takes decoded, :func:`decoded_bytes_per_pixel`: 1 for 8-bit gray or palette, 2
+      for 16-bit gray, 4 for RGB, RGBA, CMYK, 32-bit integer or float). Measured on the
+      command line (``benchmarks/robustness.py``): importing torch and one model costs
+      1.2-1.4 GB before any pixel; the detector then costs about 24 bytes a pixel whatever
+      the mode (float tiles, percentile window) and the decode about twice its own width
+      (PIL's copy and NumPy's). That leaves about 600 MB under 2 GB: 24 M pixels of 8-bit
+      gray (24 x 26 B = 624 MB) or 18 M pixels of a 4-byte mode (72 MB decoded, 18 x 32 B =
+      576 MB). A 43 x 43 cm flat-panel chest X-ray at 0.1 mm is 18.5 M pixels.
+    """
 
     max_upload_bytes: int = 64 * 2**20
     max_audio_seconds: float = 600.0
     min_sample_rate_hz: int = 1000  # a floor for any audio; each capability may ask for more
     max_sample_rate_hz: int = 192_000
-    max_image_pixels: int = 50_000_000
+    max_decoded_samples: int = 600 * 48_000 * 2  # rate x channels x seconds
+    max_image_pixels: int = 24_000_000
+    max_image_decoded_bytes: int = 72_000_000  # pixels x decoded_bytes_per_pixel(mode)
     min_image_side: int = 16
+
+
+def decoded_bytes_per_pixel(mode: str) -> int:
+    """Bytes one pixel of a PIL ``mode`` takes once decoded (PIL keeps every multi-band mode in 4)."""
+    if mode in ("1", "L", "P"):
+        return 1
+    return 2 if mode.startswith("I;16") else 4
 
 
 @dataclass(frozen=True)
@@ -109,8 +139,8 @@ def _check_audio(path: Path, name: str, limits: Limits) -> dict[str, Any]:
     try:
         info = sf.info(str(path))
     except Exception as err:  # libsndfile raises several types for bad headers
-        raise InputRejected(400, "corrupt", f"{name}: unreadable audio header ({err})") from None
-    rate, frames = int(info.samplerate), int(info.frames)
+        raise InputRejected(400, "corrupt", f"{name}: unreadable audio header ({_reason(err, path, name)})") from None
+    rate, frames, channels = int(info.samplerate), int(info.frames), int(info.channels)
     if frames <= 0:
         raise InputRejected(400, "no_samples", f"{name}: the audio holds no samples")
     duration = frames / rate
@@ -120,6 +150,11 @@ def _check_audio(path: Path, name: str, limits: Limits) -> dict[str, Any]:
     if not limits.min_sample_rate_hz <= rate <= limits.max_sample_rate_hz:
         raise InputRejected(422, "sample_rate", f"{name}: sample rate {rate} Hz is outside "
                             f"{limits.min_sample_rate_hz}-{limits.max_sample_rate_hz} Hz")
+    samples = frames * channels
+    if samples > limits.max_decoded_samples:
+        raise InputRejected(413, "too_many_samples", f"{name}: {duration:.1f} s x {channels} channels x {rate} Hz = "
+                            f"{samples:,} samples to decode, over the limit of {limits.max_decoded_samples:,}; "
+                            "mix it down to mono or resample it to 16 kHz or less (e.g. sox IN -c 1 -r 16000 OUT)")
     short = wav_data_shortfall(path) if info.format in ("WAV", "WAVEX") else None
     if short is not None:
         raise InputRejected(400, "truncated", f"{name}: truncated WAV: the header promises {short[0]} bytes of samples, "
@@ -129,11 +164,12 @@ def _check_audio(path: Path, name: str, limits: Limits) -> dict[str, Any]:
         for block in sf.blocks(str(path), blocksize=1 << 16, dtype="float32", always_2d=True):
             decoded += block.shape[0]
     except Exception as err:
-        raise InputRejected(400, "truncated", f"{name}: audio body unreadable after {decoded} samples ({err})") from None
+        raise InputRejected(400, "truncated", f"{name}: audio body unreadable after {decoded} samples "
+                            f"({_reason(err, path, name)})") from None
     if decoded < frames:
         raise InputRejected(400, "truncated", f"{name}: truncated audio: the header promises {frames} samples, "
                             f"the file holds {decoded}")
-    return {"sample_rate_hz": rate, "channels": int(info.channels), "duration_s": round(duration, 3),
+    return {"sample_rate_hz": rate, "channels": channels, "duration_s": round(duration, 3),
             "subtype": info.subtype}
 
 
@@ -166,21 +202,32 @@ def _check_image(path: Path, name: str, limits: Limits) -> dict[str, Any]:
     except Image.DecompressionBombError as err:
         raise InputRejected(413, "too_many_pixels", f"{name}: decompression-bomb-like image ({err})") from None
     except Exception as err:
-        raise InputRejected(400, "corrupt", f"{name}: unreadable image header ({err})") from None
+        raise InputRejected(400, "corrupt", f"{name}: unreadable image header ({_reason(err, path, name)})") from None
     with im:
         width, height = im.size
         pixels = width * height
         if pixels > limits.max_image_pixels:
             raise InputRejected(413, "too_many_pixels", f"{name}: {width}x{height} = {pixels} pixels, over the limit of "
                                 f"{limits.max_image_pixels} (decompression-bomb-like image refused before decoding)")
+        mode = im.mode
+        decoded = pixels * decoded_bytes_per_pixel(mode)
+        if decoded > limits.max_image_decoded_bytes:
+            raise InputRejected(413, "too_many_pixels", f"{name}: {width}x{height} {mode} image = {decoded / 1e6:.3g} MB "
+                                f"decoded, over the limit of {limits.max_image_decoded_bytes / 1e6:.3g} MB; scale it "
+                                "down or save it as 8-bit grayscale")
         if min(width, height) < limits.min_image_side:
             raise InputRejected(422, "too_small", f"{name}: {width}x{height} pixels; at least "
                                 f"{limits.min_image_side} pixels a side are needed")
-        mode = im.mode
         try:  # within the pixel limit, one full decode: a truncated body fails here
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 im.load()
         except Exception as err:
-            raise InputRejected(400, "truncated", f"{name}: image data unreadable ({err})") from None
+            raise InputRejected(400, "truncated", f"{name}: image data unreadable ({_reason(err, path, name)})") from None
     return {"width": width, "height": height, "mode": mode, "bits_per_sample": BITS_PER_SAMPLE.get(mode, 8)}
+
+
+def _reason(err: Exception, path: Path, name: str) -> str:
+    """A decoder's error text with the file's own path replaced by the user's ``name``
+    (libsndfile and Pillow quote the path, which on the service is a server folder)."""
+    return str(err).replace(str(path), name).replace(str(path.resolve()), name)

@@ -10,13 +10,15 @@ from typing import Any
 import numpy as np
 
 from pulmo.data.adapters.icbhi import check_cycle_in_audio, read_annotation
-from pulmo.data.audio_io import read_audio
+from pulmo.data.audio_io import audio_header, read_audio
 from pulmo.data.cycles import preprocess
 from pulmo.data.segmentation import segment_cycles
 from pulmo.engine.checkpoint import build_from_checkpoint, file_hash, read_checkpoint
 from pulmo.engine.evaluate import predict_probabilities
 from pulmo.errors import CheckpointError, DataError
 from pulmo.inference.bundled import default_checkpoint
+
+SEGMENTER_MAX_RATE_HZ = 16_000  # recordings above it are segmented (and preprocessed) from a 16 kHz copy
 
 
 @dataclass
@@ -103,7 +105,9 @@ class LungSoundPipeline:
         if unannotated not in ("segmenter", "windows"):
             raise DataError(f"unannotated must be 'segmenter' or 'windows', got {unannotated!r}")
         path = Path(path)
-        samples, sr = read_audio(path)
+        # read at most at SEGMENTER_MAX_RATE_HZ, mixed and resampled block by block: a 192 kHz
+        # multi-channel file never exists decoded in full; files at or below it read as before
+        samples, sr = read_audio(path, sample_rate_hz=min(audio_header(path).sample_rate_hz, SEGMENTER_MAX_RATE_HZ))
         clean = preprocess(samples, sr, self.audio)
         rate = self.audio.sample_rate_hz
         duration = len(clean) / rate

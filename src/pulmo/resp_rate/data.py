@@ -16,7 +16,7 @@ import soxr
 import torch
 
 from pulmo.data.adapters.synthetic_breath import breath_class, synth_breath
-from pulmo.data.audio_io import read_audio, resample
+from pulmo.data.audio_io import audio_header, read_audio
 from pulmo.data.records import AudioRecord
 from pulmo.data.transforms.audio import make_noise, mix_at_snr
 from pulmo.errors import AudioTooShortError, DataError
@@ -44,14 +44,14 @@ def load_recording(path: str, sample_rate_hz: int, min_seconds: float) -> np.nda
         DataError: unreadable, NaN/infinite samples, or silent; :class:`AudioTooShortError` (a
             ``DataError``) if too short.
     """
-    samples, sr = read_audio(path)
-    duration = len(samples) / sr
+    samples, _ = read_audio(path, sample_rate_hz=sample_rate_hz)  # mixed and resampled block by block
+    duration = audio_header(path).duration_s
     if duration < min_seconds:
         raise AudioTooShortError(f"{path} is {duration:.2f} s long, shorter than the model's shortest clip of {min_seconds:g} s",
                                  duration)
     if float(np.abs(samples).max()) < 1e-6 or float(np.std(samples)) < 1e-7:
         raise DataError(f"{path} is silent (no signal above 1e-6 full scale)")
-    return resample(samples, sr, sample_rate_hz)
+    return samples
 
 
 def load_recordings(records: Sequence[AudioRecord], clip: ClipConfig) -> list[Recording]:
