@@ -74,7 +74,7 @@ def test_who_has_gives_the_name_and_the_admin_flag(srv):
 
 def test_only_the_owner_and_an_admin_read_an_analysis(srv, tmp_path):
     alice, bob, boss = (srv.tokens[n] for n in ("alice", "bob", "boss"))
-    status, accepted = srv.upload("scan.png", png(tmp_path / "scan.png").read_bytes(), token=alice)
+    status, accepted = srv.upload("scan.png", png(tmp_path / "scan.png").read_bytes(), "fake-image", alice)
     assert status == 202
     done = srv.wait(accepted["id"], token=alice)
     assert done["status"] == "done" and done["submitted_by"] == "alice"
@@ -88,7 +88,7 @@ def test_only_the_owner_and_an_admin_read_an_analysis(srv, tmp_path):
     assert [srv.get(url, alice)[0] for url in urls] == [200, 200, 200]
     assert [srv.get(url, boss)[0] for url in urls] == [200, 200, 200]
 
-    local = srv.upload("scan.png", png(tmp_path / "scan.png").read_bytes())[1]  # no token: 'local' owns it
+    local = srv.upload("scan.png", png(tmp_path / "scan.png").read_bytes(), "fake-image")[1]  # no token: 'local' owns it
     assert srv.wait(local["id"])["submitted_by"] == "local"
     assert srv.get(f"/analyses/{local['id']}", alice)[0] == 404 and srv.get(f"/analyses/{local['id']}", boss)[0] == 200
 
