@@ -143,6 +143,26 @@ def announce_only(base: str, path: str, content_length: int, content_type: str,
     return out
 
 
+def chunked_upload(base: str, name: str, data: bytes, token: str | None = None) -> tuple[int, Any]:
+    """POST ``data`` as the multipart ``file`` in chunks, without a Content-Length: the
+    server can only count the body as it streams. Returns ``(status, JSON body)``."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    body, ctype = multipart({"file": (name, data)}, {})
+    headers = {"Content-Type": ctype, "Transfer-Encoding": "chunked"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    url = urlsplit(base)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    conn.request("POST", "/analyses", body=(body[i:i + 65536] for i in range(0, len(body), 65536)), headers=headers,
+                 encode_chunked=True)
+    resp = conn.getresponse()
+    out = resp.status, json.loads(resp.read())
+    conn.close()
+    return out
+
+
 def multipart(files: dict[str, tuple[str, bytes]], fields: dict[str, str]) -> tuple[bytes, str]:
     """``(body, content type)`` of a multipart/form-data request."""
     boundary = uuid.uuid4().hex

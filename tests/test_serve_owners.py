@@ -20,7 +20,7 @@ from pulmo.serve.db import audit, make_engine
 from pulmo.serve.storage import Storage
 from pulmo.serve.tokens import Caller, add_token, who_has
 from tests.frontdoor_fixtures import FakeImageCapability, png, wav
-from tests.serve_helpers import LiveServer, announce_only, db_rows, fresh_db, multipart
+from tests.serve_helpers import LiveServer, announce_only, chunked_upload, db_rows, fresh_db, multipart
 
 LIMITS = Limits(max_upload_bytes=256 * 1024, max_audio_seconds=30.0)
 
@@ -100,6 +100,7 @@ def test_every_refused_request_is_audited_with_a_name(srv, tmp_path):
     assert announce_only(srv.base, "/analyses", big, "multipart/form-data; boundary=x", token=alice)[0] == 413
     assert announce_only(srv.base, "/analyses", big, "multipart/form-data; boundary=x", token="pulmo_wrong")[0] == 413
     assert announce_only(srv.base, "/analyses", big, "multipart/form-data; boundary=x")[0] == 413
+    assert chunked_upload(srv.base, "big.wav", os.urandom(2 * LIMITS.max_upload_bytes), alice)[0] == 413  # counted
     status, _, _ = srv.request("POST", "/analyses", alice, b"raw bytes", {"Content-Type": "audio/wav"})
     assert status == 415
     body, ctype = multipart({}, {"task": "leaky-audio"})
@@ -111,6 +112,7 @@ def test_every_refused_request_is_audited_with_a_name(srv, tmp_path):
     assert srv.get(f"/analyses/{'0' * 32}", "pulmo_wrong")[0] == 401
     assert audit_since(srv, seen) == [
         ("alice", "413", "too_large"), ("anonymous", "413", "too_large"), ("local", "413", "too_large"),
+        ("alice", "413", "too_large"),
         ("alice", "415", "not_multipart"), ("alice", "400", "no_file"), ("alice", "400", "bad_form"),
         ("alice", "400", "empty"), ("anonymous", "401", "bad_token"), ("anonymous", "401", "bad_token")]
 
