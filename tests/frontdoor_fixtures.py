@@ -19,9 +19,17 @@ from pulmo.frontdoor.capabilities import Analysis, Figure, Table, sha256_file
 
 
 def wav(path: Path, seconds: float = 3.0, rate: int = 4000, subtype: str = "PCM_16") -> Path:
-    """Breath-like noise, mono."""
+    """Stethoscope-like breath sound, mono: noise below about 500 Hz whose level rises and falls
+    with breathing at 15 breaths/min (so the front door's content checks take it for a recording)."""
+    from scipy.signal import butter, sosfilt
+
     rng = np.random.default_rng(0)
-    sf.write(path, (0.1 * rng.standard_normal(int(seconds * rate))).astype(np.float32), rate, subtype=subtype)
+    n = int(seconds * rate)
+    t = np.arange(n) / rate
+    low = sosfilt(butter(4, min(500.0, 0.4 * rate), fs=rate, output="sos"), rng.standard_normal(n))
+    breathing = 0.15 + 0.85 * np.sin(np.pi * 0.25 * t) ** 2
+    x = low * breathing
+    sf.write(path, (0.3 * x / (np.abs(x).max() + 1e-9)).astype(np.float32), rate, subtype=subtype)
     return path
 
 
@@ -57,7 +65,6 @@ class FakeImageCapability:
 
     name = "fake-image"
     kinds = frozenset({"image"})
-    accepts_16bit_images = False
     options: tuple[str, ...] = ()
 
     def __init__(self, checkpoint_file: Path) -> None:
@@ -82,7 +89,6 @@ class BlockingCapability:
 
     name = "blocking-audio"
     kinds = frozenset({"audio"})
-    accepts_16bit_images = False
     options: tuple[str, ...] = ()
 
     def __init__(self, checkpoint_file: Path) -> None:
@@ -96,3 +102,62 @@ class BlockingCapability:
         model = {"name": "blocker", "checkpoint": self.checkpoint_file.name,
                  "sha256": sha256_file(self.checkpoint_file), "pulmo_version": "test"}
         return Analysis(self.name, "released", {"model": model, "thread": threading.current_thread().name})
+
+
+def chest_phantom(size: int = 256, seed: int = 0) -> np.ndarray:
+    """A frontal chest X-ray phantom ``(size, size)`` in [0, 1]: dark air around a bright body,
+    two dark lung fields either side of a bright mediastinum and spine, bright abdomen below.
+    Passes the bundled chest X-ray gate (its layout is a chest film's)."""
+    from scipy.ndimage import gaussian_filter
+
+    y, x = np.mgrid[0:size, 0:size] / size
+    img = np.full((size, size), 0.08)
+    body = ((x - 0.5) / 0.46) ** 2 + ((y - 0.62) / 0.62) ** 2 < 1
+    img[body] = 0.75
+    for cx in (0.3, 0.7):
+        img[((x - cx) / 0.15) ** 2 + ((y - 0.45) / 0.3) ** 2 < 1] = 0.25
+    img[(np.abs(x - 0.5) < 0.07) & (y > 0.1)] = 0.85
+    img[(y > 0.8) & body] = 0.8
+    img = gaussian_filter(img, size / 40) + 0.02 * np.random.default_rng(seed).standard_normal((size, size))
+    return np.clip(img, 0, 1)
+
+
+def image_file(path: Path, pixels: np.ndarray, mode: str = "L") -> Path:
+    """Save ``pixels`` in [0, 1] (``(H, W)`` gray or ``(H, W, 3)`` RGB) as ``mode``: "L" 8-bit,
+    "I;16" 16-bit, "F" 32-bit float (TIFF), "RGB"."""
+    from PIL import Image
+
+    if mode == "I;16":
+        im = Image.fromarray((pixels * 65535).astype(np.uint16))
+    elif mode == "F":
+        im = Image.fromarray(pixels.astype(np.float32), mode="F")
+    else:
+        im = Image.fromarray((pixels * 255).astype(np.uint8))
+    im.save(path)
+    return path
+
+
+def baggage_like(size: int = 256, seed: int = 0) -> np.ndarray:
+    """``(size, size, 3)`` in [0, 1]: a colour-coded baggage scan's look, white background with
+    orange, green and blue objects."""
+    rng = np.random.default_rng(seed)
+    img = np.ones((size, size, 3))
+    colours = [(0.95, 0.6, 0.2), (0.3, 0.7, 0.3), (0.2, 0.3, 0.8)]
+    for _ in range(12):
+        y0, x0 = rng.integers(0, size - 60, 2)
+        h, w = rng.integers(20, 60, 2)
+        img[y0:y0 + h, x0:x0 + w] = colours[int(rng.integers(3))]
+    return img
+
+
+def air_breathing(seconds: float = 12.0, rate: int = 16000, bpm: float = 15.0) -> np.ndarray:
+    """Breathing heard through the air: turbulent noise from 300 Hz to 4 kHz whose level follows
+    the breaths (``bpm`` per minute), float32 ``(seconds * rate,)``."""
+    from scipy.signal import butter, sosfilt
+
+    n = int(seconds * rate)
+    t = np.arange(n) / rate
+    flow = sosfilt(butter(4, [300, min(4000, 0.45 * rate)], btype="bandpass", fs=rate, output="sos"),
+                   np.random.default_rng(1).standard_normal(n))
+    x = flow * (0.05 + np.sin(np.pi * bpm / 60 * t) ** 4)
+    return (0.3 * x / np.abs(x).max()).astype(np.float32)

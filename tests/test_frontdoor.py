@@ -10,12 +10,14 @@ import pytest
 import soundfile as sf
 
 from pulmo.cli import main
-from pulmo.frontdoor.capabilities import CAPABILITIES, Analysis, capability_names, envelope, pick_task, sha256_file
+from pulmo.frontdoor.capabilities import CAPABILITIES, Analysis, capability_names, envelope, sha256_file
 from pulmo.frontdoor.inputs import InputInfo, InputRejected, Limits, inspect_file, sniff
 from pulmo.frontdoor.lung_sounds import adventitious_probabilities
 from pulmo.frontdoor.report import render_html
+from pulmo.frontdoor.routing import route_file
 from pulmo.inference.bundled import ASSETS, default_checkpoint
-from tests.frontdoor_fixtures import FakeImageCapability, png, png_header_only, truncated, wav
+from tests.frontdoor_fixtures import (FakeImageCapability, chest_phantom, image_file, png, png_header_only, truncated,
+                                     wav)
 
 DEMO = ASSETS / "demo_lung_sounds.flac"
 
@@ -89,27 +91,24 @@ def test_sniff_knows_formats_by_their_first_bytes():
     assert sniff(b"%PDF-1.7") is None
 
 
-def test_pick_task_by_kind_and_by_name(tmp_path, fake_image):
-    audio = InputInfo("a.wav", 10, "audio", "WAV", {})
-    image8 = InputInfo("x.png", 10, "image", "PNG", {"mode": "L", "bits_per_sample": 8})
-    image16 = InputInfo("x.png", 10, "image", "PNG", {"mode": "I;16", "bits_per_sample": 16})
-    assert pick_task(audio).name == "lung-sounds"
-    assert pick_task(image8).name == "fake-image"
+def test_route_by_content_and_by_name(tmp_path, fake_image):
+    audio = wav(tmp_path / "a.wav", seconds=3.0, rate=8000)
+    chest = image_file(tmp_path / "x.png", chest_phantom())
+    route = lambda path, task=None: route_file(path, inspect_file(path, Limits()), task)  # noqa: E731
+    assert route(audio).tasks == ("lung-sounds",)
+    assert route(chest, "fake-image").tasks == ("fake-image",)
     with pytest.raises(InputRejected) as err:
-        pick_task(image16)
-    assert (err.value.status, err.value.code) == (415, "bit_depth") and "8-bit" in str(err.value)
-    with pytest.raises(InputRejected) as err:
-        pick_task(image8, "lung-sounds")
+        route(chest, "lung-sounds")
     assert (err.value.status, err.value.code) == (415, "wrong_kind")
     with pytest.raises(InputRejected) as err:
-        pick_task(audio, "no-such-task")
+        route(audio, "no-such-task")
     assert (err.value.status, err.value.code) == (422, "unknown_task")
 
 
-def test_an_image_without_an_image_capability_is_refused_clearly(lung_sounds_only):
-    image = InputInfo("x.png", 10, "image", "PNG", {"mode": "L", "bits_per_sample": 8})
+def test_an_image_without_an_image_capability_is_refused_clearly(tmp_path, lung_sounds_only):
+    chest = image_file(tmp_path / "x.png", chest_phantom())
     with pytest.raises(InputRejected) as err:
-        pick_task(image)
+        route_file(chest, inspect_file(chest, Limits()))
     assert (err.value.status, err.value.code) == (415, "no_capability") and "lung-sounds (audio)" in str(err.value)
 
 
@@ -174,8 +173,11 @@ def test_analyze_a_folder_keeps_going_and_lists_failures(tmp_path, capsys, lung_
     captured = capsys.readouterr()
     assert code == 1
     results = json.loads(captured.out)
-    assert sorted(r["input"]["path"] for r in results) == [str(folder / "one.wav"), str(folder / "sub" / "one.wav")]
+    analysed = [r for r in results if "refused" not in r]
+    assert sorted(r["input"]["path"] for r in analysed) == [str(folder / "one.wav"), str(folder / "sub" / "one.wav")]
+    refused = {r["input"]["name"]: r["refused"] for r in results if "refused" in r}
+    assert set(refused) == {"broken.wav", "scan.png"} and refused["broken.wav"]["code"] == "corrupt"
+    assert json.loads((out / "broken.json").read_text())["refused"] == refused["broken.wav"]
     assert (out / "one.json").is_file() and (out / "one-2.json").is_file()
     assert "2 file(s) failed" in captured.err and "broken.wav" in captured.err and "scan.png" in captured.err
-    assert "no capability in this version of pulmo takes image files" in captured.err
     assert main(["analyze", str(folder / "broken.wav")]) == 2

@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 from pulmo.errors import ConfigError
-from pulmo.frontdoor.capabilities import analyze_path, capability, capability_names, pick_task
+from pulmo.frontdoor.capabilities import analyze_path, capability, capability_names
 from pulmo.frontdoor.inputs import InputRejected, Limits, inspect_file
+from pulmo.frontdoor.routing import route_file
 from tests.test_frontdoor import wav
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "pulmo" / "assets"
@@ -15,14 +16,13 @@ ASSETS = Path(__file__).resolve().parents[1] / "src" / "pulmo" / "assets"
 
 def test_resp_rate_reports_a_track_with_provenance():
     assert "resp-rate" in capability_names()
-    result, analysis = analyze_path(ASSETS / "demo_breath.flac", task="resp-rate")
+    result, figures = analyze_path(ASSETS / "demo_breath.flac", task="resp-rate")
     assert result["task"] == "resp-rate" and re.fullmatch(r"[0-9a-f]{64}", result["model"]["sha256"])
-    assert "breaths/min" in analysis.headline and result["model"]["evaluation"].startswith("RRuJO test subjects")
+    assert "breaths/min" in result["headline"] and result["model"]["evaluation"].startswith("RRuJO test subjects")
     windows = result["windows"]
-    assert len(analysis.table.rows) == len(windows) >= 2
+    assert len(result["table"]["rows"]) == len(windows) >= 2
     assert all(w["end_s"] > w["start_s"] for w in windows) and 0 <= result["heavy_fraction"] <= 1
-    (figure,) = analysis.figures
-    assert figure.name == "rate_track" and figure.png.startswith(b"\x89PNG")
+    assert list(figures) == ["rate_track"] and figures["rate_track"].startswith(b"\x89PNG")
 
 
 def test_resp_rate_short_clip_goes_to_the_short_clip_model(tmp_path):
@@ -37,48 +37,57 @@ def test_resp_rate_short_clip_goes_to_the_short_clip_model(tmp_path):
     x = synth_breath(6.0, 15.0, 2000, np.random.default_rng(0)).audio
     path = tmp_path / "clip6s.wav"
     sf.write(path, x, 2000)
-    result, analysis = analyze_path(path, task="resp-rate")
+    result, _ = analyze_path(path, task="resp-rate")
     assert result["model"]["checkpoint"] == "resp_rate_short.pt" and "short clips" in result["model"]["name"]
     assert result["model"]["evaluation"].startswith("RRuJO test subjects, clips of 4-7 s")
     assert [(w["start_s"], w["end_s"]) for w in result["windows"]] == [(0.0, 6.0)]  # one window of the clip's own length
     with pytest.raises(AudioTooShortError, match="resp_rate_short.pt"):
         capability("resp-rate").analyze(path, checkpoint=str(ASSETS / "resp_rate_composite.pt"))
     sf.write(tmp_path / "clip3s.wav", x[:6000], 2000)
-    with pytest.raises(AudioTooShortError, match="shortest clip of 4 s"):
+    with pytest.raises(InputRejected, match="the breathing rate needs at least 4 s"):
         analyze_path(tmp_path / "clip3s.wav", task="resp-rate")
     with pytest.raises(ConfigError, match="resp-rate takes options"):
         capability("resp-rate").analyze(ASSETS / "demo_breath.flac", options={"annotation": "x.txt"})
 
 
-def test_each_capability_sets_its_own_sample_rate_floor(tmp_path):
-    info = inspect_file(wav(tmp_path / "slow.wav", rate=2000), Limits())  # above the front door's 1 kHz floor
-    assert pick_task(info).name == "resp-rate"  # lung sounds needs 4 kHz, so a 2 kHz recording goes to the rate model
+def test_lung_sounds_need_4khz_so_slower_recordings_get_the_rate_alone(tmp_path):
+    slow = wav(tmp_path / "slow.wav", seconds=8.0, rate=2000)  # above the front door's 1 kHz floor
+    info = inspect_file(slow, Limits())
+    assert route_file(slow, info).tasks == ("resp-rate",)
     with pytest.raises(InputRejected) as err:
-        pick_task(info, "lung-sounds")
-    assert (err.value.status, err.value.code) == (422, "sample_rate") and "lung-sounds" in str(err.value)
-    assert pick_task(inspect_file(wav(tmp_path / "fast.wav", rate=8000), Limits())).name == "lung-sounds"
+        route_file(slow, info, "lung-sounds")
+    assert (err.value.status, err.value.code) == (422, "sample_rate") and "4000 Hz" in str(err.value)
+    fast = wav(tmp_path / "fast.wav", seconds=8.0, rate=8000)
+    assert route_file(fast, inspect_file(fast, Limits())).tasks == ("lung-sounds", "resp-rate")
+
+
+def test_a_stethoscope_recording_gets_both_results_in_one_envelope():
+    result, figures = analyze_path(ASSETS / "demo_lung_sounds.flac")
+    assert result["task"] == "lung-sounds" and result["routing"]["tasks"] == ["lung-sounds", "resp-rate"]
+    (rate,) = result["also"]
+    assert rate["task"] == "resp-rate" and "breaths/min" in rate["headline"] and rate["model"]["checkpoint"]
+    assert [f["name"] for f in rate["figures"]] == ["resp-rate-rate_track"]
+    assert set(figures) == {"timeline", "resp-rate-rate_track"}
 
 
 def test_a_16bit_scan_goes_to_detection_and_comes_back_with_boxes_drawn():
     pytest.importorskip("ultralytics")
-    result, analysis = analyze_path(ASSETS / "demo_body_scan_16bit.png")  # no task: a 16-bit image means detect
+    result, figures = analyze_path(ASSETS / "demo_body_scan_16bit.png")  # no task: a 16-bit non-chest scan means detect
     assert result["task"] == "detect" and re.fullmatch(r"[0-9a-f]{64}", result["model"]["sha256"])
     assert result["model"]["evaluation"].startswith("baggage X-ray test split")
-    assert len(analysis.table.rows) == len(result["detections"]) and result["any_anomaly"] == bool(result["detections"])
+    assert len(result["table"]["rows"]) == len(result["detections"]) and result["any_anomaly"] == bool(result["detections"])
     assert "image_png" not in result and "path" not in result
-    (figure,) = analysis.figures
-    assert figure.name == "boxes" and figure.png.startswith(b"\x89PNG")
+    assert list(figures) == ["boxes"] and figures["boxes"].startswith(b"\x89PNG")
 
 
 def test_an_8bit_xray_goes_to_cxr_with_gates_and_a_gradcam_overlay():
-    result, analysis = analyze_path(ASSETS / "demo_cxr.png")  # no task: an 8-bit image means chest X-ray
+    result, figures = analyze_path(ASSETS / "demo_cxr.png")  # no task: it passes the chest X-ray gate
     assert result["task"] == "cxr" and re.fullmatch(r"[0-9a-f]{64}", result["model"]["sha256"])
     probs = result["probabilities"]
     assert set(probs) == {"Covid", "Normal", "Viral Pneumonia"} and sum(probs.values()) == pytest.approx(1, abs=1e-3)
     assert result["label"] == max(probs, key=probs.get) and "passed" in result["gates"]
     assert "not yet measured on adult non-COVID" in result["model"]["evaluation"]
-    (figure,) = analysis.figures
-    assert figure.name == "gradcam" and figure.png.startswith(b"\x89PNG")
+    assert list(figures) == ["gradcam"] and figures["gradcam"].startswith(b"\x89PNG")
 
 
 def test_loading_the_detector_engine_leaves_pillow_alone(tmp_path):

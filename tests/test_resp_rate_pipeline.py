@@ -19,6 +19,7 @@ from pulmo.resp_rate.config import RespRateConfig, RRDataConfig
 from pulmo.resp_rate.data import ClipSampler, load_recordings, subject_folds
 from pulmo.resp_rate.net import build_net, save_rr_checkpoint
 from pulmo.resp_rate.train import reselect_run, run_rr_experiment
+from tests.frontdoor_fixtures import wav as breath_like
 
 
 @pytest.fixture(scope="module")
@@ -200,8 +201,8 @@ def _write(path: Path, samples: np.ndarray, sr: int = 2000) -> Path:
 
 
 @pytest.mark.parametrize("case, message", [
-    ("short", "shorter than the model's shortest clip of 4 s"),
-    ("silent", "silent"),
+    ("short", "3.0 s of sound; the breathing rate needs at least 4 s"),
+    ("silent", "digital silence"),
     ("nan", "NaN"),
     ("garbage", "not a recognised audio"),  # refused by the front door before decoding
     ("missing", "not found"),
@@ -210,7 +211,7 @@ def test_clear_errors_for_bad_input(case, message, checkpoint, tmp_path, capsys)
     rng = np.random.default_rng(0)
     path = tmp_path / f"{case}.wav"
     if case == "short":
-        _write(path, 0.1 * rng.standard_normal(2000 * 3).astype(np.float32))
+        breath_like(path, seconds=3.0, rate=2000)
     elif case == "silent":
         _write(path, np.zeros(2000 * 10, np.float32))
     elif case == "nan":

@@ -25,7 +25,8 @@ from pulmo.data.segmentation import segment_cycles
 from pulmo.serve.app import ServeSettings
 from pulmo.serve.db import analyses, audit, tokens
 from pulmo.serve.storage import Storage, TooLarge
-from tests.frontdoor_fixtures import BlockingCapability, FakeImageCapability, png, png_header_only, truncated, wav
+from tests.frontdoor_fixtures import (BlockingCapability, FakeImageCapability, chest_phantom, image_file, png,
+                                     png_header_only, truncated, wav)
 from tests.serve_helpers import POSTGRES, LiveServer, announce_only, db_rows, fresh_db, http, multipart
 
 DEMO = ASSETS / "demo_lung_sounds.flac"
@@ -141,7 +142,7 @@ def test_every_bad_upload_gets_a_clear_4xx_and_an_audit_row(srv, tmp_path):
         ("head.wav", b"RIFF\x24\x00\x00\x00WAVEjunkjunkjunkjunk", None, 400, "corrupt"),  # libsndfile names the path
         ("long.wav", wav(tmp_path / "long.wav", seconds=31.0).read_bytes(), None, 413, "too_long"),
         ("slow.wav", wav(tmp_path / "slow.wav", rate=2000).read_bytes(), "lung-sounds", 422, "sample_rate"),
-        ("deep.png", png(tmp_path / "deep.png", mode="I;16").read_bytes(), None, 415, "bit_depth"),
+        ("deep.png", png(tmp_path / "deep.png", mode="I;16").read_bytes(), None, 415, "no_capability"),  # a scan: detect
         ("bomb.png", png_header_only(tmp_path / "bomb.png", 9000, 9000).read_bytes(), None, 413, "too_many_pixels"),
         ("dot.png", png(tmp_path / "dot.png", (1, 1)).read_bytes(), None, 422, "too_small"),
         ("scan.png", png(tmp_path / "scan.png").read_bytes(), "lung-sounds", 415, "wrong_kind"),
@@ -173,7 +174,8 @@ def test_every_bad_upload_gets_a_clear_4xx_and_an_audit_row(srv, tmp_path):
 
 
 def test_an_image_capability_joins_through_the_same_door(srv, tmp_path, extra_capabilities):
-    status, accepted = srv.upload("scan.png", png(tmp_path / "scan.png").read_bytes())
+    chest = image_file(tmp_path / "scan.png", chest_phantom())  # routing by content knows only real tasks: name it
+    status, accepted = srv.upload("scan.png", chest.read_bytes(), "fake-image")
     assert status == 202 and accepted["task"] == "fake-image"
     done = srv.wait(accepted["id"])
     assert done["status"] == "done" and done["result"]["headline"].startswith("mean grey level")

@@ -8,8 +8,10 @@ live near a low-dimensional subspace (the first ``k`` principal components of ch
 - its distance from that subspace (the reconstruction residual) and
 - its Mahalanobis distance within it (how unusual its coefficients are)
 
-stay within the thresholds fixed at fitting time: a quantile of the *training* chest X-rays'
-own scores times a margin. Nothing refused is used to fit or to set thresholds; negatives
+stay within the thresholds fixed at fitting time, and the thumbnail has the fine structure
+films have (ribs, vessels, edges: the mean absolute Laplacian over the gray-level spread; a
+smooth gradient lies close to the mean chest X-ray but has none). Each threshold is a quantile
+of the *training* chest X-rays' own scores times a margin. Nothing refused is used to fit or to set thresholds; negatives
 (baggage scans, photos, MRI, rotated films) only measure the gate (``benchmarks/cxr_gate.py``).
 """
 
@@ -24,47 +26,67 @@ from PIL import Image
 SIDE = 32
 
 
+def _thumb(gray: np.ndarray) -> np.ndarray:
+    """``(SIDE, SIDE)`` float32 box-filtered thumbnail of a gray image ``(H, W)`` in [0, 1]."""
+    im = Image.fromarray((np.clip(gray, 0.0, 1.0) * 255).astype(np.uint8))
+    return np.asarray(im.resize((SIDE, SIDE), Image.Resampling.BOX), dtype=np.float32) / 255.0
+
+
 def gate_features(gray: np.ndarray) -> np.ndarray:
     """``(SIDE * SIDE,)`` float32 rank-equalised thumbnail of a gray image ``(H, W)`` in [0, 1]."""
-    im = Image.fromarray((np.clip(gray, 0.0, 1.0) * 255).astype(np.uint8))
-    a = np.asarray(im.resize((SIDE, SIDE), Image.Resampling.BOX), dtype=np.float32).ravel()
+    a = _thumb(gray).ravel()
     ranks = a.argsort(kind="stable").argsort(kind="stable").astype(np.float32)
     return ranks / (a.size - 1)
+
+
+def detail(gray: np.ndarray) -> float:
+    """Fine structure of the thumbnail: mean absolute 4-neighbour Laplacian over the gray-level
+    standard deviation (0 for a linear gradient; chest X-rays here 0.13-0.8)."""
+    a = _thumb(gray)
+    lap = 4 * a[1:-1, 1:-1] - a[:-2, 1:-1] - a[2:, 1:-1] - a[1:-1, :-2] - a[1:-1, 2:]
+    return float(np.abs(lap).mean() / (a.std() + 1e-6))
 
 
 @dataclass(frozen=True)
 class GateScore:
     """``residual``: distance from the chest subspace; ``mahalanobis``: distance within it;
-    ``accepted``: both within their thresholds."""
+    ``detail``: fine structure (:func:`detail`); ``accepted``: all three within their thresholds."""
 
     residual: float
     mahalanobis: float
+    detail: float
     accepted: bool
 
 
 @dataclass(frozen=True)
 class ChestGate:
     """``mean (D,)``, ``components (k, D)`` (orthonormal rows), ``variances (k,)`` of the chest
-    X-rays it was fitted on; ``max_residual``, ``max_mahalanobis``: acceptance thresholds."""
+    X-rays it was fitted on; ``max_residual``, ``max_mahalanobis``, ``min_detail``: acceptance thresholds."""
 
     mean: np.ndarray
     components: np.ndarray
     variances: np.ndarray
     max_residual: float
     max_mahalanobis: float
+    min_detail: float
 
     @classmethod
-    def fit(cls, features: np.ndarray, k: int = 8, quantile: float = 0.995, residual_margin: float = 1.1,
-            mahalanobis_margin: float = 1.2) -> ChestGate:
-        """Fit on ``features (N, D)`` of chest X-rays; thresholds = ``quantile`` of their own
-        scores times the margins."""
+    def fit(cls, features: np.ndarray, details: np.ndarray, k: int = 8, quantile: float = 0.995,
+            residual_margin: float = 1.1, mahalanobis_margin: float = 1.2, detail_margin: float = 0.5) -> ChestGate:
+        """Fit on ``features (N, D)`` and ``details (N,)`` of chest X-rays; thresholds = the
+        ``quantile`` of their own distances (the ``1 - quantile`` one of their detail) times the margins."""
         mean = features.mean(axis=0)
         _, s, vt = np.linalg.svd(features - mean, full_matrices=False)
         gate = cls(mean.astype(np.float32), vt[:k].astype(np.float32),
-                   (s[:k] ** 2 / (len(features) - 1)).astype(np.float32), np.inf, np.inf)
+                   (s[:k] ** 2 / (len(features) - 1)).astype(np.float32), np.inf, np.inf, 0.0)
         res, maha = gate.distances(features)
         return cls(gate.mean, gate.components, gate.variances, float(np.quantile(res, quantile) * residual_margin),
-                   float(np.quantile(maha, quantile) * mahalanobis_margin))
+                   float(np.quantile(maha, quantile) * mahalanobis_margin),
+                   float(np.quantile(details, 1 - quantile) * detail_margin))
+
+    def accepts(self, residual: np.ndarray, mahalanobis: np.ndarray, details: np.ndarray) -> np.ndarray:
+        """Elementwise verdict for scores as :meth:`distances` and :func:`detail` give them."""
+        return (residual <= self.max_residual) & (mahalanobis <= self.max_mahalanobis) & (details >= self.min_detail)
 
     def distances(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(residual (N,), mahalanobis (N,))`` for ``features (N, D)``."""
@@ -76,12 +98,13 @@ class ChestGate:
     def score(self, gray: np.ndarray) -> GateScore:
         """Score one gray image ``(H, W)`` in [0, 1]."""
         res, maha = self.distances(gate_features(gray)[None])
-        r, m = float(res[0]), float(maha[0])
-        return GateScore(r, m, r <= self.max_residual and m <= self.max_mahalanobis)
+        d = detail(gray)
+        return GateScore(float(res[0]), float(maha[0]), d, bool(self.accepts(res, maha, np.array([d]))[0]))
 
     def save(self, path: str | Path) -> None:
         np.savez_compressed(path, mean=self.mean, components=self.components, variances=self.variances,
-                            max_residual=self.max_residual, max_mahalanobis=self.max_mahalanobis, side=SIDE)
+                            max_residual=self.max_residual, max_mahalanobis=self.max_mahalanobis,
+                            min_detail=self.min_detail, side=SIDE)
 
     @classmethod
     def load(cls, path: str | Path) -> ChestGate:
@@ -89,14 +112,12 @@ class ChestGate:
             if int(z["side"]) != SIDE:
                 raise ValueError(f"{Path(path).name}: gate fitted on {int(z['side'])}-px thumbnails, this code uses {SIDE}")
             return cls(z["mean"], z["components"], z["variances"], float(z["max_residual"]),
-                       float(z["max_mahalanobis"]))
+                       float(z["max_mahalanobis"]), float(z["min_detail"]))
 
 
 def bundled_gate() -> ChestGate | None:
     """The bundled gate (``assets/cxr_gate.npz``), or None where it is absent."""
-    from pulmo.inference.bundled import ASSETS
-
-    path = ASSETS / "cxr_gate.npz"
+    path = Path(__file__).resolve().parents[1] / "assets" / "cxr_gate.npz"  # pulmo.inference.bundled.ASSETS, without importing torch
     return _load_cached(str(path)) if path.is_file() else None
 
 
@@ -109,4 +130,4 @@ def _load_cached(path: str) -> ChestGate:
     return _CACHE[path]
 
 
-__all__ = ["ChestGate", "GateScore", "SIDE", "bundled_gate", "gate_features"]
+__all__ = ["ChestGate", "GateScore", "SIDE", "bundled_gate", "detail", "gate_features"]

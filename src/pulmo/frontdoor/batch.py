@@ -71,6 +71,13 @@ def refusal(path: Path, err: Exception) -> str:
     return msg.removeprefix(f"{path.name}: ").removeprefix(f"{path}: ")
 
 
+def refused_entry(path: Path, err: Exception, message: str) -> dict[str, Any]:
+    """The JSON kept for a file that was not analysed: which file, and why, in words
+    (``status`` and ``code`` as the HTTP service answers them, where the front door refused it)."""
+    return {"input": {"name": path.name, "path": str(path)},
+            "refused": {"status": getattr(err, "status", None), "code": getattr(err, "code", None), "message": message}}
+
+
 def _is_input_error(err: OSError, path: Path) -> bool:
     """Whether ``err`` is about reading the input file ``path`` itself (not a bug elsewhere)."""
     return err.filename is not None and os.path.abspath(err.filename) == os.path.abspath(path)
@@ -85,11 +92,33 @@ def format_table(table: dict[str, Any] | None) -> list[str]:
     return [line(table["columns"])] + [line(r) for r in cells]
 
 
+def summary_lines(path: Path, result: dict[str, Any]) -> list[str]:
+    """What ``pulmo analyze`` prints for one analysed file: the headline, what the file holds
+    and why those capabilities ran, warnings, the model, the table, and each further
+    capability's headline and model (or its error)."""
+    def model_line(part: dict[str, Any]) -> str:
+        model = part["model"]
+        return (f"  {part['task']} model {model['name']} ({model['checkpoint']}, sha256 {model['sha256'][:12]}, "
+                f"pulmo {result['pulmo_version']})")
+
+    lines = [f"{path}: {result['headline']}"]
+    if result.get("routing"):
+        lines.append(f"  routed: {result['routing']['reason']} -> {', '.join(result['routing']['tasks'])}")
+    lines += [f"  warning: {w}" for w in result.get("warnings", [])]
+    lines += [model_line(result), *format_table(result["table"])]
+    for part in result.get("also", []):
+        if "error" in part:
+            lines.append(f"  also {part['task']}: failed: {part['error']}")
+        else:
+            lines += [f"  also {part['task']}: {part['headline']}", model_line(part)]
+    return lines
+
+
 def analyze_files(args: argparse.Namespace) -> int:
     """Exit status: 0 all analysed, 1 some refused or failed, 2 none analysed (a usage error
     raises :class:`PulmoError` before any file is read)."""
     from pulmo.frontdoor.capabilities import analyze_path
-    from pulmo.frontdoor.report import write_outputs
+    from pulmo.frontdoor.report import write_atomic, write_outputs
 
     paths = expand(args.files)
     options = {"annotation": getattr(args, "annotation", None), "unannotated": getattr(args, "unannotated", None)}
@@ -101,21 +130,22 @@ def analyze_files(args: argparse.Namespace) -> int:
                disable=len(paths) < 2 or args.json)
     for path, stem in bar:
         try:
-            result, analysis = analyze_path(path, args.task, args.checkpoint, options)
+            result, figures = analyze_path(path, args.task, args.checkpoint, options)
         except (PulmoError, OSError) as err:
             if isinstance(err, OSError) and not _is_input_error(err, path):
                 raise
             failures.append((str(path), refusal(path, err)))
             tqdm.write(f"pulmo: skipped {path}: {failures[-1][1]}", file=sys.stderr)
+            refused = refused_entry(path, err, failures[-1][1])
+            results.append(refused)
+            if out is not None:
+                write_atomic(out / f"{stem}.json", json.dumps(refused, indent=2).encode())
             continue
         result["input"]["path"] = str(path)  # which file, where names repeat across folders
         results.append(result)
-        written = write_outputs(out, stem, result, {f.name: f.png for f in analysis.figures}) if out else []
+        written = write_outputs(out, stem, result, figures) if out else []
         if not args.json:
-            model = result["model"]
-            lines = [f"{path}: {result['headline']}",
-                     f"  {result['task']} model {model['name']} ({model['checkpoint']}, sha256 {model['sha256']}, "
-                     f"pulmo {result['pulmo_version']})", *format_table(result["table"])]
+            lines = summary_lines(path, result)
             if written:
                 lines.append(f"  report: {written[1]}")
             tqdm.write("\n".join(lines))
@@ -126,5 +156,5 @@ def analyze_files(args: argparse.Namespace) -> int:
             print(f"{len(failures)} file(s) failed:", file=sys.stderr)
             for f, msg in failures:
                 print(f"  {f}: {msg}", file=sys.stderr)
-        return 1 if results else 2
+        return 1 if len(failures) < len(results) else 2
     return 0

@@ -6,15 +6,15 @@ with one small adapter module that registers an object with this face::
     class MyCapability:
         name = "cxr"                      # the --task name
         kinds = frozenset({"image"})      # file kinds it accepts: "audio" and/or "image"
-        accepts_16bit_images = False      # 16-bit greyscale scans (detect: True)
         options = ("lung_mask",)          # names of per-call options it takes (may be empty)
-        min_sample_rate_hz = 4000         # audio only, optional: slower recordings are refused (422)
         def analyze(self, path, checkpoint=None, options=None) -> Analysis: ...
 
     CAPABILITIES.add("cxr", MyCapability())    # in pulmo/frontdoor/<task>.py
 
-and one name in :func:`_import_all` below. ``analyze`` gets a file that has already passed
-:func:`pulmo.frontdoor.inputs.inspect_file` (known kind, within the size limits); it
+and one name in :func:`_import_all` below; :mod:`pulmo.frontdoor.routing` decides from each
+file's content which capabilities run on it. ``analyze`` gets a file that has already passed
+:func:`pulmo.frontdoor.inputs.inspect_file` (known kind, within the size limits) and the
+routing's content checks (not silent, not blank, in scope); it
 returns an :class:`Analysis` whose ``result`` is JSON-serialisable and holds ``model``
 (``name``, ``checkpoint`` file name, ``sha256``: the checkpoint file's full SHA-256,
 ``pulmo_version`` it was trained with; optionally ``evaluation``, one sentence on how good
@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import pulmo
-from pulmo.errors import ConfigError
-from pulmo.frontdoor.inputs import InputInfo, InputRejected, Limits, inspect_file
+from pulmo.errors import ConfigError, PulmoError
+from pulmo.frontdoor.inputs import InputInfo, Limits, inspect_file
+from pulmo.frontdoor.routing import Route, route_file
 from pulmo.registry import Registry
 
 
@@ -71,7 +72,6 @@ class Analysis:
 class Capability(Protocol):
     name: str
     kinds: frozenset[str]
-    accepts_16bit_images: bool
     options: tuple[str, ...]
 
     def analyze(self, path: Path, checkpoint: str | None = None, options: Mapping[str, Any] | None = None) -> Analysis:
@@ -79,11 +79,8 @@ class Capability(Protocol):
 
 
 CAPABILITIES: Registry[Capability] = Registry("capability")
-# Without --task: audio is lung sounds unless told otherwise; an 8-bit image is a chest
-# X-ray, a 16-bit one goes to the first capability that takes 16-bit images (detection).
-PREFERRED = {"audio": ["lung-sounds", "resp-rate"], "image": ["cxr", "detect"]}
 MODEL_KEYS = ("name", "checkpoint", "sha256", "pulmo_version")
-ENVELOPE_KEYS = ("task", "pulmo_version", "input", "headline", "table", "figures")
+ENVELOPE_KEYS = ("task", "pulmo_version", "input", "routing", "warnings", "headline", "table", "figures", "also")
 
 
 def _import_all() -> None:
@@ -98,57 +95,6 @@ def capability(name: str) -> Capability:
 def capability_names() -> list[str]:
     _import_all()
     return CAPABILITIES.names()
-
-
-def _deep(info: InputInfo) -> bool:
-    return info.kind == "image" and info.details.get("bits_per_sample", 8) > 8
-
-
-def _suits(cap: Capability, info: InputInfo) -> bool:
-    """Whether ``cap`` takes this file as it is: image bit depth, audio sample rate."""
-    if _deep(info) and not cap.accepts_16bit_images:
-        return False
-    rate = info.details.get("sample_rate_hz")
-    return info.kind != "audio" or rate is None or rate >= getattr(cap, "min_sample_rate_hz", 0)
-
-
-def pick_task(info: InputInfo, task: str | None = None) -> Capability:
-    """The capability for a checked input: ``task`` if given (it must accept the file's
-    kind), else the first of ``PREFERRED[kind]`` that is registered and accepts the file
-    (a 16-bit image skips capabilities that take 8-bit only; audio sampled below a
-    capability's ``min_sample_rate_hz`` skips it, so 2 kHz breath recordings go to
-    respiratory rate), else any that does, by name.
-
-    Raises:
-        InputRejected: no capability takes this kind of file, or ``task`` does not.
-    """
-    _import_all()
-    if task is not None:
-        try:
-            cap = CAPABILITIES.get(task)
-        except ConfigError as err:
-            raise InputRejected(422, "unknown_task", str(err)) from None
-        if info.kind not in cap.kinds:
-            raise InputRejected(415, "wrong_kind", f"{info.name}: task {task!r} takes {'/'.join(sorted(cap.kinds))} "
-                                f"files, this is {info.kind} ({info.format})")
-    else:
-        rank = {n: i for i, n in enumerate(PREFERRED.get(info.kind, []))}
-        names = sorted(CAPABILITIES.names(), key=lambda n: (rank.get(n, len(rank)), n))
-        fits = [CAPABILITIES.get(n) for n in names if info.kind in CAPABILITIES.get(n).kinds]
-        if not fits:
-            known = ", ".join(f"{n} ({'/'.join(sorted(CAPABILITIES.get(n).kinds))})" for n in CAPABILITIES.names())
-            raise InputRejected(415, "no_capability", f"{info.name}: no capability in this version of pulmo takes "
-                                f"{info.kind} files; available: {known}")
-        cap = next((c for c in fits if _suits(c, info)), fits[0])
-    need_hz = getattr(cap, "min_sample_rate_hz", 0)
-    if info.kind == "audio" and info.details.get("sample_rate_hz", need_hz) < need_hz:
-        raise InputRejected(422, "sample_rate", f"{info.name}: sample rate {info.details['sample_rate_hz']} Hz is below "
-                            f"the {need_hz} Hz the {cap.name} model needs")
-    if _deep(info) and not cap.accepts_16bit_images:
-        raise InputRejected(415, "bit_depth", f"{info.name}: {info.details['mode']} image with "
-                            f"{info.details['bits_per_sample']} bits per sample; the {cap.name} model takes 8-bit images "
-                            "(convert to 8-bit greyscale first)")
-    return cap
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -194,13 +140,8 @@ def check_options(task: str, allowed: tuple[str, ...], options: Mapping[str, Any
     return options
 
 
-def envelope(analysis: Analysis, info: InputInfo, file_sha256: str) -> dict[str, Any]:
-    """The JSON written for one analysis: the capability's result plus what made it and of what.
-
-    Keys: ``task``, ``pulmo_version`` (the running pulmo), ``input`` (name, sha256, bytes,
-    kind, format and header facts), ``headline``, ``table``, ``figures`` (name, caption),
-    then the capability's own keys, with ``model`` among them.
-    """
+def _checked_result(analysis: Analysis) -> dict[str, Any]:
+    """``analysis.result`` after checking the capability contract (model keys, no reserved keys)."""
     model = analysis.result.get("model", {})
     missing = [k for k in MODEL_KEYS if not model.get(k)]
     if missing:
@@ -210,38 +151,98 @@ def envelope(analysis: Analysis, info: InputInfo, file_sha256: str) -> dict[str,
     clash = [k for k in ENVELOPE_KEYS if k in analysis.result]
     if clash:
         raise ValueError(f"capability {analysis.task!r} result uses reserved keys {clash}")
+    return analysis.result
+
+
+def _part(analysis: Analysis) -> dict[str, Any]:
+    """One capability's share of an envelope: task, headline, table, figures, then its result."""
     return {
         "task": analysis.task,
-        "pulmo_version": pulmo.__version__,
-        "input": {"name": info.name, "sha256": file_sha256, "bytes": info.bytes, "kind": info.kind,
-                  "format": info.format, **info.details},
         "headline": analysis.headline,
         "table": None if analysis.table is None else {"columns": analysis.table.columns, "rows": analysis.table.rows},
         "figures": [{"name": f.name, "caption": f.caption} for f in analysis.figures],
-        **analysis.result,
+        **_checked_result(analysis),
     }
+
+
+def envelope(analysis: Analysis, info: InputInfo, file_sha256: str, route: Route | None = None,
+             also: Sequence[Analysis] = (), failed: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The JSON written for one analysis: the capability's result plus what made it and of what.
+
+    Keys: ``task``, ``pulmo_version`` (the running pulmo), ``input`` (name, sha256, bytes,
+    kind, format and header facts), ``routing`` (what the file holds, which capabilities ran
+    and why, the measurements; see :class:`~pulmo.frontdoor.routing.Route`), ``warnings``
+    (sentences), ``headline``, ``table``, ``figures`` (name, caption), then the capability's
+    own keys, with ``model`` among them; ``also``: the same for each further capability that
+    ran on the file (its figure names prefixed with its task), or its error where it failed.
+    """
+    part = _part(analysis)
+    return {
+        "task": part.pop("task"),
+        "pulmo_version": pulmo.__version__,
+        "input": {"name": info.name, "sha256": file_sha256, "bytes": info.bytes, "kind": info.kind,
+                  "format": info.format, **info.details},
+        "routing": None if route is None else route.to_dict(),
+        "warnings": [] if route is None else list(route.warnings),
+        **part,
+        "also": [_part(a) for a in also] + [{"task": t, "error": msg} for t, msg in (failed or {}).items()],
+    }
+
+
+def run_route(path: str | Path, route: Route, checkpoints: Mapping[str, str | None] | None = None,
+              options: Mapping[str, Any] | None = None) -> tuple[Analysis, list[Analysis], dict[str, str]]:
+    """Run every capability of ``route`` on ``path``.
+
+    ``checkpoints``: task -> checkpoint (bundled where absent); ``options`` go to the
+    capabilities that list them. A further capability's figures are renamed ``<task>-<name>``.
+
+    Returns:
+        ``(primary, further, failed)``: the first capability's analysis, the others' that
+        succeeded, and ``task -> message`` for those that failed with a user-facing error.
+
+    Raises:
+        PulmoError: the first capability could not analyse the file.
+    """
+    checkpoints = checkpoints or {}
+    runs: list[Analysis] = []
+    failed: dict[str, str] = {}
+    for i, task in enumerate(route.tasks):
+        cap = capability(task)
+        taken = {k: v for k, v in (options or {}).items() if k in cap.options and v is not None}
+        try:
+            analysis = cap.analyze(Path(path), checkpoints.get(task), taken)
+        except PulmoError as err:
+            if i == 0:
+                raise
+            failed[task] = str(err)
+            continue
+        if i > 0:
+            analysis.figures = [Figure(f"{task}-{f.name}", f.png, f.caption) for f in analysis.figures]
+        runs.append(analysis)
+    return runs[0], runs[1:], failed
 
 
 def analyze_path(
     path: str | Path, task: str | None = None, checkpoint: str | None = None, options: Mapping[str, Any] | None = None,
     limits: Limits | None = None, name: str | None = None,
-) -> tuple[dict[str, Any], Analysis]:
-    """Check ``path``, pick its capability, analyse it.
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Check ``path``, route it by content (or to ``task``), run each routed capability.
 
-    ``name`` is the file name to report (default: ``path``'s name). ``options`` are passed
-    on where the picked capability lists them (an annotation means nothing to an X-ray).
+    ``name`` is the file name to report (default: ``path``'s name). ``checkpoint`` applies to
+    ``task`` when given, else to the primary routed capability. ``options`` are passed on where
+    a capability lists them (an annotation means nothing to an X-ray).
 
     Returns:
-        ``(envelope, analysis)``: the JSON result (see :func:`envelope`) and the
-        capability's :class:`Analysis` (with the figures' PNG bytes).
+        ``(envelope, figures)``: the JSON result (see :func:`envelope`) and ``name -> PNG bytes``
+        of every figure it lists.
 
     Raises:
-        InputRejected: the file fails a check (its ``status`` is the HTTP status to answer).
+        InputRejected: the file fails a check or is out of scope (its ``status`` is the HTTP status to answer).
         PulmoError: the capability could not analyse the file.
     """
     path = Path(path)
     info = inspect_file(path, limits or Limits(), name=name)
-    cap = pick_task(info, task)
-    taken = {k: v for k, v in (options or {}).items() if k in cap.options and v is not None}
-    analysis = cap.analyze(path, checkpoint, taken)
-    return envelope(analysis, info, sha256_file(path)), analysis
+    route = route_file(path, info, task)
+    primary, further, failed = run_route(path, route, {route.tasks[0]: checkpoint} if checkpoint else None, options)
+    figures = {f.name: f.png for a in (primary, *further) for f in a.figures}
+    return envelope(primary, info, sha256_file(path), route, further, failed), figures

@@ -20,7 +20,6 @@ class CxrCapability:
 
     name = "cxr"
     kinds = frozenset({"image"})
-    accepts_16bit_images = False
     options: tuple[str, ...] = ()
 
     def __init__(self) -> None:

@@ -18,7 +18,6 @@ class DetectCapability:
 
     name = "detect"
     kinds = frozenset({"image"})
-    accepts_16bit_images = True
     options: tuple[str, ...] = ()
 
     def __init__(self) -> None:

@@ -19,9 +19,7 @@ class LungSoundsCapability:
 
     name = "lung-sounds"
     kinds = frozenset({"audio"})
-    accepts_16bit_images = False
     options: tuple[str, ...] = ("annotation", "unannotated")
-    min_sample_rate_hz = 4000  # crackles and wheezes reach 2 kHz
 
     def __init__(self) -> None:
         self.pipelines = PipelineCache(self.name, _load_pipeline)

@@ -21,7 +21,7 @@ table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ccc;paddin
 th{background:#f2f2f2}td:nth-child(3),th:nth-child(3){text-align:left}
 .meta td{text-align:left}.meta th{text-align:left}
 .headline{font-size:1.15em;background:#eef5ff;padding:.6em .9em;border-left:4px solid #3b7dd8}
-.note{color:#555;font-size:.85em}figure{margin:1em 0}img{max-width:100%}
+.note{color:#555;font-size:.85em}.warning{background:#fff4e5;border-left:4px solid #e08a00;padding:.5em .9em}figure{margin:1em 0}img{max-width:100%}
 """
 
 
@@ -29,6 +29,28 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
     return html.escape(str(value))
+
+
+def _part_html(part: Mapping[str, Any], figures: Mapping[str, bytes]) -> list[str]:
+    """HTML of one capability's figures and table."""
+    parts = []
+    for fig in part.get("figures", []):
+        png = figures.get(fig["name"])
+        parts.append("<figure>")
+        if png is not None:
+            data = base64.b64encode(png).decode("ascii")
+            parts.append(f"<img alt='{html.escape(fig['name'])}' src='data:image/png;base64,{data}'>")
+        else:
+            parts.append(f"<p>(figure {html.escape(fig['name'])} not available)</p>")
+        parts.append(f"<figcaption>{html.escape(fig['caption'])}</figcaption></figure>")
+    table = part.get("table")
+    if table:
+        parts.append("<h2>Details</h2><table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in table["columns"])
+                     + "</tr>")
+        for row in table["rows"]:
+            parts.append("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>")
+        parts.append("</table>")
+    return parts
 
 
 def render_html(result: Mapping[str, Any], figures: Mapping[str, bytes], created: datetime | None = None) -> str:
@@ -57,26 +79,26 @@ def render_html(result: Mapping[str, Any], figures: Mapping[str, bytes], created
         f"<title>pulmo report: {html.escape(inp['name'])}</title><style>{STYLE}</style></head><body>",
         f"<h1>pulmo {html.escape(result['task'])} report: {html.escape(inp['name'])}</h1>",
         f"<p class='headline'>{html.escape(result['headline'])}</p>",
-        "<p class='note'>A screening aid, not a diagnosis: a clinician reads this with the patient's history. "
-        "Numbers are model outputs (probabilities), not measured certainties; how good the model is, as measured, "
-        "is under Provenance.</p>",
     ]
-    for fig in result.get("figures", []):
-        png = figures.get(fig["name"])
-        parts.append("<figure>")
-        if png is not None:
-            data = base64.b64encode(png).decode("ascii")
-            parts.append(f"<img alt='{html.escape(fig['name'])}' src='data:image/png;base64,{data}'>")
-        else:
-            parts.append(f"<p>(figure {html.escape(fig['name'])} not available)</p>")
-        parts.append(f"<figcaption>{html.escape(fig['caption'])}</figcaption></figure>")
-    table = result.get("table")
-    if table:
-        parts.append("<h2>Details</h2><table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in table["columns"])
-                     + "</tr>")
-        for row in table["rows"]:
-            parts.append("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>")
-        parts.append("</table>")
+    routing = result.get("routing")
+    if routing:
+        parts.append(f"<p class='note'><b>What pulmo saw:</b> {html.escape(routing['reason'])}. "
+                     f"<b>Ran:</b> {html.escape(', '.join(routing['tasks']))}.</p>")
+    parts.extend(f"<p class='warning'>Warning: {html.escape(w)}</p>" for w in result.get("warnings", []))
+    parts.append("<p class='note'>A screening aid, not a diagnosis: a clinician reads this with the patient's history. "
+                 "Numbers are model outputs (probabilities), not measured certainties; how good the model is, as measured, "
+                 "is under Provenance.</p>")
+    parts.extend(_part_html(result, figures))
+    for part in result.get("also", []):
+        parts.append(f"<h2>Also: {html.escape(part['task'])}</h2>")
+        if "error" in part:
+            parts.append(f"<p class='warning'>This analysis failed: {html.escape(part['error'])}</p>")
+            continue
+        parts.append(f"<p class='headline'>{html.escape(part['headline'])}</p>")
+        if part.get("model", {}).get("evaluation"):
+            parts.append(f"<p class='note'>How good this model is: {html.escape(part['model']['evaluation'])} "
+                         f"(model {html.escape(part['model']['name'])}, {html.escape(part['model']['checkpoint'])})</p>")
+        parts.extend(_part_html(part, figures))
     parts.append("<h2>Provenance</h2><table class='meta'>")
     parts.extend(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in meta)
     parts.append("</table>")

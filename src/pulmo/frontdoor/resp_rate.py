@@ -18,7 +18,6 @@ class RespRateCapability:
 
     name = "resp-rate"
     kinds = frozenset({"audio"})
-    accepts_16bit_images = False
     options: tuple[str, ...] = ()
 
     def __init__(self) -> None:

@@ -36,8 +36,9 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import pulmo
-from pulmo.frontdoor.capabilities import capability, capability_names, pick_task
+from pulmo.frontdoor.capabilities import capability, capability_names
 from pulmo.frontdoor.inputs import InputRejected, Limits, inspect_file
+from pulmo.frontdoor.routing import route_file
 from pulmo.serve.db import default_url, make_engine, migrate
 from pulmo.serve.jobs import JobRunner, record
 from pulmo.serve.storage import Storage, TooLarge
@@ -233,15 +234,16 @@ def create_app(settings: ServeSettings) -> FastAPI:
                    None, task)
         try:
             info = inspect_file(tmp, limits, name=filename)
-            cap = pick_task(info, task)
+            route = route_file(tmp, info, task)
         except InputRejected as err:
             storage.discard(tmp)
             log.info("upload %s refused: %s", filename, err)
             refuse(user, ApiError(err.status, err.code, storage.scrub(str(err), filename)), sha, task)
         storage.commit(tmp, sha)
-        analysis_id = runner.submit(user, cap.name, info, sha)
-        return {"id": analysis_id, "status": "queued", "task": cap.name, "file": {"name": filename, "sha256": sha,
-                "bytes": info.bytes, "kind": info.kind, "format": info.format}, "links": links(analysis_id)}
+        analysis_id = runner.submit(user, route, info, sha)
+        return {"id": analysis_id, "status": "queued", "task": "+".join(route.tasks), "routing": route.to_dict(),
+                "file": {"name": filename, "sha256": sha, "bytes": info.bytes, "kind": info.kind, "format": info.format},
+                "links": links(analysis_id)}
 
     def links(analysis_id: str, figures: list[str] | None = None) -> dict[str, Any]:
         base = f"/analyses/{analysis_id}"
@@ -280,7 +282,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
     def get_analysis(analysis_id: str, user: Caller = Depends(who)) -> dict[str, Any]:
         row = row_or_404(analysis_id, user)
         result = json.loads(row.result) if row.result else None
-        figures = [f["name"] for f in result["figures"]] if result else None
+        figures = ([f["name"] for part in (result, *result.get("also", [])) for f in part.get("figures", [])]
+                   if result else None)
         return {"id": row.id, "status": row.status, "task": row.task, "submitted_by": row.submitted_by,
                 "created_at": iso(row.created_at), "started_at": iso(row.started_at),
                 "finished_at": iso(row.finished_at), "attempts": row.attempts,

@@ -22,8 +22,9 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 
 import pulmo
 from pulmo.errors import PulmoError
-from pulmo.frontdoor.capabilities import capability, envelope
+from pulmo.frontdoor.capabilities import envelope, run_route
 from pulmo.frontdoor.inputs import InputInfo
+from pulmo.frontdoor.routing import Route
 from pulmo.frontdoor.report import render_html
 from pulmo.serve.db import analyses, audit, utcnow
 from pulmo.serve.storage import Storage
@@ -36,10 +37,14 @@ def record(conn: Connection, who: str, action: str, **fields: Any) -> None:
     conn.execute(insert(audit).values(at=utcnow(), who=who, action=action, **fields))
 
 
-def info_from_row(row: Any) -> InputInfo:
+def info_from_row(row: Any) -> tuple[InputInfo, Route]:
+    """The stored header facts and route of an analysis row (a row stored before routing by
+    content runs its ``task`` alone)."""
     data = json.loads(row.file_info)
+    stored = data.pop("route", None)
+    route = Route.from_dict(stored) if stored else Route("", (row.task,), "stored before routing by content")
     return InputInfo(name=row.file_name, bytes=row.file_bytes, kind=row.file_kind, format=data.pop("format"),
-                     details=data)
+                     details=data), route
 
 
 class JobRunner:
@@ -57,13 +62,17 @@ class JobRunner:
         self._stopping = threading.Event()
 
     # -- submitting and reading -------------------------------------------------------
-    def submit(self, who: str, task: str, info: InputInfo, sha256: str) -> str:
-        """Store a queued analysis of an already stored upload; returns its id."""
+    def submit(self, who: str, route: Route, info: InputInfo, sha256: str) -> str:
+        """Store a queued analysis of an already stored upload; returns its id. The row's
+        ``task`` names every routed capability (``lung-sounds+resp-rate``); ``file_info``
+        keeps the route itself."""
         analysis_id = uuid.uuid4().hex
+        task = "+".join(route.tasks)
         with self.engine.begin() as conn:
             conn.execute(insert(analyses).values(
                 id=analysis_id, status="queued", task=task, file_sha256=sha256, file_name=info.name[:255],
-                file_bytes=info.bytes, file_kind=info.kind, file_info=json.dumps({"format": info.format, **info.details}),
+                file_bytes=info.bytes, file_kind=info.kind,
+                file_info=json.dumps({"format": info.format, **info.details, "route": route.to_dict()}),
                 submitted_by=who, attempts=0, created_at=utcnow(), pulmo_version=pulmo.__version__))
             record(conn, who, "submit", analysis_id=analysis_id, file_sha256=sha256, task=task, status="queued")
         self._queue.put(analysis_id)
@@ -164,10 +173,9 @@ class JobRunner:
         if row is None:
             return
         try:
-            cap = capability(row.task)
-            info = info_from_row(row)
-            analysis = cap.analyze(self.storage.upload_path(row.file_sha256), self.checkpoints.get(row.task), None)
-            result = envelope(analysis, info, row.file_sha256)
+            info, route = info_from_row(row)
+            primary, further, failed = run_route(self.storage.upload_path(row.file_sha256), route, self.checkpoints)
+            result = envelope(primary, info, row.file_sha256, route, further, failed)
         except PulmoError as err:
             log.info("analysis %s (%s) failed: %s", analysis_id, row.file_name, err)
             self._fail(row, str(err))
@@ -177,7 +185,7 @@ class JobRunner:
             self._fail(row, f"internal error: {type(err).__name__}: {err}")
             return
         sub = self.figure_dir(row)
-        figures = {f.name: f.png for f in analysis.figures}
+        figures = {f.name: f.png for a in (primary, *further) for f in a.figures}
         for name, png in figures.items():
             self.storage.save_result_file(analysis_id, f"{sub}/{name}.png", png)
         self.storage.save_result_file(analysis_id, f"{sub}/report.html", render_html(result, figures).encode())
