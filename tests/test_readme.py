@@ -1,4 +1,4 @@
-"""The README stays readable and its commands point at files that exist."""
+"""The README stays a front page, and it and the docs pages point at files that exist."""
 
 from __future__ import annotations
 
@@ -7,17 +7,28 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
+PAGES = {p: p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]}
+
+
+def test_readme_is_a_front_page_and_its_links_resolve() -> None:
+    assert len(README.splitlines()) <= 200, "README.md is the front page: move detail to docs/"
+    for page, text in PAGES.items():
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):
+            assert (page.parent / target).exists(), f"{page.relative_to(ROOT)} links to a missing {target}"
 
 
 def test_code_fences_are_balanced() -> None:
-    fences = [line for line in README.splitlines() if line.startswith("```")]
-    assert len(fences) % 2 == 0, "an unclosed ``` block swallows the rest of the README"
-    closers = fences[1::2]
-    assert all(line == "```" for line in closers), f"a fence that should close a block opens one: {closers}"
+    for page, text in PAGES.items():
+        fences = [line for line in text.splitlines() if line.startswith("```")]
+        assert len(fences) % 2 == 0, f"an unclosed ``` block swallows the rest of {page.name}"
+        closers = fences[1::2]
+        assert all(line == "```" for line in closers), f"{page.name}: a fence that should close a block opens one: {closers}"
 
 
 def test_named_scripts_and_configs_exist() -> None:
-    paths = set(re.findall(r"\b((?:benchmarks|configs/experiments)/[\w./-]+\.(?:py|yaml))\b", README))
-    assert paths, "the README names no benchmark script or experiment config"
+    text = "\n".join(PAGES.values())
+    paths = {p.removeprefix("../") for p in
+             re.findall(r"((?:\.\./)?(?:benchmarks|configs/experiments)/[\w./-]+\.(?:py|yaml))\b", text)}
+    assert paths, "the README and docs name no benchmark script or experiment config"
     missing = sorted(p for p in paths if not (ROOT / p).is_file())
     assert not missing, f"README names files that do not exist: {missing}"
