@@ -178,6 +178,9 @@ def test_analyze_a_folder_keeps_going_and_lists_failures(tmp_path, capsys, lung_
     refused = {r["input"]["name"]: r["refused"] for r in results if "refused" in r}
     assert set(refused) == {"broken.wav", "scan.png"} and refused["broken.wav"]["code"] == "corrupt"
     assert json.loads((out / "broken.json").read_text())["refused"] == refused["broken.wav"]
+    summary = (out / "summary.csv").read_text().splitlines()
+    assert summary[0] == "file,path,status,tasks,result,code,warnings" and len(summary) == 5
+    assert sum(",refused," in row for row in summary) == 2 and sum(",analysed,lung-sounds," in row for row in summary) == 2
     assert (out / "one.json").is_file() and (out / "one-2.json").is_file()
     assert "2 file(s) failed" in captured.err and "broken.wav" in captured.err and "scan.png" in captured.err
     assert main(["analyze", str(folder / "broken.wav")]) == 2

@@ -32,3 +32,16 @@ def test_named_scripts_and_configs_exist() -> None:
     assert paths, "the README and docs name no benchmark script or experiment config"
     missing = sorted(p for p in paths if not (ROOT / p).is_file())
     assert not missing, f"README names files that do not exist: {missing}"
+
+
+def test_the_readme_python_example_runs_and_prints_each_capability(monkeypatch, capsys) -> None:
+    import pytest
+
+    pytest.importorskip("ultralytics")
+    block = README.split("### Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(block.strip().splitlines()) <= 10, "the quickstart example is meant to be short"
+    monkeypatch.chdir(ROOT)
+    exec(compile(block, "README.md", "exec"), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" ->")[0] for line in lines[:4]] == ["lung-sounds", "resp-rate", "cxr", "detect"]
+    assert "breaths/min" in lines[1] and "cycles" in lines[0] and lines[4].startswith("[")

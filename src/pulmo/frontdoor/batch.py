@@ -114,6 +114,27 @@ def summary_lines(path: Path, result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def summary_csv(entries: Sequence[dict[str, Any]]) -> str:
+    """One CSV row per file of a batch: file, path, status (analysed / refused), what ran, the
+    headline (or why it was refused, with the refusal code), warnings; further capabilities'
+    headlines are joined with ``|``."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["file", "path", "status", "tasks", "result", "code", "warnings"])
+    for e in entries:
+        name, path = e["input"]["name"], e["input"].get("path", "")
+        if "refused" in e:
+            writer.writerow([name, path, "refused", "", e["refused"]["message"], e["refused"]["code"] or "", ""])
+            continue
+        parts = [e, *[a for a in e.get("also", []) if "error" not in a]]
+        writer.writerow([name, path, "analysed", "+".join(p["task"] for p in parts),
+                         " | ".join(p["headline"] for p in parts), "", " | ".join(e.get("warnings", []))])
+    return buf.getvalue()
+
+
 def analyze_files(args: argparse.Namespace) -> int:
     """Exit status: 0 all analysed, 1 some refused or failed, 2 none analysed (a usage error
     raises :class:`PulmoError` before any file is read)."""
@@ -149,6 +170,8 @@ def analyze_files(args: argparse.Namespace) -> int:
             if written:
                 lines.append(f"  report: {written[1]}")
             tqdm.write("\n".join(lines))
+    if out is not None and len(paths) > 1:
+        write_atomic(out / "summary.csv", summary_csv(results).encode())
     if args.json:
         print(json.dumps(results))
     if failures:

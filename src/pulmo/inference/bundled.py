@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pulmo.catalog import ASSETS, BUNDLED
 from pulmo.errors import CheckpointError
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
 # for audio shorter than the default resp-rate model's shortest clip (benchmarks/resp_rate_short.py)
-RESP_RATE_SHORT_CLIPS = "resp_rate_short.pt"
-DEFAULT_CHECKPOINTS = {"lung-sounds": "lung_sounds_resnet18_attn.pt", "resp-rate": "resp_rate_composite.pt",
-                       "cxr": "cxr_efficientnet_lite0_head.pt", "detect": "detect_yolov5n_baggage.pt"}
+RESP_RATE_SHORT_CLIPS = BUNDLED["resp-rate-short"][0]
+DEFAULT_CHECKPOINTS = {task: file for file, task, default, _ in BUNDLED.values() if default}
 
 
 def bundled_checkpoints() -> list[Path]:
