@@ -26,7 +26,12 @@ def evaluate(args: argparse.Namespace) -> int:
     print(f"{report['model']} ({report['checkpoint']}, sha256 {report['checkpoint_sha256']}) on {data} [{report['split']}]")
     print(f"images scored: {report['n']} (near-duplicates of train dropped: {len(report['leaks_dropped'])}; "
           f"failing a quality gate, still scored: {report['gate_failures']})")
-    print(f"accuracy {report['accuracy']:.4f}  macro-F1 {report['macro_f1']:.4f}")
+    print(f"refused by the chest X-ray gate (not a frontal chest X-ray; scored above, given no answer below): "
+          f"{report['n_gate_refused']}" + (f": {', '.join(report['gate_refused'])}" if report["gate_refused"] else ""))
+    print(f"accuracy {report['accuracy']:.4f}  macro-F1 {report['macro_f1']:.4f}  (most likely class of every image)")
+    print(f"'uncertain' (calibrated confidence < {report['uncertain_below']:.3f}): abstention rate "
+          f"{report['abstention_rate']:.4f}; macro-F1 on the {report['n_answered']} images answered: "
+          f"{report['selective_macro_f1']:.4f}; ECE {report['ece']:.4f} (temperature {report['temperature']:.3f})")
     for lab in report["labels"]:
         print(f"  {lab:16s} n={report['support'][lab]:4d}  P {report['precision'][lab]:.4f}  "
               f"R {report['recall'][lab]:.4f}  F1 {report['f1'][lab]:.4f}")

@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from pulmo.errors import DataError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".dcm")
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,10 @@ def read_image(path: str | Path, limits: ImageLimits = ImageLimits()) -> np.ndar
     path = Path(path)
     if not path.is_file():
         raise DataError(f"image not found: {path}")
+    from pulmo.cxr.dicom import is_dicom, read_dicom
+
+    if is_dicom(path):  # DICOM Part 10: VOI LUT / window, MONOCHROME1, lateral views refused
+        return read_dicom(path, limits.max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -40,25 +40,41 @@ class CxrCapability:
         for key in ("path", "overlay"):  # the envelope names the input; the figure carries the overlay
             result.pop(key, None)
         result["model"]["sha256"] = checkpoint_sha256
-        val = pipe.metrics.get("val", {})
-        if {"accuracy", "macro_f1"} <= set(val):
-            result["model"]["evaluation"] = (
-                f"COVID-19 3-class validation split without leaked duplicates (paediatric normal and viral images, "
-                f"adult COVID images): accuracy {val['accuracy']:.2f}, macro-F1 {val['macro_f1']:.2f}; not yet "
-                "measured on adult non-COVID X-rays")
+        result["model"]["evaluation"] = evaluation_text(pipe.metrics)
         gates = res.gates
         verdict = "passes the quality gates" if gates.get("passed", True) else "FAILS the quality gates"
-        headline = f"{res.label} ({res.probabilities[res.label]:.0%}); image {verdict}"
+        if res.label == "uncertain":
+            headline = (f"uncertain: the model is not confident enough to name a class (most likely {res.predicted}, "
+                        f"{res.confidence:.0%}, below the {res.threshold:.0%} threshold); image {verdict}")
+        else:
+            headline = f"{res.label} ({res.confidence:.0%}); image {verdict}"
         table = Table(columns=["class", "probability"],
                       rows=[[k, round(v, 4)] for k, v in sorted(res.probabilities.items(), key=lambda kv: -kv[1])])
-        k = pipe.labels.index(res.label)
+        k = pipe.labels.index(res.predicted)
         with self._cam_lock:
             rgb = pipe.gradcam_overlay(read_image(path), k)
         png = io.BytesIO()
         Image.fromarray(rgb).save(png, format="PNG")
-        figure = Figure("gradcam", png.getvalue(), f"Grad-CAM of '{res.label}' over the model's view of the X-ray "
+        figure = Figure("gradcam", png.getvalue(), f"Grad-CAM of '{res.predicted}' over the model's view of the X-ray "
                         "(red: regions that raised that class's score most).")
         return Analysis(self.name, headline, result, table, [figure])
+
+
+def evaluation_text(metrics: Mapping[str, Any]) -> str:
+    """One sentence on how the model was measured, from its checkpoint's metrics."""
+    loso = metrics.get("loso", {})
+    if loso:
+        f = {k: v[0] for k, v in loso.items()}
+        return (f"leave-one-source-out over 5 X-ray sources (each scored by a model that never saw it): macro-F1 "
+                f"{f['pooled_macro_f1']:.2f} pooled, {f['adult_macro_f1']:.2f} on the adult sources, worst source "
+                f"{f['worst_source_macro_f1']:.2f}; 'uncertain' on {f['abstention_rate']:.0%} of them. 'Viral Pneumonia' "
+                "means pneumonia that is not COVID-19 (viral or bacterial). Not a diagnosis.")
+    val = metrics.get("val", {})
+    if {"accuracy", "macro_f1"} <= set(val):
+        return (f"COVID-19 3-class validation split without leaked duplicates (paediatric normal and viral images, "
+                f"adult COVID images): accuracy {val['accuracy']:.2f}, macro-F1 {val['macro_f1']:.2f}; not yet "
+                "measured on adult non-COVID X-rays")
+    return "not measured"
 
 
 def _load_pipeline(checkpoint: str | None) -> CxrPipeline:

@@ -50,6 +50,13 @@ def thumbnail(path: str | Path) -> tuple[Image.Image, np.ndarray]:
     """``(rgb_thumb, gray)``: an RGB copy with the long side at most ``THUMB_PX`` (for colour) and
     the gray level ``(h, w)`` float32 in [0, 1] of the same copy (16-bit and float images keep
     their depth, scaled as :func:`pulmo.data.image_io.to_gray_float` does)."""
+    from pulmo.cxr.dicom import is_dicom, read_dicom
+
+    if is_dicom(path):  # gray as the chest model sees it (VOI applied, MONOCHROME1 inverted)
+        full = read_dicom(path)
+        small = Image.fromarray(full).resize(_fit((full.shape[1], full.shape[0])), Image.Resampling.BOX)
+        g = np.asarray(small, dtype=np.float32)
+        return Image.fromarray((np.clip(g, 0, 1) * 255).astype(np.uint8)).convert("RGB"), g
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with Image.open(path) as im:

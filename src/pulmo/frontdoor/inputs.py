@@ -103,6 +103,8 @@ def sniff(head: bytes) -> tuple[str, str] | None:
     for magic, fmt in IMAGE_MAGIC.items():
         if head.startswith(magic):
             return "image", fmt
+    if head[128:132] == b"DICM":  # DICOM Part 10: a 128-byte preamble, then the signature
+        return "image", "DICOM"
     return None
 
 
@@ -123,13 +125,15 @@ def inspect_file(path: str | Path, limits: Limits, name: str | None = None) -> I
     if size > limits.max_upload_bytes:
         raise InputRejected(413, "too_large", f"{name}: {size} bytes, over the limit of {limits.max_upload_bytes} bytes")
     with path.open("rb") as fh:
-        head = fh.read(16)
+        head = fh.read(132)
     kind = sniff(head)
     if kind is None:
         raise InputRejected(415, "wrong_type", f"{name}: not a recognised audio (WAV, FLAC, OGG, AIFF, MP3) or image "
-                            "(PNG, JPEG, TIFF, BMP, GIF) file by its content")  # never echo the bytes
+                            "(PNG, JPEG, TIFF, BMP, GIF, DICOM) file by its content")  # never echo the bytes
     if kind[0] == "audio":
         details = _check_audio(path, name, limits)
+    elif kind[1] == "DICOM":
+        details = _check_dicom(path, name, limits)
     else:
         details = _check_image(path, name, limits)
     return InputInfo(name=name, bytes=size, kind=kind[0], format=kind[1], details=details)
@@ -225,6 +229,32 @@ def _check_image(path: Path, name: str, limits: Limits) -> dict[str, Any]:
         except Exception as err:
             raise InputRejected(400, "truncated", f"{name}: image data unreadable ({_reason(err, path, name)})") from None
     return {"width": width, "height": height, "mode": mode, "bits_per_sample": BITS_PER_SAMPLE.get(mode, 8)}
+
+
+def _check_dicom(path: Path, name: str, limits: Limits) -> dict[str, Any]:
+    """DICOM: the header (no pixels) for size and view, then one full decode."""
+    from pulmo.cxr.dicom import read_dicom, read_header
+    from pulmo.errors import DataError
+
+    try:
+        head = read_header(path)
+    except DataError as err:
+        code = "not_frontal" if "ViewPosition" in str(err) else "corrupt"
+        raise InputRejected(422 if code == "not_frontal" else 400, code, str(err).replace(path.name, name, 1)) from None
+    pixels = head.width * head.height
+    if pixels > limits.max_image_pixels or pixels * 2 > limits.max_image_decoded_bytes:
+        raise InputRejected(413, "too_many_pixels", f"{name}: {head.width}x{head.height} DICOM image, over the limit "
+                            f"of {limits.max_image_pixels} pixels / {limits.max_image_decoded_bytes / 1e6:.3g} MB decoded")
+    if min(head.width, head.height) < limits.min_image_side:
+        raise InputRejected(422, "too_small", f"{name}: {head.width}x{head.height} pixels; at least "
+                            f"{limits.min_image_side} pixels a side are needed")
+    try:
+        read_dicom(path)
+    except DataError as err:
+        raise InputRejected(400, "truncated", str(err).replace(path.name, name, 1)) from None
+    return {"width": head.width, "height": head.height, "mode": "DICOM " + head.photometric,
+            "bits_per_sample": head.bits_stored, "view_position": head.view_position,
+            "transfer_syntax": head.transfer_syntax}
 
 
 def _reason(err: Exception, path: Path, name: str) -> str:

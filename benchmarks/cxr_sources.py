@@ -1,0 +1,468 @@
+"""Chest X-ray across sources: leave-one-source-out (LOSO), source probe, calibration, abstention.
+
+    python benchmarks/cxr_sources.py features            # frozen Lite0 features, once per preprocessing
+    python benchmarks/cxr_sources.py run --seeds 0 1 2   # every row x held-out source x seed
+    python benchmarks/cxr_sources.py report [--bundle]   # results/cxr_sources.md|csv (+ the bundled model)
+
+Data: ``adult_multisource`` (sources from ``manifest.csv``) pooled with ``covid19_3class``
+(:mod:`pulmo.cxr.sources`: class mapping, patient groups). For each held-out source a head is
+trained on the other sources' frozen EfficientNet-Lite0 (ImageNet) features; its epoch,
+temperature and abstention threshold come from a patient-grouped 15 % inner validation split of
+the training sources. Features are cached outside the repository (``$PULMO_CXR_CACHE``, default
+``/tmp/pulmo_cxr_sources``). One CPU thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from pulmo.config import default_data_root  # noqa: E402
+from pulmo.cxr.config import ImageConfig  # noqa: E402
+from pulmo.cxr.sources import OUTPUT_CLASSES, PooledImage, held_out_sources, load_pooled  # noqa: E402
+
+CACHE = Path(os.environ.get("PULMO_CXR_CACHE", "/tmp/pulmo_cxr_sources"))
+RESULTS = ROOT / "results"
+VIEWS = 4
+#: preprocessing settings whose features are cached (128 px, ImageNet normalisation, 3 channels)
+PREPROCESS: dict[str, dict[str, Any]] = {
+    "eq": {"contrast": "equalize", "lung_crop": False},
+    "eq_crop": {"contrast": "equalize", "lung_crop": True},
+    "clahe_crop": {"contrast": "clahe", "lung_crop": True},
+}
+
+
+def image_config(prep: str) -> ImageConfig:
+    return ImageConfig(size_px=128, channels=3, normalize="imagenet", **PREPROCESS[prep])
+
+
+def pooled() -> list[PooledImage]:
+    return load_pooled(default_data_root() / "cxr")
+
+
+def backbone() -> torch.nn.Module:
+    from pulmo.models import create_model
+
+    return create_model("transfer", backbone="efficientnet_lite0", pretrained="package", num_classes=3, in_chans=3)
+
+
+def features(preps: list[str]) -> None:
+    """Cache ``<prep>.npy``: ``(1 + VIEWS, N, 1280, 3, 3)`` float16, image order of :func:`pooled`."""
+    from pulmo.cxr.features import view_features
+    from pulmo.data.image_io import read_image
+
+    images = pooled()
+    model = backbone()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    for prep in preps:
+        out = CACHE / f"{prep}.npy"
+        if out.exists():
+            continue
+        start = time.time()
+        f = view_features(model, lambda i: read_image(images[i].path), len(images), image_config(prep), VIEWS,
+                          progress=lambda k: print(f"  {prep}: {k}/{len(images)} {time.time() - start:.0f}s", flush=True))
+        np.save(out, f)
+        print(f"{prep}: {f.shape} in {time.time() - start:.0f}s", flush=True)
+
+
+RUNS = ROOT / "runs" / "cxr_sources"
+#: rows: preprocessing, head recipe. ``bundled_current`` scores the bundled model as it is (trained on
+#: covid19_3class only, so its covid19_3class fold is not held out); ``logreg`` is the frozen-ImageNet
+#: + logistic-regression transfer baseline (not a bundling candidate: not in the checkpoint's head format).
+ROWS: dict[str, dict[str, Any]] = {
+    "bundled_current": {"prep": "eq"},
+    "logreg": {"prep": "eq", "logreg": True},
+    "pooled": {"prep": "eq", "balance": "class", "augment": False},
+    "srcbal": {"prep": "eq", "balance": "source", "augment": False},
+    "srcbal_harmonize": {"prep": "eq", "balance": "source", "augment": True},
+    "crop_srcbal_harmonize": {"prep": "eq_crop", "balance": "source", "augment": True},
+    "clahe_crop_srcbal_harmonize": {"prep": "clahe_crop", "balance": "source", "augment": True},
+    "crop_srcbal_harmonize_adv": {"prep": "eq_crop", "balance": "source", "augment": True, "adversary": 0.3},
+}
+CONTROLS = {"balance": "source", "augment": True, "crop": True, "adversary": True}
+COVERAGE = 0.8
+K = len(OUTPUT_CLASSES)
+
+
+def n_controls(row: str) -> int:
+    """Shortcut controls of a row (selection rule, step 3)."""
+    r = ROWS[row]
+    return (r.get("balance") == "source") + bool(r.get("augment")) + ("crop" in r["prep"]) + (r.get("adversary", 0) > 0)
+
+
+def load_features(prep: str) -> np.ndarray:
+    return np.load(CACHE / f"{prep}.npy", mmap_mode="r")
+
+
+def bundled_head() -> torch.nn.Module:
+    from pulmo.inference.bundled import default_checkpoint
+
+    from pulmo.cxr.heads import make_head
+    bundle = torch.load(default_checkpoint("cxr"), weights_only=False)
+    head = make_head()
+    head.load_state_dict({k[5:]: v.float() for k, v in bundle["state_dict"].items()})
+    return head.eval()
+
+
+def fit_one(row: str, feats: np.ndarray, y: np.ndarray, src: list[str], groups: list[str], train: np.ndarray,
+            seed: int) -> tuple[Any, np.ndarray, int]:
+    """Fit ``row`` on images ``train`` (an inner 15 % patient-grouped split of them validates).
+    Returns ``(predict(idx) -> logits, val_idx, best_epoch)``."""
+    from sklearn.linear_model import LogisticRegression
+
+    from pulmo.cxr.heads import HeadSpec, head_logits, train_head
+    from pulmo.cxr.protocol import grouped_split
+
+    spec = ROWS[row]
+    strata = [f"{y[i]}|{src[i]}" for i in train]
+    tr, va = grouped_split(strata, [groups[i] for i in train], 0.15, seed)
+    tr, va = train[tr], train[va]
+    if row == "bundled_current":
+        head = bundled_head()
+        return (lambda idx: head_logits(head, np.asarray(feats[0, idx]))), va, 0
+    if spec.get("logreg"):
+        pooled = np.asarray(feats[0], dtype=np.float32).mean(axis=(2, 3))
+        clf = LogisticRegression(C=0.1, max_iter=3000, class_weight="balanced").fit(pooled[tr], y[tr])
+        return (lambda idx: clf.decision_function(pooled[idx])), va, 0
+    hs = HeadSpec(balance=spec["balance"], augment=spec["augment"], adversary=spec.get("adversary", 0.0))
+    res = train_head(np.asarray(feats[:, tr]), y[tr], [src[i] for i in tr], np.asarray(feats[0, va]), y[va], hs, seed)
+    return (lambda idx: head_logits(res.head, np.asarray(feats[0, idx]))), va, res.best_epoch
+
+
+def run(rows: list[str], seeds: list[int], force: bool) -> None:
+    """One JSON per row and seed: held-out logits of every LOSO fold, with the fold's temperature and threshold."""
+    from pulmo.cxr.calibration import calibrated_proba, coverage_threshold, fit_temperature
+
+    images = pooled()
+    y = np.array([OUTPUT_CLASSES.index(im.label) for im in images])
+    src = [im.source for im in images]
+    groups = [im.group for im in images]
+    folds = held_out_sources(images)
+    RUNS.mkdir(parents=True, exist_ok=True)
+    for row in rows:
+        feats = load_features(ROWS[row]["prep"])
+        for seed in seeds:
+            out = RUNS / f"{row}_seed{seed}.json"
+            if out.exists() and not force:
+                continue
+            start = time.time()
+            result: dict[str, Any] = {"row": row, "seed": seed, "folds": {}}
+            for held in folds:
+                train = np.array([i for i, s in enumerate(src) if s != held])
+                test = np.array([i for i, s in enumerate(src) if s == held])
+                predict, va, epoch = fit_one(row, feats, y, src, groups, train, seed)
+                val_logits = predict(va)
+                t = fit_temperature(val_logits, y[va])
+                thr = coverage_threshold(calibrated_proba(val_logits, t), COVERAGE)
+                result["folds"][held] = {"test": test.tolist(), "logits": predict(test).tolist(), "temperature": t,
+                                         "threshold": thr, "best_epoch": epoch, "val": va.tolist(),
+                                         "val_logits": val_logits.tolist()}
+            result["seconds"] = time.time() - start
+            out.write_text(json.dumps(result))
+            print(f"{row} seed {seed}: {result['seconds']:.0f}s", flush=True)
+
+
+def seed_scores(res: dict[str, Any], y: np.ndarray, src: list[str]) -> dict[str, Any]:
+    """Every figure of one row and seed, from its LOSO folds."""
+    from sklearn.metrics import f1_score
+
+    from pulmo.cxr.calibration import calibrated_proba, expected_calibration_error
+    from pulmo.cxr.protocol import source_scores
+
+    idx, logits, temps, thrs, adult = [], [], [], [], []
+    out: dict[str, Any] = {"sources": {}}
+    val_before, val_after = [], []
+    for held, f in res["folds"].items():
+        lg = np.array(f["logits"])
+        test = np.array(f["test"])
+        out["sources"][held] = source_scores(y[test], lg.argmax(1), K)
+        idx.append(test)
+        logits.append(lg)
+        temps.append(np.full(len(test), f["temperature"]))
+        thrs.append(np.full(len(test), f["threshold"]))
+        adult.append(np.full(len(test), held != "covid19_3class"))
+        vl, vy = np.array(f["val_logits"]), y[np.array(f["val"])]
+        val_before.append(expected_calibration_error(calibrated_proba(vl), vy))
+        val_after.append(expected_calibration_error(calibrated_proba(vl, f["temperature"]), vy))
+    idx_a, lg_a = np.concatenate(idx), np.concatenate(logits)
+    t_a, thr_a, ad = np.concatenate(temps), np.concatenate(thrs), np.concatenate(adult)
+    yt = y[idx_a]
+    pred = lg_a.argmax(1)
+    p_after = calibrated_proba(lg_a / t_a[:, None])
+    out["pooled_macro_f1"] = float(f1_score(yt, pred, average="macro", labels=list(range(K)), zero_division=0))
+    out["pooled_f1"] = [float(v) for v in f1_score(yt, pred, average=None, labels=list(range(K)), zero_division=0)]
+    out["pooled_accuracy"] = float((yt == pred).mean())
+    out["adult_macro_f1"] = float(f1_score(yt[ad], pred[ad], average="macro", labels=list(range(K)), zero_division=0))
+    out["worst_source_macro_f1"] = min(v["macro_f1"] for v in out["sources"].values())
+    out["ece_before"] = expected_calibration_error(calibrated_proba(lg_a), yt)
+    out["ece_after"] = expected_calibration_error(p_after, yt)
+    out["val_ece_before"], out["val_ece_after"] = float(np.mean(val_before)), float(np.mean(val_after))
+    keep = p_after.max(1) >= thr_a
+    out["abstention_rate"] = float(1 - keep.mean())
+    out["selective_macro_f1"] = float(f1_score(yt[keep], pred[keep], average="macro", labels=list(range(K)),
+                                               zero_division=0)) if keep.any() else float("nan")
+    out["adult_abstention_rate"] = float(1 - keep[ad].mean())
+    out["adult_selective_macro_f1"] = float(f1_score(yt[ad & keep], pred[ad & keep], average="macro",
+                                                     labels=list(range(K)), zero_division=0))
+    return out
+
+
+def ms(values: list[float]) -> str:
+    v = [x for x in values if x is not None and not np.isnan(x)]
+    if not v:
+        return "n/a"
+    return f"{np.mean(v):.3f} ± {np.std(v, ddof=1):.3f}" if len(v) > 1 else f"{v[0]:.3f}"
+
+
+def probes(images: list[PooledImage]) -> list[list[str]]:
+    """Source probe on the backbone's (average-pooled, plain-view) features, per preprocessing."""
+    from pulmo.cxr.protocol import source_probe
+
+    src = np.array([im.source for im in images])
+    groups = np.array([im.group for im in images])
+    lab = np.array([im.label for im in images])
+    rows = []
+    for prep in PREPROCESS:
+        f = np.asarray(load_features(prep)[0], dtype=np.float32).mean(axis=(2, 3))
+        keep = src != "figure1"
+        all_src = source_probe(f[keep], src[keep], groups[keep])
+        cov = keep & (lab == "Covid")
+        covid = source_probe(f[cov], src[cov], groups[cov])
+        nor = keep & (lab == "Normal")
+        normal = source_probe(f[nor], src[nor], groups[nor])
+        rows.append([prep, f"{all_src:.3f}", f"{covid:.3f}", f"{normal:.3f}"])
+    return rows
+
+
+def hidden_probe(row: str, images: list[PooledImage], seed: int = 0) -> tuple[float, float]:
+    """Source probe on the hidden layer of ``row``'s head trained on every source (seed 0):
+    ``(all sources, within Covid)`` balanced accuracy."""
+    from pulmo.cxr.heads import hidden_activations, make_head
+    from pulmo.cxr.protocol import source_probe
+
+    src = np.array([im.source for im in images])
+    groups = np.array([im.group for im in images])
+    lab = np.array([im.label for im in images])
+    y = np.array([OUTPUT_CLASSES.index(v) for v in lab])
+    feats = load_features(ROWS[row]["prep"])
+    if row == "bundled_current":
+        head = bundled_head()
+    else:
+        head = make_head()
+        head.load_state_dict(train_all(row, feats, y, list(src), list(groups), seed)[0])
+    h = hidden_activations(head, np.asarray(feats[0]))
+    keep = src != "figure1"
+    cov = keep & (lab == "Covid")
+    return source_probe(h[keep], src[keep], groups[keep]), source_probe(h[cov], src[cov], groups[cov])
+
+
+def train_all(row: str, feats: np.ndarray, y: np.ndarray, src: list[str], groups: list[str],
+              seed: int) -> tuple[dict[str, torch.Tensor], float, float, int]:
+    """``row``'s head trained on every source: ``(head state, temperature, threshold, best epoch)``."""
+    from pulmo.cxr.calibration import calibrated_proba, coverage_threshold, fit_temperature
+    from pulmo.cxr.heads import HeadSpec, head_logits, train_head
+    from pulmo.cxr.protocol import grouped_split
+
+    spec = ROWS[row]
+    allidx = np.arange(len(y))
+    tr, va = grouped_split([f"{y[i]}|{src[i]}" for i in allidx], groups, 0.15, seed)
+    hs = HeadSpec(balance=spec["balance"], augment=spec["augment"], adversary=spec.get("adversary", 0.0))
+    res = train_head(np.asarray(feats[:, tr]), y[tr], [src[i] for i in tr], np.asarray(feats[0, va]), y[va], hs, seed)
+    vl = head_logits(res.head, np.asarray(feats[0, va]))
+    t = fit_temperature(vl, y[va])
+    return res.head.state_dict(), t, coverage_threshold(calibrated_proba(vl, t), COVERAGE), res.best_epoch
+
+
+def gate_rates(images: list[PooledImage]) -> list[list[str]]:
+    """Acceptance of the bundled chest X-ray gate on every pooled image, by source."""
+    from pulmo.cxr.gate import bundled_gate
+    from pulmo.data.image_io import read_image
+
+    gate = bundled_gate()
+    by: dict[str, list[bool]] = {}
+    for im in images:
+        by.setdefault(im.source, []).append(gate.score(read_image(im.path)).accepted if gate else True)
+    return [[s, str(len(v)), f"{np.mean(v):.3f}"] for s, v in by.items()]
+
+
+def choose(summary: dict[str, dict[str, list[float]]]) -> str:
+    """configs/experiments/cxr-sources/selection_rule.md, steps 2-3 (candidates: trained heads)."""
+    cands = [r for r in summary if r not in ("bundled_current", "logreg")]
+    best = max(np.mean(summary[r]["pooled_macro_f1"]) for r in cands)
+    near = [r for r in cands if np.mean(summary[r]["pooled_macro_f1"]) >= best - 0.02]
+    return max(near, key=lambda r: (n_controls(r), np.mean(summary[r]["worst_source_macro_f1"]), -list(ROWS).index(r)))
+
+
+def report(bundle: bool) -> None:
+    images = pooled()
+    y = np.array([OUTPUT_CLASSES.index(im.label) for im in images])
+    src = [im.source for im in images]
+    folds = held_out_sources(images)
+    summary: dict[str, dict[str, list[float]]] = {}
+    per_source: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    csv_rows = []
+    for row in ROWS:
+        files = sorted(RUNS.glob(f"{row}_seed*.json"))
+        if not files:
+            continue
+        for fp in files:
+            res = json.loads(fp.read_text())
+            sc = seed_scores(res, y, src)
+            d = summary.setdefault(row, {})
+            for k, v in sc.items():
+                if isinstance(v, float):
+                    d.setdefault(k, []).append(v)
+            for k in range(K):
+                d.setdefault(f"pooled_f1_{OUTPUT_CLASSES[k]}", []).append(sc["pooled_f1"][k])
+            for held, v in sc["sources"].items():
+                per_source.setdefault(row, {}).setdefault(held, []).append(v)
+                csv_rows.append({"row": row, "seed": res["seed"], "held_out": held, "n": v["n"],
+                                 "accuracy": round(v["accuracy"], 4), "macro_f1": round(v["macro_f1"], 4),
+                                 **{f"f1_{OUTPUT_CLASSES[k]}": "" if v["f1"][k] is None else round(v["f1"][k], 4)
+                                    for k in range(K)}})
+            csv_rows.append({"row": row, "seed": res["seed"], "held_out": "pooled", "n": len(y),
+                             "accuracy": round(sc["pooled_accuracy"], 4), "macro_f1": round(sc["pooled_macro_f1"], 4),
+                             **{f"f1_{OUTPUT_CLASSES[k]}": round(sc["pooled_f1"][k], 4) for k in range(K)},
+                             "ece_before": round(sc["ece_before"], 4), "ece_after": round(sc["ece_after"], 4),
+                             "abstention_rate": round(sc["abstention_rate"], 4),
+                             "selective_macro_f1": round(sc["selective_macro_f1"], 4)})
+    chosen = choose(summary)
+    md = [f"# Chest X-ray across sources: leave-one-source-out (LOSO)", "",
+          "Generated by `python benchmarks/cxr_sources.py report" + (" --bundle" if bundle else "") + "` from "
+          "`python benchmarks/cxr_sources.py features` and `python benchmarks/cxr_sources.py run --seeds 0 1 2` "
+          "(PULMO_DATA=../shared/data; one CPU thread). Fractions, mean ± sample std over seeds 0, 1, 2.", "",
+          "Pooled set: `adult_multisource` + `covid19_3class` (1,165 images; `train/Covid/062.jpeg` left out, a "
+          "label error). Output classes: Covid; Normal; **Viral Pneumonia = pneumonia, not COVID-19** (NIH "
+          "Pneumonia, ieee8023 bacterial/fungal, covid19_3class paediatric viral). Held-out sources: "
+          + ", ".join(f"{s} (n={sum(1 for x in src if x == s)})" for s in folds) + "; figure1 (5 Covid) always trains. "
+          "For each held-out source a head is trained on the frozen EfficientNet-Lite0 (ImageNet, 128 px) features "
+          "of the other sources; its epoch, temperature and abstention threshold (calibrated confidence keeping "
+          f"{COVERAGE:.0%} of validation) come from a patient-grouped 15 % inner split of the training sources. "
+          "Pooled = every image predicted by the fold that held its source out. A one-class source's macro-F1 is its "
+          "class's F1 (precision is 1 there, so it is 2R/(1+R) of recall R).", "",
+          "## Rows (pooled over held-out sources)", "",
+          "| row | preprocessing | controls | pooled macro-F1 | adult-sources macro-F1 | F1 Covid / Normal / Pneumonia (not COVID) | worst-source macro-F1 | ECE before → after temperature | abstention | selective macro-F1 | adult abstention / selective macro-F1 |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row, d in summary.items():
+        ctrl = "; ".join(k for k, ok in (("source-balanced", ROWS[row].get("balance") == "source"),
+                                         ("harmonising views", ROWS[row].get("augment")),
+                                         ("lung crop", "crop" in ROWS[row]["prep"]),
+                                         ("source adversary", ROWS[row].get("adversary", 0) > 0)) if ok) or "-"
+        md.append(f"| {row}{' (chosen)' if row == chosen else ''} | {ROWS[row]['prep']} | {ctrl} | "
+                  f"{ms(d['pooled_macro_f1'])} | {ms(d['adult_macro_f1'])} | "
+                  + " / ".join(ms(d[f'pooled_f1_{c}']) for c in OUTPUT_CLASSES)
+                  + f" | {ms(d['worst_source_macro_f1'])} | {ms(d['ece_before'])} → {ms(d['ece_after'])} | "
+                  f"{ms(d['abstention_rate'])} | {ms(d['selective_macro_f1'])} | "
+                  f"{ms(d['adult_abstention_rate'])} / {ms(d['adult_selective_macro_f1'])} |")
+    md += ["", "`bundled_current`: the model bundled before this study (trained on covid19_3class only): its "
+           "covid19_3class row is not held out (it trained on that source's train split). `logreg`: logistic "
+           "regression on average-pooled features (a transfer baseline, not a bundling candidate). "
+           "V-BreathNet and the random-backbone transfer rows of `results/cxr.md` were not rerun on this protocol "
+           "(end-to-end training per fold does not fit this shared CPU's budget).", "",
+           "## Per held-out source (macro-F1 over the classes present; per-class F1)", "",
+           "| row | " + " | ".join(folds) + " |", "|---|" + "---|" * len(folds)]
+    for row, srcs in per_source.items():
+        cells = []
+        for held in folds:
+            v = srcs.get(held, [])
+            f1s = " / ".join(f"{OUTPUT_CLASSES[k][:5]} {ms([x['f1'][k] for x in v])}" for k in range(K)
+                             if v and v[0]["f1"][k] is not None)
+            cells.append(f"{ms([x['macro_f1'] for x in v])} ({f1s})")
+        md.append(f"| {row} | " + " | ".join(cells) + " |")
+    md += ["", "## Source probe", "", "Balanced accuracy of a logistic regression (C = 0.1, standardised) predicting "
+           "the source, 5-fold patient-grouped, out of fold; figure1 left out. Chance: 1/5 over all sources, 1/4 "
+           "within Covid (hannover, cxnet, ieee8023, covid19_3class), 1/2 within Normal (nih, covid19_3class).", "",
+           "| features | all sources | within Covid | within Normal |", "|---|---|---|---|"]
+    md += [f"| backbone, {r[0]} | {r[1]} | {r[2]} | {r[3]} |" for r in probes(images)]
+    for row in summary:
+        if row == "logreg":
+            continue
+        a, c = hidden_probe(row, images)
+        md.append(f"| head hidden layer, {row} (trained on every source, seed 0) | {a:.3f} | {c:.3f} | |")
+    md += ["", "## Chest X-ray gate on the pooled set", "", "The bundled gate (`src/pulmo/cxr/gate.py`, rates on "
+           "SIXray and other negatives in `results/cxr_gate.md`), acceptance by source:", "",
+           "| source | n | accepted |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in gate_rates(images)]
+    md += ["", "## Selection", "", f"Rule (`configs/experiments/cxr-sources/selection_rule.md`, committed before any "
+           f"LOSO result): chosen row **{chosen}**."]
+    if bundle:
+        md += bundle_model(chosen, summary, images)
+    (RESULTS / "cxr_sources.md").write_text("\n".join(md) + "\n")
+    keys = sorted({k for r in csv_rows for k in r}, key=lambda k: list(csv_rows[-1]).index(k) if k in csv_rows[-1] else 99)
+    with open(RESULTS / "cxr_sources.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(csv_rows)
+    print("\n".join(md))
+
+
+def bundle_model(chosen: str, summary: dict[str, dict[str, list[float]]], images: list[PooledImage]) -> list[str]:
+    """Rule step 4: retrain ``chosen`` on every source and bundle it if it beats the current model."""
+    from pulmo.cxr.checkpoint import save_cxr_checkpoint
+    from pulmo.cxr.config import CxrConfig, CxrTrainConfig
+    from pulmo.inference.bundled import default_checkpoint
+    from pulmo.config import NamedConfig
+
+    new, old = np.mean(summary[chosen]["adult_macro_f1"]), np.mean(summary["bundled_current"]["adult_macro_f1"])
+    lines = [f"Adult held-out sources, pooled macro-F1: {chosen} {new:.3f} vs the previous bundled model {old:.3f}."]
+    if new <= old:
+        return lines + ["The previous model stays bundled (rule step 4)."]
+    y = np.array([OUTPUT_CLASSES.index(im.label) for im in images])
+    state, t, thr, epoch = train_all(chosen, load_features(ROWS[chosen]["prep"]), y, [im.source for im in images],
+                                     [im.group for im in images], 0)
+    cfg = CxrConfig(name=f"lite0_imagenet_{chosen}", description="EfficientNet-Lite0 (ImageNet, frozen) + head on "
+                    "pooled adult_multisource + covid19_3class; " + chosen, dataset="pooled",
+                    classes=list(OUTPUT_CLASSES), image=image_config(ROWS[chosen]["prep"]),
+                    model=NamedConfig("transfer", {"backbone": "efficientnet_lite0", "pretrained": "package"}),
+                    train=CxrTrainConfig(seed=0, epochs=15, optimizer="adam", balance="sampler"))
+    model = backbone()
+    model.head.load_state_dict(state)
+    d = summary[chosen]
+    metrics = {"protocol": "leave-one-source-out over adult_multisource sources + covid19_3class (benchmarks/cxr_sources.py)",
+               "loso": {k: [round(float(np.mean(d[k])), 4), round(float(np.std(d[k], ddof=1)), 4)]
+                        for k in ("pooled_macro_f1", "adult_macro_f1", "worst_source_macro_f1", "abstention_rate",
+                                  "selective_macro_f1", "ece_before", "ece_after")},
+               "calibration": {"temperature": t, "threshold": thr, "coverage": COVERAGE},
+               "output_classes": {"Viral Pneumonia": "pneumonia, not COVID-19 (viral or bacterial)"},
+               "best_epoch": epoch}
+    path = save_cxr_checkpoint(default_checkpoint("cxr"), model.eval(), cfg, metrics, half=True)
+    return lines + [f"Bundled: `{path.relative_to(ROOT)}` ({path.stat().st_size / 1e6:.2f} MB), {chosen} trained on "
+                    f"every source (seed 0, epoch {epoch} on a patient-grouped 15 % inner split), temperature {t:.3f}, "
+                    f"abstention below calibrated confidence {thr:.3f}."]
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    f = sub.add_parser("features")
+    f.add_argument("--preps", nargs="+", default=list(PREPROCESS))
+    r = sub.add_parser("run")
+    r.add_argument("--rows", nargs="+", default=list(ROWS))
+    r.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    r.add_argument("--force", action="store_true")
+    rp = sub.add_parser("report")
+    rp.add_argument("--bundle", action="store_true")
+    args = ap.parse_args()
+    if args.cmd == "features":
+        features(args.preps)
+    elif args.cmd == "run":
+        run(args.rows, args.seeds, args.force)
+    else:
+        report(args.bundle)
+
+
+if __name__ == "__main__":
+    main()
