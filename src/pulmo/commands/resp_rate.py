@@ -24,7 +24,9 @@ def evaluate(args: argparse.Namespace) -> int:
         return 0
     print(f"{report['model']} ({report['checkpoint']}, sha256 {report['checkpoint_sha256']}) on {data}")
     print(f"recordings scored: {report['n']} (left out, subjects seen in training/validation: "
-          f"{report['excluded_seen_subject_recordings']}; --split all keeps them); rate per recording = {report['aggregate']}")
+          f"{report['excluded_seen_subject_recordings']}; --split all keeps them)")
+    print(f"model: {report['model_line']}; front end per recording: "
+          + ", ".join(f"{k} {v}" for k, v in report["front_end"].items()))
     print(f"MAE {report['mae']:.2f} bpm  MSE {report['mse']:.2f}  CCC {report['ccc']:.3f}  Pearson {report['pearson']:.3f}  "
           f"bias {report['bias']:+.2f} (LoA ±{report['loa']:.2f})")
     w = report["window"]

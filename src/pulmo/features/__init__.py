@@ -15,13 +15,13 @@ from pulmo.features.base import FEATURES, FeatureExtractor
 
 
 def create_features(name: str, **params: Any) -> FeatureExtractor:
-    from pulmo.features import cqt, mfb, spectral, stack  # noqa: F401  (register extractors)
+    from pulmo.features import band_envelope, cqt, mfb, spectral, stack  # noqa: F401  (register extractors)
 
     return FEATURES.get(name).from_params(**params)
 
 
 def feature_names() -> list[str]:
-    from pulmo.features import cqt, mfb, spectral, stack  # noqa: F401
+    from pulmo.features import band_envelope, cqt, mfb, spectral, stack  # noqa: F401
 
     return FEATURES.names()
 

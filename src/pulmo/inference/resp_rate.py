@@ -10,15 +10,19 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from pulmo.data.adapters.breath_csv import load_breath_csv
-from pulmo.data.adapters.synthetic_breath import BREATH_CLASSES
+from pulmo.data.adapters.synthetic_breath import BREATH_CLASSES, HEAVY_ABOVE_BPM
+from pulmo.data.audio_io import audio_header, read_audio
 from pulmo.engine.checkpoint import file_hash, read_checkpoint
 from pulmo.errors import AudioTooShortError, DataError
 from pulmo.inference.bundled import default_checkpoint, resp_rate_short_checkpoint
 from pulmo.metrics.regression import regression_report
 from pulmo.resp_rate.data import load_recording
+from pulmo.resp_rate.air import WIDE_RATE_HZ, AirDspConfig, estimate_rate_air, front_end
 from pulmo.resp_rate.config import ClipConfig
+from pulmo.resp_rate.dsp import estimate_rate_dsp
 from pulmo.resp_rate.net import NOISE_CLASSES, WindowPredictions
-from pulmo.resp_rate.predictor import CompositePredictor, RatePredictor, VotePredictor, breathing_bundle, predictor_from_checkpoint
+from pulmo.resp_rate.predictor import (CompositePredictor, RatePredictor, RecordingPrediction, VotePredictor, breathing_bundle,
+                                      predictor_from_checkpoint)
 
 
 @dataclass
@@ -56,9 +60,41 @@ class RateTrack:
     windows: list[RateWindow]
     model: dict[str, str] = field(default_factory=dict)
     heavy_assessed: bool = True
+    rate_interval_bpm: list[float] = field(default_factory=list)
+    front_end: str = "stethoscope"
+    rate_source: str = "networks"
+    members: dict[str, float] = field(default_factory=dict)
+    front_end_measurements: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+#: Air-microphone audio: the air-band DSP's window rates spread more than this (IQR / median),
+#: or the networks' rate differs from it by more than this factor: the rate is flagged uncertain.
+AIR_SPREAD_DOUBT = 0.15
+AIR_DISAGREE_FACTOR = 1.25
+
+
+@dataclass
+class RateEstimate:
+    """What the pipeline makes of one recording: the networks' prediction, the front end
+    (``air`` | ``stethoscope``, :func:`pulmo.resp_rate.air.front_end`) and its measurements,
+    the recording's rate (bpm) and where it came from (``networks`` | ``air_dsp``), the
+    2.5-97.5 % range of the window rates the rate summarises (bpm), the members' rates (the
+    networks, the stethoscope-band harmonic-sum DSP at the model's rate, and on air audio the
+    air-band DSP), the share of windows above 30 bpm, and whether the rate is uncertain
+    (None: no threshold)."""
+
+    prediction: RecordingPrediction
+    front_end: str
+    measurements: dict[str, float]
+    rate_bpm: float
+    rate_source: str
+    interval_bpm: list[float]
+    members: dict[str, float]
+    heavy_fraction: float | None
+    uncertain: bool | None
 
 
 class RespRatePipeline:
@@ -106,10 +142,60 @@ class RespRatePipeline:
         """Whether a rate with this doubt score is flagged uncertain (None: the model has no threshold)."""
         return None if self.doubt_above is None else doubt > self.doubt_above
 
+    def load_wide(self, path: str | Path) -> tuple[np.ndarray, int, int]:
+        """``(samples (T,), their rate, the file's rate)``: the file at its own rate, at most
+        :data:`pulmo.resp_rate.air.WIDE_RATE_HZ` (the air band)."""
+        native = audio_header(path).sample_rate_hz
+        samples, rate = read_audio(path, sample_rate_hz=min(native, WIDE_RATE_HZ))
+        return samples, rate, native
+
+    def estimate(self, path: str | Path, samples: np.ndarray | None = None) -> RateEstimate:
+        """The recording's rate: the networks' on stethoscope audio, the air-band DSP's on
+        air-microphone audio (chosen on validation: docs/respiratory-rate.md, "Through the air").
+
+        ``samples``: the file already loaded by :meth:`load`. When ``path`` is not a readable
+        file (samples handed in directly), the front end is decided on ``samples`` at the
+        model's rate, which is always ``stethoscope``.
+
+        Raises:
+            DataError: silent audio (digital silence, at any level of the pipeline), or air
+                audio without any breathing rhythm.
+        """
+        samples = self.load(path) if samples is None else samples
+        if not len(samples) or float(np.abs(samples).max()) < 1e-6 or float(np.std(samples)) < 1e-7:
+            raise DataError(f"{Path(path).name} is silent (no signal above 1e-6 full scale): no rate")
+        if Path(path).is_file():
+            wide, wide_rate, native = self.load_wide(path)
+        else:
+            wide, wide_rate, native = samples, self.clip.sample_rate_hz, self.clip.sample_rate_hz
+        kind, measured = front_end(wide, wide_rate, native)
+        pred = self.predictor.predict(samples)
+        members = {"networks": float(pred.rate_bpm)}
+        try:
+            members["dsp_stethoscope_band"] = estimate_rate_dsp(samples, self.clip.sample_rate_hz)
+        except ValueError:
+            pass
+        if kind == "air":
+            air = estimate_rate_air(wide, wide_rate, AirDspConfig())
+            if not np.isfinite(air.rate_bpm):
+                raise DataError(f"{Path(path).name}: no breathing rhythm in any frequency band (digital silence or a "
+                                "steady sound): no rate")
+            members["dsp_air_band"] = air.rate_bpm
+            rates = air.window_rates_bpm[np.isfinite(air.window_rates_bpm)]
+            q1, med, q3 = np.percentile(rates, [25, 50, 75])
+            disagree = max(air.rate_bpm, 1.0) / max(pred.rate_bpm, 1.0)
+            uncertain = bool((q3 - q1) / med > AIR_SPREAD_DOUBT or not 1 / AIR_DISAGREE_FACTOR <= disagree <= AIR_DISAGREE_FACTOR)
+            return RateEstimate(pred, kind, measured, air.rate_bpm, "air_dsp", interval(rates), members,
+                                float(np.mean(rates > HEAVY_ABOVE_BPM)), uncertain)
+        w = pred.windows.rate_bpm
+        return RateEstimate(pred, kind, measured, float(pred.rate_bpm), "networks", interval(w), members, None,
+                            self.uncertain(pred.doubt))
+
     def analyze_file(self, path: str | Path, samples: np.ndarray | None = None) -> RateTrack:
         """Rate track of ``path`` (or of ``samples`` already loaded from it by :meth:`load`)."""
         samples = self.load(path) if samples is None else samples
-        pred = self.predictor.predict(samples)
+        est = self.estimate(path, samples)
+        pred = est.prediction
         w = pred.windows
         heavy_idx = BREATH_CLASSES.index("heavy")
         rows = []
@@ -119,9 +205,17 @@ class RespRatePipeline:
             rows.append(RateWindow(float(s), float(s + w.window_s), float(w.rate_bpm[i]), float(w.count[i]), cls, probs,
                                    int(w.breath_probs[i].argmax()) == heavy_idx, bool(w.noise_probs[i, 1] > 0.5),
                                    float(w.noise_probs[i, NOISE_CLASSES.index("noisy")])))
-        return RateTrack(str(path), len(samples) / self.clip.sample_rate_hz, pred.rate_bpm,
-                         float(np.mean([r.heavy for r in rows])), bool(np.mean([r.noisy for r in rows]) > 0.5),
-                         pred.doubt, self.uncertain(pred.doubt), rows, dict(self.model), self.heavy_assessed)
+        heavy = float(np.mean([r.heavy for r in rows])) if est.heavy_fraction is None else est.heavy_fraction
+        return RateTrack(str(path), len(samples) / self.clip.sample_rate_hz, round(est.rate_bpm, 1), heavy,
+                         bool(np.mean([r.noisy for r in rows]) > 0.5), pred.doubt, est.uncertain, rows, dict(self.model),
+                         self.heavy_assessed or est.front_end == "air", est.interval_bpm, est.front_end, est.rate_source,
+                         {k: round(v, 1) for k, v in est.members.items()}, est.measurements)
+
+
+def interval(rates_bpm: np.ndarray) -> list[float]:
+    """``[2.5 %, 97.5 %]`` quantiles of window rates ``(W,)`` (bpm), rounded to 0.1."""
+    lo, hi = np.percentile(np.asarray(rates_bpm, float), [2.5, 97.5])
+    return [round(float(lo), 1), round(float(hi), 1)]
 
 
 def learned_heavy_breathing(config: dict[str, Any]) -> bool:
@@ -163,7 +257,7 @@ def evaluate_folder(pipe: RespRatePipeline, data: str | Path, limit: int = 0, sp
                         "use --split all to score them anyway")
     if limit:
         records = records[:limit]
-    rec_pred, rec_true, win_pred, win_true, devices, used, flags = [], [], [], [], [], [], []
+    rec_pred, rec_true, win_pred, win_true, devices, used, flags, fronts = [], [], [], [], [], [], [], []
     for r in records:
         try:
             try:
@@ -174,13 +268,15 @@ def evaluate_folder(pipe: RespRatePipeline, data: str | Path, limit: int = 0, sp
                     raise
                 model = short
                 samples = short.load(r.path)
-            pred = model.predictor.predict(samples)
+            est = model.estimate(r.path, samples)
         except DataError as err:
             raise DataError(f"{r.record_id}: {err}") from None
+        pred = est.prediction
         used.append(model.model["checkpoint"])
-        flags.append(model.uncertain(pred.doubt))
+        flags.append(est.uncertain)
+        fronts.append(est.front_end)
         w = pred.windows
-        rec_pred.append(pred.rate_bpm)
+        rec_pred.append(est.rate_bpm)
         rec_true.append(float(r.rr_bpm or 0.0))
         win_pred.extend(w.rate_bpm.tolist())
         win_true.extend([float(r.rr_bpm or 0.0)] * len(w.rate_bpm))
@@ -188,6 +284,8 @@ def evaluate_folder(pipe: RespRatePipeline, data: str | Path, limit: int = 0, sp
     report: dict[str, Any] = regression_report(rec_pred, rec_true)
     report["unit"] = "breaths per minute"
     report["aggregate"] = aggregate_description(pipe.predictor)
+    report["model_line"] = model_line(pipe.predictor)
+    report["front_end"] = {k: fronts.count(k) for k in sorted(set(fronts))}
     report["window"] = regression_report(win_pred, win_true)
     report["split"] = split
     report["excluded_seen_subject_recordings"] = len(seen)
@@ -214,6 +312,17 @@ def split_by_doubt(pred: list[float], true: list[float], flagged: list[bool]) ->
     out: dict[str, Any] = {"n_flagged": int(sum(flagged)), "fraction": float(np.mean(flagged))}
     out.update({name: regression_report(*pt) if pt[0] else None for name, pt in parts.items()})
     return out
+
+
+def model_line(predictor: RatePredictor) -> str:
+    """The model in one short line (the long form: :func:`aggregate_description`)."""
+    if isinstance(predictor, VotePredictor):
+        kinds = {type(m).__name__ for m in predictor.members}
+        what = f"vote of {len(predictor.members)} " + ("composites" if kinds == {"CompositePredictor"} else "networks")
+    else:
+        what = "composite of 2 networks" if isinstance(predictor, CompositePredictor) else "one network"
+    return (f"{what}, {predictor.clip.window_s:g} s windows; air-microphone audio (>= 8 kHz with power above 3 kHz): "
+            "band-envelope harmonic sum")
 
 
 def aggregate_description(predictor: RatePredictor) -> str:
