@@ -334,3 +334,47 @@ def _killed_service_loses_nothing(tmp_path, url):  # type: ignore[no-untyped-def
     assert row["result"]["input"]["sha256"] == sha256_file(recording)
     actions = [r["action"] for r in db_rows(url, audit) if r["analysis_id"] == analysis_id]
     assert actions[0] == "submit" and actions[-1] == "done" and ("requeued" in actions) == (seen == "running")
+
+
+def test_the_schema_shows_a_multipart_upload_typed_answers_and_one_error_shape(srv):
+    spec = srv.get_json("/openapi.json")[1]
+    post = spec["paths"]["/analyses"]["post"]
+    form = post["requestBody"]["content"]["multipart/form-data"]["schema"]
+    props = spec["components"]["schemas"][form["$ref"].rsplit("/", 1)[1]]["properties"] if "$ref" in form else form["properties"]
+    assert props["file"].get("format") == "binary" or props["file"].get("contentMediaType") or "anyOf" in props["file"]
+    assert "task" in props
+    assert post["responses"]["202"]["content"]["application/json"]["schema"]["$ref"].endswith("/AnalysisAccepted")
+    assert {"400", "401", "413", "415", "422"} <= set(post["responses"])
+    assert post["responses"]["415"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+    assert "get" in spec["paths"]["/analyses"] and "/analyses/{analysis_id}" in spec["paths"]
+    for path, method, status, code in [("/no/such/route", "GET", 404, "not_found"), ("/health", "DELETE", 405,
+                                        "method_not_allowed"), ("/analyses?limit=0", "GET", 422, "bad_parameter")]:
+        got, _, body = srv.request(method, path)
+        assert (got, set(json.loads(body)), json.loads(body)["error"]) == (status, {"error", "detail"}, code)
+
+
+def test_api_docs_pages_load_their_scripts_from_the_service_itself(srv):
+    import re
+
+    for page in ("/docs", "/redoc"):
+        status, _, html = srv.get(page)
+        assert status == 200
+        urls = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html.decode()) + re.findall(r"https?://[^\s\"'<>]+",
+                                                                                          html.decode())
+        external = [u for u in urls if u.startswith(("http://", "https://", "//"))]
+        assert not external, f"{page} loads {external}"
+        scripts = [u for u in urls if u.endswith(".js")]
+        assert scripts and all(srv.get(u)[0] == 200 for u in scripts)
+
+
+def test_listing_shows_a_caller_their_own_analyses_newest_first_with_paging(srv, tmp_path):
+    recording = wav(tmp_path / "mine.wav", seconds=3.0).read_bytes()
+    ids = [srv.upload(f"mine{i}.wav", recording, token=None)[1]["id"] for i in range(3)]
+    for analysis_id in ids:
+        srv.wait(analysis_id)
+    status, page = srv.get_json("/analyses?limit=2")
+    assert status == 200 and page["limit"] == 2 and len(page["items"]) == 2 and page["total"] >= 3
+    assert [i["id"] for i in page["items"]] == ids[::-1][:2] and page["next"] == "/analyses?limit=2&offset=2"
+    assert page["items"][0]["links"]["page"] == f"/?analysis={ids[-1]}" and page["items"][0]["headline"]
+    rest = srv.get_json(page["next"])[1]
+    assert ids[0] in [i["id"] for i in rest["items"]] and not set(i["id"] for i in rest["items"]) & set(ids[1:])

@@ -36,14 +36,18 @@ def test_upload_through_the_page_renders_the_result_and_the_report(tmp_path):
             page.set_input_files("#file", str(demo))
             page.click("#submit")
             page.wait_for_selector("#result:not([hidden])", timeout=120_000)
-            headline = page.inner_text("#headline")
+            headline = page.inner_text("#main .headline")
             assert "cycles from segmenter" in headline, headline
-            assert page.inner_text("#status").startswith("Done: lung-sounds")
-            width = page.eval_on_selector("#figures img", "img => img.complete ? img.naturalWidth : 0")
+            assert page.inner_text("#status").startswith("Done: lung-sounds+resp-rate")
+            assert "stethoscope recording" in page.inner_text("#routing")
+            width = page.eval_on_selector("#main figure img", "img => img.complete ? img.naturalWidth : 0")
             assert width > 500
-            rows = page.eval_on_selector_all("#table tr", "rows => rows.length")
+            rows = page.eval_on_selector_all("#main table tr", "rows => rows.length")
             assert rows == 1 + int(headline.split()[0])  # header + one row per cycle
             assert "SHA-256" in page.inner_text("#provenance")
+            assert page.inner_text("#also h2") == "Also: resp-rate" and "breaths/min" in page.inner_text("#also .headline")
+            analysis_id = page.inner_text("#analysis-id")
+            assert page.url.endswith(f"/?analysis={analysis_id}")
             page.screenshot(path=str(shots / "serve_page.png"), full_page=True)
             with page.expect_download() as dl:
                 page.click("#report")
@@ -51,6 +55,10 @@ def test_upload_through_the_page_renders_the_result_and_the_report(tmp_path):
             dl.value.save_as(saved)
             assert dl.value.suggested_filename == "pulmo-report-demo_lung_sounds.html"
             assert headline in saved.read_text() and "data:image/png;base64," in saved.read_text()
+
+            page.goto(srv.base + f"/?analysis={analysis_id}")  # the permalink shows the same result after a reload
+            page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+            assert page.inner_text("#main .headline") == headline
 
             page.set_input_files("#file", files=[{"name": "notes.wav", "mimeType": "audio/wav", "buffer": b"not audio"}])
             page.click("#submit")

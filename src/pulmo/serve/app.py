@@ -4,9 +4,11 @@ Routes (JSON unless said otherwise; errors are ``{"error": code, "detail": messa
 
 - ``GET /`` the web page; ``GET /health`` status, capabilities, queue counts (no token needed)
 - ``POST /analyses`` multipart ``file`` (+ optional ``task``) -> 202 ``{"id", "status", ...}``
+- ``GET /analyses?limit=&offset=`` the caller's analyses, newest first (every analysis for an admin)
 - ``GET /analyses/{id}`` status, and the result once done
 - ``GET /analyses/{id}/report`` the HTML report (``?download=1`` as an attachment)
 - ``GET /analyses/{id}/figures/{name}.png`` one figure
+- ``GET /docs`` (Swagger UI), ``GET /redoc``, ``GET /openapi.json``: the schema, served without a CDN
 
 With ``require_token`` every route but ``/`` and ``/health`` needs ``Authorization: Bearer
 <token>``; without it, requests carrying no token are recorded as ``local``. An analysis
@@ -28,7 +30,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, File, Form, Query, Request
+from fastapi import UploadFile as Upload
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, UploadFile
@@ -40,6 +44,8 @@ from pulmo.frontdoor.capabilities import capability, capability_names
 from pulmo.frontdoor.inputs import InputRejected, Limits, inspect_file
 from pulmo.frontdoor.routing import route_file
 from pulmo.serve.db import default_url, make_engine, migrate
+from pulmo.serve.docs import add_offline_docs
+from pulmo.serve.schemas import Analysis, AnalysisAccepted, AnalysisPage, Health, error_responses
 from pulmo.serve.jobs import JobRunner, record
 from pulmo.serve.storage import Storage, TooLarge
 from pulmo.serve.tokens import Caller, who_has
@@ -157,9 +163,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
         yield
         runner.stop(settings.stop_timeout_s)
 
-    app = FastAPI(title="pulmo", version=pulmo.__version__, lifespan=lifespan,
-                  description="AI-assisted respiratory screening: upload a recording or an image, get a result and a report.")
+    app = FastAPI(title="pulmo", version=pulmo.__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="AI-assisted respiratory screening: upload a recording or an image, get a result and a "
+                  "report. Every error, on every route, is `{\"error\": code, \"detail\": sentence}`.")
     app.state.runner, app.state.storage, app.state.engine, app.state.settings = runner, storage, engine, settings
+    add_offline_docs(app)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, err: ApiError) -> JSONResponse:
@@ -200,6 +208,41 @@ def create_app(settings: ServeSettings) -> FastAPI:
         except ApiError as err:
             refuse("anonymous", err)
 
+    def upload_form_refused(request: Request, detail: str) -> JSONResponse:
+        """A POST /analyses whose form FastAPI could not read or validate: 400 ``bad_form``, audited."""
+        try:
+            name = caller(request.headers.get("authorization", "")).name
+        except ApiError:
+            name = "anonymous"
+        err = ApiError(400, "bad_form", f"the multipart form was refused: {detail}")
+        audit_refusal(name, err)
+        return _error(err.status, err.code, err.detail)
+
+    def is_upload(request: Request) -> bool:
+        return request.method == "POST" and request.url.path == "/analyses"
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, err: HTTPException) -> JSONResponse:
+        """Starlette's own errors (unknown route, wrong method, unparsable form) in the one error shape."""
+        if isinstance(err.__cause__, TooLarge):  # FastAPI read the form and met BodyLimit's count: BodyLimit answers
+            raise err.__cause__
+        if is_upload(request) and err.status_code == 400:
+            return await run_in_threadpool(upload_form_refused, request, str(err.detail))
+        code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "bad_request")
+        detail = {404: f"no route {request.url.path}",
+                  405: f"{request.method} is not allowed on {request.url.path}"}.get(err.status_code, str(err.detail))
+        return _error(err.status_code, code, detail, dict(err.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_parameter(request: Request, err: RequestValidationError) -> JSONResponse:
+        first = err.errors()[0] if err.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()) if x not in ("query", "path", "body"))
+        detail = f"{where}: {first.get('msg', 'invalid value')}"
+        if is_upload(request):
+            return await run_in_threadpool(upload_form_refused, request, f"send one file in the field 'file' and at "
+                                           f"most a text field 'task' ({detail})")
+        return _error(422, "bad_parameter", detail)
+
     def body_too_large(scope: Scope, detail: str) -> None:
         """Audit a 413 from :class:`BodyLimit` under the token's name (``anonymous`` if not valid)."""
         try:
@@ -215,7 +258,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
-    @app.get("/health")
+    @app.get("/health", response_model=Health)
     def health() -> dict[str, Any]:
         caps = [{"name": n, "kinds": sorted(capability(n).kinds)} for n in capability_names()]
         return {"status": "ok", "pulmo_version": pulmo.__version__, "database": engine.dialect.name,
@@ -247,29 +290,52 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     def links(analysis_id: str, figures: list[str] | None = None) -> dict[str, Any]:
         base = f"/analyses/{analysis_id}"
-        out: dict[str, Any] = {"self": base, "report": f"{base}/report"}
+        out: dict[str, Any] = {"self": base, "report": f"{base}/report", "page": f"/?analysis={analysis_id}"}
         if figures is not None:
             out["figures"] = {n: f"{base}/figures/{n}.png" for n in figures}
         return out
 
-    @app.post("/analyses", status_code=202)
-    async def create_analysis(request: Request, user: Caller = Depends(who)) -> JSONResponse:
+    @app.post("/analyses", status_code=202, response_model=AnalysisAccepted,
+              responses=error_responses(400, 401, 413, 415, 422))
+    async def create_analysis(
+        request: Request,
+        file: Upload | None = File(None, description="the recording (WAV, FLAC, OGG, AIFF, MP3) or image "
+                                       "(PNG, JPEG, TIFF, BMP, GIF)"),
+        task: str | None = Form(None, description="run this capability instead of choosing from the content: "
+                                "lung-sounds, resp-rate, cxr or detect"),
+        user: Caller = Depends(who),
+    ) -> JSONResponse:
+        """Upload one file. It is checked and routed by its content now (refusals answer at once,
+        4xx, and are audited); the analysis then runs in the background: poll ``links.self``."""
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             await refused(user, ApiError(415, "not_multipart", "send the file as multipart/form-data in a field named "
                                          "'file' (and optionally 'task')"))
-        try:
-            form = await request.form(max_files=1, max_fields=4)
-        except HTTPException as err:  # malformed multipart, too many files or fields
-            await refused(user, ApiError(400, "bad_form", f"the multipart form was refused: {err.detail}"))
-        upload, task = form.get("file"), form.get("task") or None
-        if not isinstance(upload, UploadFile):
+        form = await request.form()  # parsed already for the parameters above; here for what they do not show
+        if len([v for v in form.values() if isinstance(v, UploadFile)]) > 1 or len(form) > 4:
+            await refused(user, ApiError(400, "bad_form", "the multipart form was refused: send one file in the "
+                                         "field 'file' and at most a 'task'"))
+        if not isinstance(file, UploadFile):
             await refused(user, ApiError(400, "no_file", "no file: send it in the multipart field named 'file'"))
-        if task is not None and not isinstance(task, str):
-            await refused(user, ApiError(400, "bad_task", "'task' must be a text field"))
-        filename = Path(upload.filename or "upload").name[:255] or "upload"
-        body = await run_in_threadpool(accept, user.name, upload.file, filename, task)
-        await upload.close()
+        filename = Path(file.filename or "upload").name[:255] or "upload"
+        body = await run_in_threadpool(accept, user.name, file.file, filename, task or None)
+        await file.close()
         return JSONResponse(body, status_code=202, headers={"Location": body["links"]["self"]})
+
+    @app.get("/analyses", response_model=AnalysisPage, responses=error_responses(401, 422))
+    def list_analyses(limit: int = Query(20, ge=1, le=100, description="analyses per page"),
+                      offset: int = Query(0, ge=0, description="how many to skip (newest first)"),
+                      user: Caller = Depends(who)) -> dict[str, Any]:
+        """The caller's analyses, newest first (an admin token sees every analysis)."""
+        rows, total = runner.page(None if user.admin else user.name, limit, offset)
+        items = []
+        for row in rows:
+            result = json.loads(row.result) if row.result else {}
+            items.append({"id": row.id, "status": row.status, "task": row.task, "file_name": row.file_name,
+                          "created_at": iso(row.created_at), "finished_at": iso(row.finished_at),
+                          "headline": result.get("headline"), "links": links(row.id)})
+        more = offset + len(rows) < total
+        return {"items": items, "total": total, "limit": limit, "offset": offset,
+                "next": f"/analyses?limit={limit}&offset={offset + limit}" if more else None}
 
     def row_or_404(analysis_id: str, user: Caller) -> Any:
         """The analysis, if ``user`` may read it; anything else is the same 404 (existence is not shown)."""
@@ -278,7 +344,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
             raise ApiError(404, "not_found", f"no analysis {analysis_id!r}")
         return row
 
-    @app.get("/analyses/{analysis_id}")
+    @app.get("/analyses/{analysis_id}", response_model=Analysis, responses=error_responses(401, 404))
     def get_analysis(analysis_id: str, user: Caller = Depends(who)) -> dict[str, Any]:
         row = row_or_404(analysis_id, user)
         result = json.loads(row.result) if row.result else None
@@ -298,7 +364,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
             raise ApiError(409, "not_done", detail)
         return row
 
-    @app.get("/analyses/{analysis_id}/report", response_class=HTMLResponse)
+    @app.get("/analyses/{analysis_id}/report", response_class=HTMLResponse, responses=error_responses(401, 404, 409))
     def get_report(analysis_id: str, download: bool = False, user: Caller = Depends(who)) -> Response:
         row = done_row(analysis_id, user)
         path = storage.result_dir(row.id) / runner.figure_dir(row) / "report.html"
@@ -308,7 +374,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
             headers["Content-Disposition"] = f'attachment; filename="pulmo-report-{stem}.html"'
         return Response(path.read_bytes(), media_type="text/html; charset=utf-8", headers=headers)
 
-    @app.get("/analyses/{analysis_id}/figures/{name}.png")
+    @app.get("/analyses/{analysis_id}/figures/{name}.png", responses={
+        200: {"content": {"image/png": {}}, "description": "the figure"}, **error_responses(401, 404, 409)})
     def get_figure(analysis_id: str, name: str, user: Caller = Depends(who)) -> Response:
         row = done_row(analysis_id, user)
         path = storage.result_dir(row.id) / runner.figure_dir(row) / f"{name}.png"

@@ -82,6 +82,15 @@ class JobRunner:
         with self.engine.connect() as conn:
             return conn.execute(select(analyses).where(analyses.c.id == analysis_id)).first()
 
+    def page(self, owner: str | None, limit: int, offset: int) -> tuple[list[Any], int]:
+        """``(rows, total)``: ``owner``'s analyses (everyone's when None), newest first."""
+        where = [] if owner is None else [analyses.c.submitted_by == owner]
+        with self.engine.connect() as conn:
+            total = conn.execute(select(func.count()).select_from(analyses).where(*where)).scalar_one()
+            rows = conn.execute(select(analyses).where(*where).order_by(analyses.c.created_at.desc(), analyses.c.id)
+                                .limit(limit).offset(offset)).all()
+        return list(rows), int(total)
+
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(analyses.c.status, func.count()).group_by(analyses.c.status)).all()
