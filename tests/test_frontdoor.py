@@ -115,7 +115,8 @@ def test_an_image_without_an_image_capability_is_refused_clearly(tmp_path, lung_
 def test_envelope_enforces_the_capability_contract():
     info = InputInfo("a.wav", 10, "audio", "WAV", {"duration_s": 1.0})
     model = {"name": "m", "checkpoint": "m.pt", "sha256": "a" * 64, "pulmo_version": "0.1.0"}
-    env = envelope(Analysis("t", "fine", {"model": model, "x": 1}), info, "b" * 64)
+    env = envelope(Analysis("t", "fine", {"model": model, "x": 1, "rate": 20.25146484375, "p": [1 / 3]}), info, "b" * 64)
+    assert (env["rate"], env["p"]) == (20.2515, [0.3333])  # no spurious precision
     assert env["input"] == {"name": "a.wav", "sha256": "b" * 64, "bytes": 10, "kind": "audio", "format": "WAV",
                             "duration_s": 1.0}
     assert env["model"] == model and env["x"] == 1 and env["pulmo_version"]

@@ -62,10 +62,12 @@ class Prediction:
         return f"{len(r.detections)} object(s) found"
 
     def to_dict(self) -> dict[str, Any]:
+        from pulmo.frontdoor.capabilities import rounded
+
         out = {"task": self.task, "source": self.source, "summary": self.summary, "warnings": list(self.warnings),
                **self.result.to_dict()}
         out.pop("path", None)
-        return out
+        return rounded(out)
 
     def __repr__(self) -> str:
         return f"Prediction({self.task}, {self.source}: {self.summary})"

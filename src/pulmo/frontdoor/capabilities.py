@@ -140,6 +140,18 @@ def check_options(task: str, allowed: tuple[str, ...], options: Mapping[str, Any
     return options
 
 
+def rounded(value: Any, digits: int = 4) -> Any:
+    """``value`` with every float rounded to ``digits`` decimals, through dicts, lists and tuples:
+    JSON without spurious precision (``20.25146484375`` -> ``20.2515``)."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(v, digits) for v in value]
+    return value
+
+
 def _checked_result(analysis: Analysis) -> dict[str, Any]:
     """``analysis.result`` after checking the capability contract (model keys, no reserved keys)."""
     model = analysis.result.get("model", {})
@@ -177,7 +189,7 @@ def envelope(analysis: Analysis, info: InputInfo, file_sha256: str, route: Route
     ran on the file (its figure names prefixed with its task), or its error where it failed.
     """
     part = _part(analysis)
-    return {
+    return rounded({
         "task": part.pop("task"),
         "pulmo_version": pulmo.__version__,
         "input": {"name": info.name, "sha256": file_sha256, "bytes": info.bytes, "kind": info.kind,
@@ -186,7 +198,7 @@ def envelope(analysis: Analysis, info: InputInfo, file_sha256: str, route: Route
         "warnings": [] if route is None else list(route.warnings),
         **part,
         "also": [_part(a) for a in also] + [{"task": t, "error": msg} for t, msg in (failed or {}).items()],
-    }
+    })
 
 
 def run_route(path: str | Path, route: Route, checkpoints: Mapping[str, str | None] | None = None,
