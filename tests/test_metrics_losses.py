@@ -58,3 +58,23 @@ def test_loss_builder():
         class_balanced_weights([3, 0], 0.9)
     with pytest.raises(ConfigError, match="beta"):
         class_balanced_weights([3, 1], 1.0)
+
+
+def test_ccc_and_pearson_match_the_libraries_and_the_report_matches_scikit_learn():
+    import torch
+    from scipy.stats import pearsonr
+    from sklearn.metrics import f1_score
+    from torchmetrics.regression import ConcordanceCorrCoef
+
+    from pulmo.metrics.classification import classification_report
+    from pulmo.metrics.regression import ccc, pearson
+
+    rng = np.random.default_rng(0)
+    true = rng.uniform(6, 30, 200)
+    pred = 0.8 * true + 3 + rng.normal(0, 2, 200)
+    expected = float(ConcordanceCorrCoef()(torch.tensor(pred), torch.tensor(true)))
+    assert ccc(pred, true) == pytest.approx(expected, abs=1e-3)  # torchmetrics uses 1/(N-1) moments, Lin's paper 1/N
+    assert pearson(pred, true) == pytest.approx(pearsonr(pred, true)[0], abs=1e-9)
+    y_true, y_pred = rng.integers(0, 3, 100), rng.integers(0, 3, 100)
+    report = classification_report(y_true, y_pred, ["a", "b", "c"])
+    assert report["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro"))

@@ -45,10 +45,11 @@ def grad_cam(model: nn.Module, x: torch.Tensor, class_index: int | None = None) 
 
 
 def overlay(gray: np.ndarray, heat: np.ndarray, alpha: float = 0.4) -> np.ndarray:
-    """Heatmap (jet colours) over the X-ray: ``gray`` ``(H, W)`` in [0, 1] and ``heat`` any
-    size in [0, 1] -> ``(H, W, 3)`` uint8 RGB."""
+    """Heatmap (jet colours) over the X-ray, by ``grad-cam``'s ``show_cam_on_image``: ``gray``
+    ``(H, W)`` in [0, 1] and ``heat`` any size in [0, 1] -> ``(H, W, 3)`` uint8 RGB."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
     h, w = gray.shape
     heat = cv2.resize(heat.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    colour = cv2.applyColorMap(np.uint8(255 * np.clip(heat, 0, 1)), cv2.COLORMAP_JET)[..., ::-1]
-    base = np.repeat((np.clip(gray, 0, 1) * 255)[..., None], 3, axis=2)
-    return np.uint8(np.clip((1 - alpha) * base + alpha * colour, 0, 255))
+    base = np.repeat(np.clip(gray, 0, 1).astype(np.float32)[..., None], 3, axis=2)
+    return show_cam_on_image(base, np.clip(heat, 0, 1), use_rgb=True, image_weight=1 - alpha)

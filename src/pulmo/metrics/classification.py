@@ -1,4 +1,5 @@
-"""Multi-class classification metrics: confusion matrix, per-class P/R/F1, accuracy, macro-F1."""
+"""Multi-class classification metrics: confusion matrix, per-class P/R/F1, accuracy, macro-F1
+(scikit-learn's, in the report shape pulmo's commands print)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import numpy as np
 
 def confusion(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> np.ndarray:
     """``(n_classes, n_classes)`` counts, rows = true class, columns = predicted class."""
-    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(cm, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
-    return cm
+    from sklearn.metrics import confusion_matrix
+
+    return confusion_matrix(y_true, y_pred, labels=list(range(n_classes))).astype(np.int64)
 
 
 def classification_report(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]) -> dict[str, Any]:
@@ -21,13 +22,14 @@ def classification_report(y_true: Sequence[int], y_pred: Sequence[int], labels: 
     A class never predicted has precision 0; a class absent from ``y_true`` has recall 0 and
     is left out of the macro average (so a folder missing a class is not penalised for it).
     """
+    from sklearn.metrics import precision_recall_fscore_support
+
     k = len(labels)
     cm = confusion(y_true, y_pred, k)
     tp = np.diag(cm).astype(float)
-    pred_n, true_n = cm.sum(0), cm.sum(1)
-    precision = np.divide(tp, pred_n, out=np.zeros(k), where=pred_n > 0)
-    recall = np.divide(tp, true_n, out=np.zeros(k), where=true_n > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=(precision + recall) > 0)
+    precision, recall, f1, true_n = precision_recall_fscore_support(y_true, y_pred, labels=list(range(k)),
+                                                                    zero_division=0) if len(y_true) else (
+        np.zeros(k), np.zeros(k), np.zeros(k), np.zeros(k, dtype=np.int64))
     present = true_n > 0
     n = int(cm.sum())
     return {

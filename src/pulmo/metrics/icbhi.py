@@ -14,10 +14,10 @@ import numpy as np
 
 
 def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> np.ndarray:
-    """``(K, K)`` counts, rows = true class, columns = predicted class."""
-    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(cm, (np.asarray(y_true, int), np.asarray(y_pred, int)), 1)
-    return cm
+    """``(K, K)`` counts, rows = true class, columns = predicted class (scikit-learn's)."""
+    from sklearn.metrics import confusion_matrix as sk_confusion
+
+    return sk_confusion(y_true, y_pred, labels=list(range(num_classes))).astype(np.int64)
 
 
 def icbhi_scores(y_true: Sequence[int], y_pred: Sequence[int], normal_index: int = 0) -> dict[str, float]:
