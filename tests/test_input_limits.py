@@ -81,11 +81,15 @@ def test_image_cap_weighs_bytes_per_pixel(tmp_path):
         assert "0.04 MB decoded, over the limit of 0.02 MB" in str(err)
 
 
-def test_default_image_limits_fit_the_memory_budget():
+def test_default_image_limits_weigh_colour_above_gray(tmp_path):
     limits = Limits()
-    assert limits.max_image_pixels * decoded_bytes_per_pixel("L") <= limits.max_image_decoded_bytes
-    assert limits.max_image_decoded_bytes // decoded_bytes_per_pixel("RGBA") < limits.max_image_pixels
-    assert 18_000_000 <= limits.max_image_decoded_bytes // 4  # a 43 x 43 cm flat panel at 0.1 mm (18.5 M px) fits
+    gray_px = min(limits.max_image_pixels, limits.max_image_decoded_bytes // decoded_bytes_per_pixel("L"))
+    colour_px = min(limits.max_image_pixels, limits.max_image_decoded_bytes // decoded_bytes_per_pixel("RGBA"))
+    assert colour_px < gray_px
+    assert colour_px >= 3000 * 3000  # a 43 x 43 cm detector at 0.14 mm, the common chest X-ray, fits in any mode
+    big = tmp_path / "big.png"
+    Image.new("RGB", (3000, 3000), (90, 90, 90)).save(big)
+    assert inspect_file(big, limits).details["width"] == 3000
 
 
 def test_decoder_errors_name_the_users_file_not_the_path(tmp_path):

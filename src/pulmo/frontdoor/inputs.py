@@ -52,13 +52,16 @@ class Limits:
       also stays near a second instead of the half minute that 920 M samples took.
     - ``max_image_pixels`` (any mode) and ``max_image_decoded_bytes`` (pixels x the bytes a
       pixel takes decoded, :func:`decoded_bytes_per_pixel`: 1 for 8-bit gray or palette, 2
-      for 16-bit gray, 4 for RGB, RGBA, CMYK, 32-bit integer or float). Measured on the
-      command line (``benchmarks/robustness.py``): importing torch and one model costs
-      1.2-1.4 GB before any pixel; the detector then costs about 24 bytes a pixel whatever
-      the mode (float tiles, percentile window) and the decode about twice its own width
-      (PIL's copy and NumPy's). That leaves about 600 MB under 2 GB: 24 M pixels of 8-bit
-      gray (24 x 26 B = 624 MB) or 18 M pixels of a 4-byte mode (72 MB decoded, 18 x 32 B =
-      576 MB). A 43 x 43 cm flat-panel chest X-ray at 0.1 mm is 18.5 M pixels.
+      for 16-bit gray, 4 for RGB, RGBA, CMYK, 32-bit integer or float): 10 M pixels (e.g.
+      3650 x 2740), 9 M of a 4-byte mode. Measured with ``benchmarks/robustness.py``: the
+      service holds every model (1.5-1.6 GB resident before any pixel; the command line
+      1.3-1.4 GB with one), and an image then costs the service about 36 bytes a pixel in
+      8- or 16-bit gray and 41 in colour (the detector: full-size float64 percentiles and a
+      full-size float display copy; chest X-ray about 28), the command line about half.
+      So 10 M gray pixels add about 360 MB and 9 M colour pixels about 370 MB: the service
+      stays under 2 GB (24 M pixels reached 2.4 GB). Once the detector stops making
+      full-size float copies the limits can grow again (24 M pixels cost the command line
+      1.76 GB).
     """
 
     max_upload_bytes: int = 64 * 2**20
@@ -66,8 +69,8 @@ class Limits:
     min_sample_rate_hz: int = 1000  # a floor for any audio; each capability may ask for more
     max_sample_rate_hz: int = 192_000
     max_decoded_samples: int = 600 * 48_000 * 2  # rate x channels x seconds
-    max_image_pixels: int = 24_000_000
-    max_image_decoded_bytes: int = 72_000_000  # pixels x decoded_bytes_per_pixel(mode)
+    max_image_pixels: int = 10_000_000
+    max_image_decoded_bytes: int = 36_000_000  # pixels x decoded_bytes_per_pixel(mode)
     min_image_side: int = 16
 
 
