@@ -91,6 +91,11 @@ ROWS: dict[str, dict[str, Any]] = {
     "crop_srcbal_harmonize": {"prep": "eq_crop", "balance": "source", "augment": True},
     "clahe_crop_srcbal_harmonize": {"prep": "clahe_crop", "balance": "source", "augment": True},
     "crop_srcbal_harmonize_adv": {"prep": "eq_crop", "balance": "source", "augment": True, "adversary": 0.3},
+    # added after the rule was fixed (before any of their results): a head on globally pooled features
+    # (location-blind); the rule does not count global pooling as a control
+    "gap_crop_srcbal_harmonize": {"prep": "eq_crop", "balance": "source", "augment": True, "global_pool": True},
+    "gap_crop_srcbal_harmonize_adv": {"prep": "eq_crop", "balance": "source", "augment": True, "adversary": 0.3,
+                                      "global_pool": True},
 }
 CONTROLS = {"balance": "source", "augment": True, "crop": True, "adversary": True}
 COVERAGE = 0.8
@@ -137,7 +142,8 @@ def fit_one(row: str, feats: np.ndarray, y: np.ndarray, src: list[str], groups: 
         pooled = np.asarray(feats[0], dtype=np.float32).mean(axis=(2, 3))
         clf = LogisticRegression(C=0.1, max_iter=3000, class_weight="balanced").fit(pooled[tr], y[tr])
         return (lambda idx: clf.decision_function(pooled[idx])), va, 0
-    hs = HeadSpec(balance=spec["balance"], augment=spec["augment"], adversary=spec.get("adversary", 0.0))
+    hs = HeadSpec(balance=spec["balance"], augment=spec["augment"], adversary=spec.get("adversary", 0.0),
+                  global_pool=spec.get("global_pool", False))
     res = train_head(np.asarray(feats[:, tr]), y[tr], [src[i] for i in tr], np.asarray(feats[0, va]), y[va], hs, seed)
     return (lambda idx: head_logits(res.head, np.asarray(feats[0, idx]))), va, res.best_epoch
 
@@ -279,7 +285,8 @@ def train_all(row: str, feats: np.ndarray, y: np.ndarray, src: list[str], groups
     spec = ROWS[row]
     allidx = np.arange(len(y))
     tr, va = grouped_split([f"{y[i]}|{src[i]}" for i in allidx], groups, 0.15, seed)
-    hs = HeadSpec(balance=spec["balance"], augment=spec["augment"], adversary=spec.get("adversary", 0.0))
+    hs = HeadSpec(balance=spec["balance"], augment=spec["augment"], adversary=spec.get("adversary", 0.0),
+                  global_pool=spec.get("global_pool", False))
     res = train_head(np.asarray(feats[:, tr]), y[tr], [src[i] for i in tr], np.asarray(feats[0, va]), y[va], hs, seed)
     vl = head_logits(res.head, np.asarray(feats[0, va]))
     t = fit_temperature(vl, y[va])
@@ -360,7 +367,8 @@ def report(bundle: bool) -> None:
         ctrl = "; ".join(k for k, ok in (("source-balanced", ROWS[row].get("balance") == "source"),
                                          ("harmonising views", ROWS[row].get("augment")),
                                          ("lung crop", "crop" in ROWS[row]["prep"]),
-                                         ("source adversary", ROWS[row].get("adversary", 0) > 0)) if ok) or "-"
+                                         ("source adversary", ROWS[row].get("adversary", 0) > 0),
+                                         ("global pooling", ROWS[row].get("global_pool", False))) if ok) or "-"
         md.append(f"| {row}{' (chosen)' if row == chosen else ''} | {ROWS[row]['prep']} | {ctrl} | "
                   f"{ms(d['pooled_macro_f1'])} | {ms(d['adult_macro_f1'])} | "
                   + " / ".join(ms(d[f'pooled_f1_{c}']) for c in OUTPUT_CLASSES)
@@ -435,6 +443,10 @@ def bundle_model(chosen: str, summary: dict[str, dict[str, list[float]]], images
                         for k in ("pooled_macro_f1", "adult_macro_f1", "worst_source_macro_f1", "abstention_rate",
                                   "selective_macro_f1", "ece_before", "ece_after")},
                "calibration": {"temperature": t, "threshold": thr, "coverage": COVERAGE},
+               # what `pulmo models` shows: the recipe's pooled LOSO figures (cross-validation over sources)
+               "val": {"accuracy": round(float(np.mean(d["pooled_accuracy"])), 4),
+                       "macro_f1": round(float(np.mean(d["pooled_macro_f1"])), 4), "n": len(images),
+                       "protocol": "leave-one-source-out, pooled over held-out sources, mean of 3 seeds"},
                "output_classes": {"Viral Pneumonia": "pneumonia, not COVID-19 (viral or bacterial)"},
                "best_epoch": epoch}
     path = save_cxr_checkpoint(default_checkpoint("cxr"), model.eval(), cfg, metrics, half=True)

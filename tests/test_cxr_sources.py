@@ -100,6 +100,19 @@ def test_train_head_on_cached_features_with_adversary() -> None:
     assert set(res.head.state_dict()) == set(make_head(4).state_dict())
 
 
+def test_global_pool_head_becomes_the_equivalent_grid_head() -> None:
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1, 2], 20)
+    feats = rng.normal(size=(2, 60, 4, 3, 3)).astype(np.float32)
+    res = train_head(feats, y, ["a"] * 60, feats[0, :15], y[:15], HeadSpec(epochs=2, global_pool=True), seed=0)
+    assert res.head[2].in_features == 36
+    x = torch.from_numpy(feats[0, :15])
+    gap = make_head(4, cells=1)
+    gap.load_state_dict({**res.head.state_dict(), "2.weight": res.head[2].weight[:, ::9] * 9})
+    torch.testing.assert_close(res.head.eval()(x), gap.eval()(x.mean((2, 3))), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(res.val_logits, res.head(x).detach().numpy(), atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def calibrated_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny V-BreathNet checkpoint (untrained) that carries a temperature and a threshold."""

@@ -22,10 +22,24 @@ from sklearn.metrics import f1_score
 from torch import nn
 
 
-def make_head(channels: int = 1280, hidden: int = 128, num_classes: int = 3, dropout: float = 0.3) -> nn.Sequential:
-    """The same layers (and state-dict keys) as ``FrozenBackboneClassifier.head``."""
-    return nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(9 * channels, hidden), nn.ReLU(inplace=True),
+def make_head(channels: int = 1280, hidden: int = 128, num_classes: int = 3, dropout: float = 0.3,
+              cells: int = 9) -> nn.Sequential:
+    """The same layers (and state-dict keys) as ``FrozenBackboneClassifier.head`` (``cells`` = 9:
+    a 3 x 3 pooled map; 1: globally pooled features)."""
+    return nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(cells * channels, hidden), nn.ReLU(inplace=True),
                          nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+
+
+def gap_to_grid(head: nn.Sequential) -> nn.Sequential:
+    """A head trained on globally pooled features ``(d,)`` as the equivalent 3 x 3 head: the first
+    layer's weight for channel ``c`` spread over the 9 cells of ``c`` (flatten order ``c * 9 + cell``)
+    divided by 9, so ``grid(x) == gap(x.mean((2, 3)))`` for any ``x (B, d, 3, 3)``."""
+    first = head[2]
+    out = make_head(first.in_features, first.out_features, head[5].out_features, head[1].p)
+    state = {k: v.clone() for k, v in head.state_dict().items()}
+    state["2.weight"] = first.weight.detach().repeat_interleave(9, dim=1) / 9
+    out.load_state_dict(state)
+    return out.eval()
 
 
 def sampling_weights(labels: Sequence[int], sources: Sequence[str], balance: str) -> np.ndarray:
@@ -58,11 +72,17 @@ class _Reverse(torch.autograd.Function):
 @dataclass
 class HeadSpec:
     """``balance``: ``class`` or ``source`` (:func:`sampling_weights`); ``augment``: draw augmented
-    views; ``adversary``: weight of the gradient-reversed source classifier on the hidden layer (0: off)."""
+    views; ``adversary``: weight of the gradient-reversed source classifier on the hidden layer (0: off);
+    ``global_pool``: train on features averaged over the 3 x 3 map (where on the film a pattern lies,
+    e.g. a marker in a corner, is then invisible), returned as the equivalent 3 x 3 head.
+    The adversary is told the true class (its input: hidden layer + one-hot class), so what it
+    removes is source information beyond the class: sources and classes are confounded here,
+    and an unconditional adversary would remove the classes too."""
 
     balance: str = "source"
     augment: bool = True
     adversary: float = 0.0
+    global_pool: bool = False
     epochs: int = 15
     batch_size: int = 32
     lr: float = 1e-3
@@ -100,10 +120,13 @@ def train_head(feats: np.ndarray, labels: np.ndarray, sources: Sequence[str], va
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     n_views, n = feats.shape[0], feats.shape[1]
-    head = make_head(feats.shape[2], num_classes=num_classes)
+    if spec.global_pool:
+        feats = np.asarray(feats, dtype=np.float32).mean(axis=(3, 4), keepdims=True)
+        val_feats = np.asarray(val_feats, dtype=np.float32).mean(axis=(2, 3), keepdims=True)
+    head = make_head(feats.shape[2], num_classes=num_classes, cells=1 if spec.global_pool else 9)
     src_names = sorted(set(sources))
     src_idx = torch.as_tensor([src_names.index(s) for s in sources])
-    adv = nn.Linear(head[2].out_features, len(src_names)) if spec.adversary > 0 else None
+    adv = nn.Linear(head[2].out_features + num_classes, len(src_names)) if spec.adversary > 0 else None
     params = list(head.parameters()) + (list(adv.parameters()) if adv is not None else [])
     opt = torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
     w = sampling_weights(labels.tolist(), sources, spec.balance)
@@ -123,7 +146,9 @@ def train_head(feats: np.ndarray, labels: np.ndarray, sources: Sequence[str], va
             hidden = head[:4](x)
             loss = F.cross_entropy(head[4:](hidden), y[bi])
             if adv is not None:
-                loss = loss + F.cross_entropy(adv(_Reverse.apply(hidden, spec.adversary)), src_idx[bi])
+                onehot = F.one_hot(y[bi], num_classes).float()
+                loss = loss + F.cross_entropy(adv(torch.cat([_Reverse.apply(hidden, spec.adversary), onehot], 1)),
+                                              src_idx[bi])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -135,8 +160,8 @@ def train_head(feats: np.ndarray, labels: np.ndarray, sources: Sequence[str], va
             best = (f1, -val_loss, epoch + 1, copy.deepcopy(head.state_dict()), logits)
     assert best is not None
     head.load_state_dict(best[3])
-    return HeadResult(head.eval(), best[2], best[4], history)
+    return HeadResult(gap_to_grid(head) if spec.global_pool else head.eval(), best[2], best[4], history)
 
 
-__all__ = ["HeadResult", "HeadSpec", "head_logits", "hidden_activations", "make_head", "sampling_weights",
+__all__ = ["HeadResult", "HeadSpec", "gap_to_grid", "head_logits", "hidden_activations", "make_head", "sampling_weights",
            "train_head"]
