@@ -38,7 +38,8 @@ def test_resp_rate_short_clip_goes_to_the_short_clip_model(tmp_path):
     path = tmp_path / "clip6s.wav"
     sf.write(path, x, 2000)
     result, _ = analyze_path(path, task="resp-rate")
-    assert result["model"]["checkpoint"] == "resp_rate_short.pt" and "short clips" in result["model"]["name"]
+    assert result["model"]["checkpoint"] == "resp_rate_short.pt" and result["model"]["name"] == "resp-rate-short"
+    assert "short clips" in result["model"]["recipe"]  # the name it was trained under, kept apart
     assert result["model"]["evaluation"].startswith("RRuJO test subjects, clips of 4-7 s")
     assert [(w["start_s"], w["end_s"]) for w in result["windows"]] == [(0.0, 6.0)]  # one window of the clip's own length
     with pytest.raises(AudioTooShortError, match="resp_rate_short.pt"):

@@ -166,14 +166,27 @@ def _checked_result(analysis: Analysis) -> dict[str, Any]:
     return analysis.result
 
 
+def _public_model(model: dict[str, Any]) -> dict[str, Any]:
+    """A bundled checkpoint is named as ``pulmo.list_models()`` names it; the name it was
+    trained under (an experiment row, meaningless to a reader) is kept as ``recipe``."""
+    from pulmo.catalog import BUNDLED
+
+    named = {file: name for name, (file, *_rest) in BUNDLED.items()}
+    if model.get("checkpoint") in named and model.get("name") != named[model["checkpoint"]]:
+        return {**model, "name": named[model["checkpoint"]], "recipe": model["name"]}
+    return model
+
+
 def _part(analysis: Analysis) -> dict[str, Any]:
-    """One capability's share of an envelope: task, headline, table, figures, then its result."""
+    """One capability's share of an envelope: task, headline, table, figures, then its result
+    (a bundled model under its public name)."""
+    result = _checked_result(analysis)
     return {
         "task": analysis.task,
         "headline": analysis.headline,
         "table": None if analysis.table is None else {"columns": analysis.table.columns, "rows": analysis.table.rows},
         "figures": [{"name": f.name, "caption": f.caption} for f in analysis.figures],
-        **_checked_result(analysis),
+        **result, "model": _public_model(result["model"]),
     }
 
 

@@ -5,7 +5,6 @@ written by ``pulmo analyze --out``."""
 from __future__ import annotations
 
 import base64
-import html
 import json
 import os
 import tempfile
@@ -25,32 +24,19 @@ th{background:#f2f2f2}td:nth-child(3),th:nth-child(3){text-align:left}
 """
 
 
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return html.escape(str(value))
+def _template() -> Any:
+    """The Jinja2 report template (``templates/report.html.j2``), autoescaped, loaded once."""
+    global _TEMPLATE
+    if _TEMPLATE is None:
+        from jinja2 import Environment, PackageLoader, select_autoescape
+
+        env = Environment(loader=PackageLoader("pulmo.frontdoor", "templates"), autoescape=select_autoescape(["j2"]))
+        env.tests["float"] = lambda v: isinstance(v, float)
+        _TEMPLATE = env.get_template("report.html.j2")
+    return _TEMPLATE
 
 
-def _part_html(part: Mapping[str, Any], figures: Mapping[str, bytes]) -> list[str]:
-    """HTML of one capability's figures and table."""
-    parts = []
-    for fig in part.get("figures", []):
-        png = figures.get(fig["name"])
-        parts.append("<figure>")
-        if png is not None:
-            data = base64.b64encode(png).decode("ascii")
-            parts.append(f"<img alt='{html.escape(fig['name'])}' src='data:image/png;base64,{data}'>")
-        else:
-            parts.append(f"<p>(figure {html.escape(fig['name'])} not available)</p>")
-        parts.append(f"<figcaption>{html.escape(fig['caption'])}</figcaption></figure>")
-    table = part.get("table")
-    if table:
-        parts.append("<h2>Details</h2><table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in table["columns"])
-                     + "</tr>")
-        for row in table["rows"]:
-            parts.append("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>")
-        parts.append("</table>")
-    return parts
+_TEMPLATE = None
 
 
 def render_html(result: Mapping[str, Any], figures: Mapping[str, bytes], created: datetime | None = None) -> str:
@@ -74,37 +60,9 @@ def render_html(result: Mapping[str, Any], figures: Mapping[str, bytes], created
     for key in ("duration_s", "sample_rate_hz", "channels", "width", "height", "mode"):
         if key in inp:
             meta.append((key.replace("_", " "), str(inp[key])))
-    parts = [
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>pulmo report: {html.escape(inp['name'])}</title><style>{STYLE}</style></head><body>",
-        f"<h1>pulmo {html.escape(result['task'])} report: {html.escape(inp['name'])}</h1>",
-        f"<p class='headline'>{html.escape(result['headline'])}</p>",
-    ]
-    routing = result.get("routing")
-    if routing:
-        parts.append(f"<p class='note'><b>What pulmo saw:</b> {html.escape(routing['reason'])}. "
-                     f"<b>Ran:</b> {html.escape(', '.join(routing['tasks']))}.</p>")
-    parts.extend(f"<p class='warning'>Warning: {html.escape(w)}</p>" for w in result.get("warnings", []))
-    parts.append("<p class='note'>A screening aid, not a diagnosis: a clinician reads this with the patient's history. "
-                 "Numbers are model outputs (probabilities), not measured certainties; how good the model is, as measured, "
-                 "is under Provenance.</p>")
-    parts.extend(_part_html(result, figures))
-    for part in result.get("also", []):
-        parts.append(f"<h2>Also: {html.escape(part['task'])}</h2>")
-        if "error" in part:
-            parts.append(f"<p class='warning'>This analysis failed: {html.escape(part['error'])}</p>")
-            continue
-        parts.append(f"<p class='headline'>{html.escape(part['headline'])}</p>")
-        if part.get("model", {}).get("evaluation"):
-            parts.append(f"<p class='note'>How good this model is: {html.escape(part['model']['evaluation'])} "
-                         f"(model {html.escape(part['model']['name'])}, {html.escape(part['model']['checkpoint'])})</p>")
-        parts.extend(_part_html(part, figures))
-    parts.append("<h2>Provenance</h2><table class='meta'>")
-    parts.extend(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in meta)
-    parts.append("</table>")
-    parts.append("<details><summary>Full result (JSON)</summary><pre>"
-                 + html.escape(json.dumps(result, indent=2)) + "</pre></details></body></html>")
-    return "\n".join(parts)
+    encoded = {name: base64.b64encode(png).decode("ascii") for name, png in figures.items()}
+    return _template().render(result=result, figures=encoded, meta=meta, style=STYLE,
+                              result_json=json.dumps(result, indent=2))
 
 
 def write_atomic(path: str | Path, data: bytes) -> None:
