@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -57,7 +58,7 @@ def load_runs(study: Study, out: Path, recorded: Path | None = None) -> dict[str
     for row in study.rows:
         for path in out.glob(f"{row}/seed*/metrics.json"):
             m = json.loads(path.read_text())
-            m["run_dir"] = str(path.parent)
+            m["run_dir"] = os.path.relpath(path.parent.resolve(), ROOT)  # results files carry no machine's paths
             found[(row, int(m["seed"]))] = m
     by_row: dict[str, list[dict[str, Any]]] = {}
     for key in sorted(found, key=lambda k: k[1]):
@@ -229,7 +230,7 @@ def bundle_run(run: dict[str, Any], selected_by: str, row: str, dest: Path, figu
     from pulmo.engine.checkpoint import half_precision
     from pulmo.inference.lung_sounds import LungSoundPipeline, evaluate_icbhi
 
-    bundle = torch.load(Path(run["run_dir"]) / "model.pt", map_location="cpu", weights_only=True)
+    bundle = torch.load(ROOT / run["run_dir"] / "model.pt", map_location="cpu", weights_only=True)
     bundle["state_dict"] = half_precision(bundle["state_dict"])
     bundle["metrics"]["selected_by"] = selected_by
     bundle["metrics"]["run"] = {"row": row, "seed": run["seed"], "fp32_test_score": run["test"]["score"]}

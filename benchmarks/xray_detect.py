@@ -54,7 +54,7 @@ def cmd_run(args: argparse.Namespace) -> None:
                 continue
             t0 = time.time()
             m = run_detect_experiment(cfg, out, progress=True)
-            (out / "command.txt").write_text(" ".join([sys.executable, *sys.argv]) + "\n")
+            (out / "command.txt").write_text(" ".join(["python", *sys.argv]) + "\n")
             t = m["test"]
             print(f"{cfg.name} seed {seed}: test P {t['precision']:.4f} R {t['recall']:.4f} F1 {t['f1']:.4f} "
                   f"(val F1 {m['val']['f1']:.4f}, best epoch {m['best_epoch']}) {time.time() - t0:.0f} s -> {out}", flush=True)
@@ -129,9 +129,10 @@ def cmd_sahi(args: argparse.Namespace) -> None:
          "seconds": round(sahi_seconds, 2), "tiles_per_s": n_slices / sahi_seconds, "images_per_s": len(images) / sahi_seconds,
          "precision": sahi_rep["precision"], "recall": sahi_rep["recall"], "f1": sahi_rep["f1"]},
     ]
-    out = {"checkpoint": str(args.checkpoint or "bundled"), "checkpoint_sha256": pipe.sha256, "data": str(data), "split": args.split,
+    out = {"checkpoint": str(args.checkpoint or "bundled"), "checkpoint_sha256": pipe.sha256,
+           "data": os.path.relpath(Path(data).resolve()), "split": args.split,
            "tile_px_original": tile_px, "overlap_fraction": overlap, "model_input_px": pipe.tiling.tile, "device": cpu_model_name(),
-           "threads": 1, "rows": rows, "command": " ".join([sys.executable, *sys.argv])}
+           "threads": 1, "rows": rows, "command": " ".join(["python", *sys.argv])}
     runs = json.loads(THROUGHPUT.read_text()) if THROUGHPUT.is_file() else []
     THROUGHPUT.parent.mkdir(exist_ok=True)
     THROUGHPUT.write_text(json.dumps([*runs, out], indent=2))
