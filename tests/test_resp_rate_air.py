@@ -122,3 +122,26 @@ def test_pipeline_never_returns_a_rate_for_digital_silence(pipe, tmp_path: Path)
         pipe.analyze_file(tmp_path / "given.wav", np.zeros(2000 * 20, np.float32))
     with pytest.raises(DataError, match="silent"):
         pipe.estimate(tmp_path / "given.wav", np.zeros(2000 * 20, np.float32))
+
+
+def test_evaluate_scores_a_folder_of_air_recordings(tmp_path: Path, capsys):
+    """``pulmo evaluate --task resp-rate --data DIR --json`` on FLAC at 16 kHz with a
+    ``labels.csv`` of path,bpm only (the nose-microphone check's layout)."""
+    import json
+
+    from pulmo.cli import main
+
+    rng = np.random.default_rng(5)
+    lines = ["path,bpm"]
+    for i, bpm in enumerate((9.0, 16.0, 23.0)):
+        clip = synth_air(30.0, bpm, AirSettings(sample_rate_hz=16000, route="nasal", noise="fan", snr_db=20.0), rng)
+        sf.write(tmp_path / f"take{i}.flac", clip.audio, 16000)
+        lines.append(f"take{i}.flac,{bpm:g}")
+    (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
+    assert main(["evaluate", "--task", "resp-rate", "--data", str(tmp_path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n"] == 3 and report["front_end"] == {"air": 3} and report["mae"] < 1.0
+    assert len(report["model_line"]) < 160
+    assert main(["evaluate", "--task", "resp-rate", "--data", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "front end per recording: air 3" in text and max(len(line) for line in text.splitlines()) < 300

@@ -50,8 +50,11 @@ class RespRateCapability:
                  "heavy breathing not assessed (this model was trained without rates in the heavy range)")
         doubt = (" (uncertain: the true rate may be half, double or two thirds of it; count the breaths to confirm)"
                  if track.rate_uncertain else "")
-        headline = (f"{track.rate_bpm:.1f} breaths/min{doubt} over {track.duration_s:.0f} s; {heavy}; "
-                    f"{'noisy' if track.noisy else 'clean'} recording")
+        spread = (f" (windows {track.rate_interval_bpm[0]:.1f}-{track.rate_interval_bpm[1]:.1f})"
+                  if track.rate_interval_bpm and track.rate_interval_bpm[0] != track.rate_interval_bpm[1] else "")
+        source = ("; air microphone: rate from the air-band envelope spectrum" if track.front_end == "air" else "")
+        headline = (f"{track.rate_bpm:.1f} breaths/min{spread}{doubt} over {track.duration_s:.0f} s; {heavy}; "
+                    f"{'noisy' if track.noisy else 'clean'} recording{source}")
         table = Table(columns=["start s", "end s", "breaths/min", "breaths", "breathing", "heavy", "noisy"],
                       rows=[[round(w.start_s, 2), round(w.end_s, 2), round(w.rate_bpm, 1), round(w.breath_count, 2),
                              w.breathing, w.heavy if track.heavy_assessed else "n/a", w.noisy] for w in track.windows])

@@ -1,0 +1,262 @@
+"""Respiratory rate through the air: the default model, its members and the DSP baseline on
+simulated air-microphone breathing (settings held out from anything tuned), on RRuJO, and on
+RRuJO resampled to 8/16/44.1 kHz; the air-band DSP settings and the air front end's estimator
+chosen on validation only.
+
+Simulator (``pulmo.data.adapters.synthetic_air``): ``--n-val`` clips drawn with the ``val``
+settings group (8/32 kHz, hum and wind) choose the air-band DSP settings (lowest MAE) and then
+the estimator the pipeline uses on air audio (networks, stethoscope-band DSP or air-band DSP:
+lowest MAE); ``--n-test`` clips with the ``test`` group (11.025/22.05/44.1 kHz, traffic and
+music, never seen in any choice) measure them, by SNR band and by rate band. RRuJO: the
+validation subjects of fold 0 check the stethoscope front end's estimator (networks or a DSP);
+the test subjects of fold 0 (the default's networks never saw them) score the default; every
+recording scores the DSP estimators (no training, so all 250 are held out from them). Each
+test recording is also resampled to 8, 16 and 44.1 kHz (written under a temporary folder,
+never in the repository) and scored end to end through ``RespRatePipeline.estimate``.
+Writes ``results/resp_rate_air.md|csv|png``.
+
+    PULMO_DATA=../shared/data python benchmarks/resp_rate_air.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+SNR_BANDS = {"clean": None, "30-40 dB": (30, 40), "20-30 dB": (20, 30), "10-20 dB": (10, 20), "0-10 dB": (0, 10),
+             "-5-0 dB": (-5, 0)}
+RATE_BANDS = {"< 15 bpm": (2, 15), "15-30 bpm": (15, 30), "> 30 bpm": (30, 61)}
+GRID = {"fmin_hz": (100.0, 200.0, 300.0), "sharpen": (0.0, 2.0, 4.0), "aggregate": ("whole", "median")}
+BASELINE = "DSP baseline (2 kHz, 200-800 Hz)"
+NETS = "default networks (vote of 5 composites)"
+
+
+def air_name(fmin: float, sharpen: float, aggregate: str) -> str:
+    return f"air DSP fmin={fmin:g} sharpen={sharpen:g} {aggregate}"
+
+
+def score_clip(audio: np.ndarray, sr: int, pipe: Any) -> tuple[dict[str, float], str]:
+    """Every estimator's rate (bpm) for one clip at ``sr``, and the pipeline's front end."""
+    import soxr
+
+    from pulmo.features.band_envelope import band_envelopes_np
+    from pulmo.resp_rate.air import WIDE_RATE_HZ, AirDspConfig, estimate_from_envelopes, front_end
+    from pulmo.resp_rate.dsp import estimate_rate_dsp
+
+    x2 = soxr.resample(audio, sr, 2000) if sr != 2000 else audio
+    wide_sr = min(sr, WIDE_RATE_HZ)
+    wide = soxr.resample(audio, sr, wide_sr) if wide_sr != sr else audio
+    out = {BASELINE: estimate_rate_dsp(x2, 2000), NETS: float(pipe.predictor.predict(x2).rate_bpm)}
+    for fmin in GRID["fmin_hz"]:
+        logs, _ = band_envelopes_np(wide, wide_sr, fmin_hz=fmin)
+        for sharpen, agg in itertools.product(GRID["sharpen"], GRID["aggregate"]):
+            out[air_name(fmin, sharpen, agg)] = estimate_from_envelopes(logs, AirDspConfig(fmin_hz=fmin, sharpen=sharpen,
+                                                                                           aggregate=agg)).rate_bpm
+    return out, front_end(wide, wide_sr, sr)[0]
+
+
+def simulate(group: str, n: int, seconds: float, seed: int, pipe: Any) -> list[dict[str, Any]]:
+    """``n`` clips of the settings ``group``; rates log-uniform 4-60 bpm, SNR bands in turn."""
+    from pulmo.data.adapters.synthetic_air import draw_settings, synth_air
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    bands = list(SNR_BANDS)
+    for i in range(n):
+        rate = float(np.exp(rng.uniform(np.log(4), np.log(60))))
+        s = draw_settings(rng, group, rate)
+        band = bands[i % len(bands)]
+        s.noise, s.snr_db = (None, None) if SNR_BANDS[band] is None else (s.noise or "hum", float(rng.uniform(*SNR_BANDS[band])))
+        clip = synth_air(seconds, rate, s, rng)
+        est, fe = score_clip(clip.audio, s.sample_rate_hz, pipe)
+        rows.append({"set": f"sim_{group}", "id": f"{group}{i:03d}", "bpm": rate, "snr_band": band, "route": s.route,
+                     "sample_rate_hz": s.sample_rate_hz, "gate": s.gate_db is not None, "front_end": fe, **est})
+        if i % 20 == 0:
+            print(f"  {group} {i}/{n}", flush=True)
+    return rows
+
+
+def mae(rows: list[dict[str, Any]], key: str) -> float:
+    return float(np.mean([abs(r[key] - r["bpm"]) for r in rows if np.isfinite(r[key])])) if rows else float("nan")
+
+
+def report(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
+    from pulmo.metrics.regression import regression_report
+
+    ok = [r for r in rows if np.isfinite(r[key])]
+    rep = regression_report([r[key] for r in ok], [r["bpm"] for r in ok])
+    rep["no_rate"] = len(rows) - len(ok)
+    return rep
+
+
+def rate_band(bpm: float) -> str:
+    return next(b for b, (lo, hi) in RATE_BANDS.items() if lo <= bpm < hi)
+
+
+def rrujo_rows(pipe: Any, air_key: str, resample_to: tuple[int, ...]) -> list[dict[str, Any]]:
+    """Every RRuJO recording: DSP estimators at the file's rate; the networks on fold 0's
+    validation and test subjects; test recordings also resampled and scored end to end."""
+    import soundfile as sf
+    import soxr
+
+    from pulmo.data.adapters.breath_csv import load_breath_csv
+    from pulmo.data.audio_io import read_audio
+    from pulmo.resp_rate.config import load_rr_config
+    from pulmo.resp_rate.data import subject_folds
+
+    cfg = load_rr_config(ROOT / "configs/experiments/resp-rate/base.yaml")
+    records = load_breath_csv(cfg.data.resolved_root())
+    split = {r.record_id: name for name, rs in subject_folds(records, cfg.data).items() for r in rs}
+    seen = pipe.seen_subjects
+    rows = []
+    tmp = Path(tempfile.mkdtemp(prefix="rrujo_resampled_"))
+    for i, r in enumerate(records):
+        native, sr = read_audio(r.path)
+        x2 = pipe.load(r.path)
+        est, fe = score_clip(native, sr, pipe) if split[r.record_id] != "train" else (score_dsp_only(native, sr, x2), "")
+        row = {"set": f"rrujo_{split[r.record_id]}", "id": r.record_id, "bpm": float(r.rr_bpm), "device": r.device,
+               "sample_rate_hz": sr, "front_end": fe, "seen_by_networks": r.patient_id in seen, **est}
+        if split[r.record_id] == "test":
+            for to in resample_to:
+                path = tmp / f"{i}_{to}.flac"
+                sf.write(path, soxr.resample(native, sr, to), to, subtype="PCM_16")
+                e = pipe.estimate(path)
+                row[f"pipeline@{to}"], row[f"front_end@{to}"] = e.rate_bpm, e.front_end
+                path.unlink()
+            row["pipeline@native"] = pipe.estimate(r.path).rate_bpm
+        rows.append(row)
+        if i % 25 == 0:
+            print(f"  rrujo {i}/{len(records)}", flush=True)
+    return rows
+
+
+def score_dsp_only(native: np.ndarray, sr: int, x2: np.ndarray) -> dict[str, float]:
+    """The DSP estimators alone (training subjects: the networks saw them)."""
+    from pulmo.features.band_envelope import band_envelopes_np
+    from pulmo.resp_rate.air import AirDspConfig, estimate_from_envelopes
+    from pulmo.resp_rate.dsp import estimate_rate_dsp
+
+    out = {BASELINE: estimate_rate_dsp(x2, 2000), NETS: float("nan")}
+    for fmin in GRID["fmin_hz"]:
+        logs, _ = band_envelopes_np(native, sr, fmin_hz=fmin)
+        for sharpen, agg in itertools.product(GRID["sharpen"], GRID["aggregate"]):
+            out[air_name(fmin, sharpen, agg)] = estimate_from_envelopes(logs, AirDspConfig(fmin_hz=fmin, sharpen=sharpen,
+                                                                                           aggregate=agg)).rate_bpm
+    return out
+
+
+def plot(test: list[dict[str, Any]], keys: list[str], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.5), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2, sharey=True)
+    for key in keys:
+        style = "k--s" if key == BASELINE else "o-"
+        ax1.plot(list(SNR_BANDS), [mae([r for r in test if r["snr_band"] == b], key) for b in SNR_BANDS], style, label=key)
+        ax2.plot(list(RATE_BANDS), [mae([r for r in test if rate_band(r["bpm"]) == b], key) for b in RATE_BANDS], style,
+                 label=key)
+    ax1.set_ylabel("MAE, breaths per minute")
+    ax1.set_xlabel("SNR band")
+    ax2.set_xlabel("rate band")
+    ax1.set_title("simulated air microphone, held-out test settings")
+    ax2.legend(fontsize=7)
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n-val", type=int, default=120)
+    ap.add_argument("--n-test", type=int, default=180)
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--skip-rrujo", action="store_true")
+    ap.add_argument("--results", default="results/resp_rate_air")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    from pulmo.inference.resp_rate import RespRatePipeline
+
+    t0 = time.time()
+    pipe = RespRatePipeline()
+    val = simulate("val", args.n_val, args.seconds, 1, pipe)
+    air_keys = [air_name(*c) for c in itertools.product(*GRID.values())]
+    best_air = min(air_keys, key=lambda k: mae(val, k))
+    candidates = [NETS, BASELINE, best_air]
+    air_choice = min(candidates, key=lambda k: mae(val, k))
+    print("val:", {k: round(mae(val, k), 2) for k in candidates}, "->", air_choice, flush=True)
+    test = simulate("test", args.n_test, args.seconds, 2, pipe)
+    for r in val + test:  # what the pipeline returns: the chosen estimator on air audio, the networks otherwise
+        r["pipeline"] = r[air_choice] if r["front_end"] == "air" else r[NETS]
+    rr = [] if args.skip_rrujo else rrujo_rows(pipe, best_air, (8000, 16000, 44100))
+    wall = time.time() - t0
+    out = ROOT / args.results
+    fields = sorted({k for r in val + test + rr for k in r}, key=lambda k: (k not in ("set", "id", "bpm"), k))
+    with out.with_suffix(".csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in val + test + rr)
+    shown = ["pipeline", NETS, BASELINE, best_air]
+    plot(test, shown, out.with_suffix(".png"))
+    out.with_suffix(".md").write_text(page(val, test, rr, air_keys, best_air, air_choice, shown, args, wall))
+    print(out.with_suffix(".md").read_text())
+
+
+def page(val: list, test: list, rr: list, air_keys: list[str], best_air: str, air_choice: str, shown: list[str],
+         args: argparse.Namespace, wall: float) -> str:
+    lines = ["# Respiratory rate through the air", "",
+             f"`PULMO_DATA=../shared/data python benchmarks/resp_rate_air.py --n-val {args.n_val} --n-test {args.n_test} "
+             f"--seconds {args.seconds:g}` ({wall / 60:.0f} min, 1 thread). Per-clip rates in `resp_rate_air.csv`, "
+             "plot `resp_rate_air.png`. MAE and CCC in breaths per minute, per recording.", "",
+             f"## Chosen on validation (simulator `val` settings: {len(val)} clips, 8/32 kHz, hum and wind)", "",
+             "| air-band DSP setting | val MAE |", "|---|---|"]
+    lines += [f"| {k}{' (chosen)' if k == best_air else ''} | {mae(val, k):.2f} |" for k in sorted(air_keys, key=lambda k: mae(val, k))[:6]]
+    lines += ["", f"Air front end's estimator, lowest val MAE among the networks, the baseline and the chosen air-band "
+              f"DSP: **{air_choice}** ({', '.join(f'{k} {mae(val, k):.2f}' for k in (NETS, BASELINE, best_air))}).", ""]
+    n_air = sum(r["front_end"] == "air" for r in test)
+    lines += [f"## Held-out simulator settings (`test`: {len(test)} clips, 11.025/22.05/44.1 kHz, traffic and music; "
+              f"front end said air for {n_air})", "",
+              "| estimator | MAE | CCC | " + " | ".join(SNR_BANDS) + " | " + " | ".join(RATE_BANDS) + " |",
+              "|---" * (3 + len(SNR_BANDS) + len(RATE_BANDS)) + "|"]
+    for k in shown:
+        rep = report(test, k)
+        lines.append(f"| {k} | {rep['mae']:.2f} | {rep['ccc']:.3f} | "
+                     + " | ".join(f"{mae([r for r in test if r['snr_band'] == b], k):.2f}" for b in SNR_BANDS) + " | "
+                     + " | ".join(f"{mae([r for r in test if rate_band(r['bpm']) == b], k):.2f}" for b in RATE_BANDS) + " |")
+    lines += ["", "`pipeline` = what `RespRatePipeline.estimate` returns: the chosen estimator where the front end says air, "
+              "the networks elsewhere.", ""]
+    if rr:
+        lines += ["## RRuJO (stethoscopes, 2/4/4.5 kHz)", "",
+                  "| recordings | n | default networks | pipeline | " + BASELINE + f" | {best_air} |", "|---|---|---|---|---|---|"]
+        for name in ("rrujo_val", "rrujo_test", "rrujo_train"):
+            rows = [r for r in rr if r["set"] == name]
+            if not rows:
+                continue
+            net = f"{mae(rows, NETS):.2f}" if name != "rrujo_train" else "(seen in training)"
+            pl = f"{mae(rows, 'pipeline@native'):.2f}" if name == "rrujo_test" else "-"
+            lines.append(f"| {name.split('_')[1]} subjects of fold 0 | {len(rows)} | {net} | {pl} | {mae(rows, BASELINE):.2f} | "
+                         f"{mae(rows, best_air):.2f} |")
+        lines.append(f"| all 250 (DSP has no training: all held out) | {len(rr)} | - | - | {mae(rr, BASELINE):.2f} | "
+                     f"{mae(rr, best_air):.2f} |")
+        test_rr = [r for r in rr if r["set"] == "rrujo_test"]
+        lines += ["", "Fold-0 test recordings resampled (band-limited to their own rate, stored at a higher one) and scored "
+                  "end to end by `RespRatePipeline.estimate`:", "", "| stored at | MAE | front end said air |", "|---|---|---|"]
+        lines.append(f"| as recorded | {mae(test_rr, 'pipeline@native'):.2f} | 0 |")
+        for to in (8000, 16000, 44100):
+            lines.append(f"| {to / 1000:g} kHz | {mae(test_rr, f'pipeline@{to}'):.2f} | "
+                         f"{sum(r[f'front_end@{to}'] == 'air' for r in test_rr)} of {len(test_rr)} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
