@@ -6,13 +6,28 @@ STAMP := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE := 1
 export YOLO_OFFLINE := 1
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean lock
 
-$(STAMP): pyproject.toml
+LOCK := requirements.lock
+
+# The exact versions CI tests with (requirements.lock), then pulmo itself; pyproject.toml keeps
+# compatible ranges for installing pulmo into an existing environment.
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip check
 	touch $(STAMP)
+
+# Re-resolve pyproject.toml's ranges in a fresh environment and pin the result.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet -e ".[dev]"
+	(echo "# Exact versions CI installs and tests with (make test / make demo); regenerate with 'make lock'."; \
+	 .lock-venv/bin/python -m pip freeze --exclude-editable) > $(LOCK)
+	rm -rf .lock-venv
 
 install: $(STAMP)
 
