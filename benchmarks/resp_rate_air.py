@@ -51,13 +51,15 @@ def score_clip(audio: np.ndarray, sr: int, pipe: Any) -> tuple[dict[str, float],
     import soxr
 
     from pulmo.features.band_envelope import band_envelopes_np
-    from pulmo.resp_rate.air import WIDE_RATE_HZ, AirDspConfig, estimate_from_envelopes, front_end
+    from pulmo.resp_rate.air import WIDE_RATE_HZ, AirDspConfig, air_doubt, estimate_from_envelopes, front_end
     from pulmo.resp_rate.dsp import estimate_rate_dsp
 
     x2 = soxr.resample(audio, sr, 2000) if sr != 2000 else audio
     wide_sr = min(sr, WIDE_RATE_HZ)
     wide = soxr.resample(audio, sr, wide_sr) if wide_sr != sr else audio
     out = {BASELINE: estimate_rate_dsp(x2, 2000), NETS: float(pipe.predictor.predict(x2).rate_bpm)}
+    logs, _ = band_envelopes_np(wide, wide_sr, fmin_hz=AirDspConfig().fmin_hz)
+    out["air_doubt"] = air_doubt(estimate_from_envelopes(logs, AirDspConfig()), out[BASELINE])
     for fmin in GRID["fmin_hz"]:
         logs, _ = band_envelopes_np(wide, wide_sr, fmin_hz=fmin)
         for sharpen, agg in itertools.product(GRID["sharpen"], GRID["aggregate"]):
@@ -85,6 +87,16 @@ def simulate(group: str, n: int, seconds: float, seed: int, pipe: Any) -> list[d
         if i % 20 == 0:
             print(f"  {group} {i}/{n}", flush=True)
     return rows
+
+
+def num(v: str) -> Any:
+    """A CSV cell back as a float, bool or string."""
+    if v in ("True", "False"):
+        return v == "True"
+    try:
+        return float(v)
+    except ValueError:
+        return v
 
 
 def mae(rows: list[dict[str, Any]], key: str) -> float:
@@ -180,6 +192,8 @@ def main() -> None:
     ap.add_argument("--n-test", type=int, default=180)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--skip-rrujo", action="store_true")
+    ap.add_argument("--reuse-rrujo", action="store_true",
+                    help="take the RRuJO rows from the existing CSV (the RRuJO part is unchanged since it was written)")
     ap.add_argument("--results", default="results/resp_rate_air")
     args = ap.parse_args()
     import torch
@@ -198,7 +212,19 @@ def main() -> None:
     test = simulate("test", args.n_test, args.seconds, 2, pipe)
     for r in val + test:  # what the pipeline returns: the chosen estimator on air audio, the networks otherwise
         r["pipeline"] = r[air_choice] if r["front_end"] == "air" else r[NETS]
-    rr = [] if args.skip_rrujo else rrujo_rows(pipe, best_air, (8000, 16000, 44100))
+    from pulmo.resp_rate.air import AirDspConfig, doubt_threshold
+
+    if best_air != air_name(AirDspConfig().fmin_hz, AirDspConfig().sharpen, AirDspConfig().aggregate):
+        print(f"WARNING: validation chose {best_air}, the pipeline's AirDspConfig differs: update it", flush=True)
+    val_air = [r["air_doubt"] for r in val if r["front_end"] == "air"]
+    threshold = doubt_threshold(val_air)
+    for r in val + test:
+        r["flagged"] = r["front_end"] == "air" and r["air_doubt"] > threshold
+    if args.reuse_rrujo:
+        rr = [{k: num(v) for k, v in r.items()} for r in csv.DictReader((ROOT / args.results).with_suffix(".csv").open())
+              if r["set"].startswith("rrujo")]
+    else:
+        rr = [] if args.skip_rrujo else rrujo_rows(pipe, best_air, (8000, 16000, 44100))
     wall = time.time() - t0
     out = ROOT / args.results
     fields = sorted({k for r in val + test + rr for k in r}, key=lambda k: (k not in ("set", "id", "bpm"), k))
@@ -208,8 +234,21 @@ def main() -> None:
         w.writerows({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in val + test + rr)
     shown = ["pipeline", NETS, BASELINE, best_air]
     plot(test, shown, out.with_suffix(".png"))
-    out.with_suffix(".md").write_text(page(val, test, rr, air_keys, best_air, air_choice, shown, args, wall))
+    out.with_suffix(".md").write_text(page(val, test, rr, air_keys, best_air, air_choice, shown, args, wall)
+                                      + doubt_section(test, threshold))
     print(out.with_suffix(".md").read_text())
+
+
+def doubt_section(test: list[dict[str, Any]], threshold: float) -> str:
+    """Flagged against confident recordings of the test settings (air front end)."""
+    air = [r for r in test if r["front_end"] == "air"]
+    flagged, confident = [r for r in air if r["flagged"]], [r for r in air if not r["flagged"]]
+    return ("\n## Doubt flag on air audio\n\n"
+            f"Doubt = IQR / median of the air-band DSP's 20 s window rates + |ln(air-band / baseline rate)|; threshold "
+            f"{threshold:.3f} = the 90th percentile of the validation clips' doubts "
+            "(`pulmo.resp_rate.air.AIR_DOUBT_ABOVE`). Test clips the front end called air: "
+            f"{len(flagged)} of {len(air)} flagged; pipeline MAE confident {mae(confident, 'pipeline'):.2f}, "
+            f"flagged {mae(flagged, 'pipeline'):.2f}.\n")
 
 
 def page(val: list, test: list, rr: list, air_keys: list[str], best_air: str, air_choice: str, shown: list[str],

@@ -145,3 +145,19 @@ def test_evaluate_scores_a_folder_of_air_recordings(tmp_path: Path, capsys):
     assert main(["evaluate", "--task", "resp-rate", "--data", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "front end per recording: air 3" in text and max(len(line) for line in text.splitlines()) < 300
+
+
+@pytest.mark.parametrize("rate_hz,route", [(44100, "mouth"), (16000, "nasal")])
+def test_analyze_gives_a_rate_for_air_breathing(tmp_path: Path, rate_hz: int, route: str):
+    """``pulmo analyze breath.wav`` (the front door, routed by content) on a 16 or 44.1 kHz
+    breathing recording gives the air-band rate."""
+    from pulmo.frontdoor.capabilities import analyze_path
+
+    clip = synth_air(40.0, 20.0, AirSettings(sample_rate_hz=rate_hz, route=route, noise="fan", snr_db=20.0),
+                     np.random.default_rng(0))
+    path = tmp_path / "breath.wav"
+    sf.write(path, clip.audio, rate_hz)
+    result, _ = analyze_path(path)
+    rate = result if result["task"] == "resp-rate" else next(a for a in result["also"] if a["task"] == "resp-rate")
+    assert rate["front_end"] == "air" and abs(rate["rate_bpm"] - 20.0) < 1.0
+    assert "breaths/min" in rate["headline"] and "air-band" in rate["headline"]

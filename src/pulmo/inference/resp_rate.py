@@ -17,7 +17,7 @@ from pulmo.errors import AudioTooShortError, DataError
 from pulmo.inference.bundled import default_checkpoint, resp_rate_short_checkpoint
 from pulmo.metrics.regression import regression_report
 from pulmo.resp_rate.data import load_recording
-from pulmo.resp_rate.air import WIDE_RATE_HZ, AirDspConfig, estimate_rate_air, front_end
+from pulmo.resp_rate.air import AIR_DOUBT_ABOVE, WIDE_RATE_HZ, AirDspConfig, air_doubt, estimate_rate_air, front_end
 from pulmo.resp_rate.config import ClipConfig
 from pulmo.resp_rate.dsp import estimate_rate_dsp
 from pulmo.resp_rate.net import NOISE_CLASSES, WindowPredictions
@@ -48,7 +48,11 @@ class RateTrack:
     (more than half of the windows noisy). ``heavy_assessed`` is False for a model that never
     saw heavy breathing in training: its heavy flags are then meaningless (always off).
     ``rate_doubt`` scores how far to trust ``rate_bpm`` (:mod:`pulmo.resp_rate.doubt`);
-    ``rate_uncertain`` says whether it exceeds the model's threshold (None: the checkpoint has none)."""
+    ``rate_uncertain`` says whether it exceeds the model's threshold (None: the checkpoint has none).
+    ``rate_bpm`` is rounded to 0.1; ``rate_interval_bpm`` is the 2.5-97.5 % range of the window
+    rates it summarises; ``front_end`` (``air`` | ``stethoscope``) and ``rate_source``
+    (``air_dsp`` | ``networks``) say how it was made, ``members`` what each estimator read
+    (bpm), ``front_end_measurements`` the shares of power above 1 and 3 kHz the front end used."""
 
     path: str
     duration_s: float
@@ -68,12 +72,6 @@ class RateTrack:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-#: Air-microphone audio: the air-band DSP's window rates spread more than this (IQR / median),
-#: or the networks' rate differs from it by more than this factor: the rate is flagged uncertain.
-AIR_SPREAD_DOUBT = 0.15
-AIR_DISAGREE_FACTOR = 1.25
 
 
 @dataclass
@@ -182,9 +180,8 @@ class RespRatePipeline:
                                 "steady sound): no rate")
             members["dsp_air_band"] = air.rate_bpm
             rates = air.window_rates_bpm[np.isfinite(air.window_rates_bpm)]
-            q1, med, q3 = np.percentile(rates, [25, 50, 75])
-            disagree = max(air.rate_bpm, 1.0) / max(pred.rate_bpm, 1.0)
-            uncertain = bool((q3 - q1) / med > AIR_SPREAD_DOUBT or not 1 / AIR_DISAGREE_FACTOR <= disagree <= AIR_DISAGREE_FACTOR)
+            baseline = members.get("dsp_stethoscope_band", air.rate_bpm)
+            uncertain = air_doubt(air, baseline) > AIR_DOUBT_ABOVE
             return RateEstimate(pred, kind, measured, air.rate_bpm, "air_dsp", interval(rates), members,
                                 float(np.mean(rates > HEAVY_ABOVE_BPM)), uncertain)
         w = pred.windows.rate_bpm
@@ -359,14 +356,16 @@ def plot_track(track: RateTrack, samples: np.ndarray, sample_rate_hz: int, dest:
     ax1.set_ylabel("Hz")
     ax1.set_title(Path(track.path).name)
     mid = [(w.start_s + w.end_s) / 2 for w in track.windows]
-    ax2.plot(mid, [w.rate_bpm for w in track.windows], "o-", ms=3, label="rate (window)")
+    ax2.plot(mid, [w.rate_bpm for w in track.windows], "o-", ms=3,
+             label="networks' rate (window)" if track.front_end == "air" else "rate (window)")
     heavy = [(m, w.rate_bpm) for m, w in zip(mid, track.windows) if w.heavy]
     if heavy:
         ax2.plot(*zip(*heavy), "r^", label="heavy breathing")
     noisy = [(m, w.rate_bpm) for m, w in zip(mid, track.windows) if w.noisy]
     if noisy:
         ax2.plot(*zip(*noisy), "kx", label="noisy")
-    ax2.axhline(track.rate_bpm, ls="--", c="gray", label=f"recording {track.rate_bpm:.1f} bpm")
+    ax2.axhline(track.rate_bpm, ls="--", c="gray", label=f"recording {track.rate_bpm:.1f} bpm"
+                + (" (air-band DSP)" if track.front_end == "air" else ""))
     ax2.set_ylabel("breaths / min")
     ax2.set_xlabel("time (s)")
     ax2.legend(loc="upper right", fontsize=8)

@@ -139,6 +139,27 @@ def estimate_from_envelopes(logs: np.ndarray, cfg: AirDspConfig) -> AirEstimate:
     return AirEstimate(rate, periodicity, rates, np.array(starts, float) / ENVELOPE_HZ)
 
 
+def air_doubt(estimate: AirEstimate, baseline_bpm: float) -> float:
+    """Doubt of an air-band rate (natural-log units, 0 = none): the spread of its window rates
+    (IQR / median) plus ``|ln(rate / baseline_bpm)|``, its disagreement with the
+    stethoscope-band harmonic-sum baseline (:func:`pulmo.resp_rate.dsp.estimate_rate_dsp`)."""
+    rates = estimate.window_rates_bpm[np.isfinite(estimate.window_rates_bpm)]
+    if not len(rates) or not np.isfinite(estimate.rate_bpm):
+        return float("inf")
+    q1, med, q3 = np.percentile(rates, [25, 50, 75])
+    return float((q3 - q1) / max(med, 1.0) + abs(np.log(max(estimate.rate_bpm, 1.0) / max(baseline_bpm, 1.0))))
+
+
+def doubt_threshold(validation_doubts: list[float], coverage: float = 0.9) -> float:
+    """The ``coverage`` quantile of validation doubts (about 10 % flagged)."""
+    return float(np.quantile(np.asarray(validation_doubts, float), coverage))
+
+
+#: Air-band rates whose :func:`air_doubt` exceeds this are flagged uncertain: the 90th
+#: percentile on the simulator's validation settings (``benchmarks/resp_rate_air.py``).
+AIR_DOUBT_ABOVE = 0.5
+
+
 #: The pipeline reads audio for the air front end at the file's rate, at most this (Hz): the
 #: air band up to 7.2 kHz, as the front door measures it.
 WIDE_RATE_HZ = 16000
