@@ -80,7 +80,7 @@ def timeline_png(path: Path, pipe: LungSoundPipeline, res: RecordingResult) -> b
     from pulmo.data.audio_io import read_audio
     from pulmo.data.cycles import preprocess
 
-    samples, sr = read_audio(path)
+    samples, sr = read_audio(path, sample_rate_hz=pipe.audio.sample_rate_hz)  # decoded at the model's rate, in blocks
     clean = preprocess(samples, sr, pipe.audio)
     rate = pipe.audio.sample_rate_hz
     fig = MplFigure(figsize=(10, 4.6), dpi=100, layout="constrained")

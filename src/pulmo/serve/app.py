@@ -20,6 +20,7 @@ Messages name the user's file, never a path of the service's storage.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -264,9 +265,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         return {"status": "ok", "pulmo_version": pulmo.__version__, "database": engine.dialect.name,
                 "token_required": settings.require_token, "workers": settings.workers, "capabilities": caps,
                 "analyses": runner.counts(),
-                "limits": {"max_upload_bytes": settings.limits.max_upload_bytes,
-                           "max_audio_seconds": settings.limits.max_audio_seconds,
-                           "max_image_pixels": settings.limits.max_image_pixels}}
+                "limits": dataclasses.asdict(settings.limits)}
 
     def accept(user: str, stream: IO[bytes], filename: str, task: str | None) -> dict[str, Any]:
         limits = settings.limits
