@@ -80,3 +80,22 @@ def test_version_flag_and_models_marks_defaults(capsys):
     out = capsys.readouterr().out
     assert "resp-rate (default): task resp-rate" in out and "resp-rate-short: task resp-rate" in out
     assert "stored test clips figures: mae" in out
+
+
+def test_every_command_line_option_says_what_it_does():
+    import argparse
+
+    from pulmo.cli import build_parser
+
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{path} {name}")
+            elif not action.help and action.dest != "help":
+                missing.append(f"{path} {action.dest}")
+
+    walk(build_parser(), "pulmo")
+    assert not missing, f"options without help: {missing}"

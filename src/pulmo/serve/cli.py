@@ -33,7 +33,7 @@ def _common(p: argparse.ArgumentParser, suppress: bool) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``serve`` subparser's options and its ``tokens`` sub-commands."""
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (beyond loopback, tokens are required)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
     p.add_argument("--workers", type=int, default=1, help="analysis worker threads")
     p.add_argument("--require-token", action="store_true", help="require an API token on loopback too")
     p.add_argument("--checkpoint", action="append", default=[], metavar="TASK=PATH",
