@@ -83,7 +83,7 @@ RUNS = ROOT / "runs" / "cxr_sources"
 #: covid19_3class only, so its covid19_3class fold is not held out); ``logreg`` is the frozen-ImageNet
 #: + logistic-regression transfer baseline (not a bundling candidate: not in the checkpoint's head format).
 ROWS: dict[str, dict[str, Any]] = {
-    "bundled_current": {"prep": "eq"},
+    "bundled_current": {"prep": "eq"},  # the model bundled before this study (PREVIOUS_REV)
     "logreg": {"prep": "eq", "logreg": True},
     "pooled": {"prep": "eq", "balance": "class", "augment": False},
     "srcbal": {"prep": "eq", "balance": "source", "augment": False},
@@ -112,11 +112,23 @@ def load_features(prep: str) -> np.ndarray:
     return np.load(CACHE / f"{prep}.npy", mmap_mode="r")
 
 
+#: the model bundled before this study: the asset as committed at this revision (the selection rule's commit)
+PREVIOUS_REV = "b4c838d"
+ASSET = "src/pulmo/assets/cxr_efficientnet_lite0_head.pt"
+
+
 def bundled_head() -> torch.nn.Module:
-    from pulmo.inference.bundled import default_checkpoint
+    """The head of the model bundled before this study (``git show PREVIOUS_REV:ASSET``, cached)."""
+    import subprocess
 
     from pulmo.cxr.heads import make_head
-    bundle = torch.load(default_checkpoint("cxr"), weights_only=False)
+
+    path = CACHE / f"previous_bundled_{PREVIOUS_REV}.pt"
+    if not path.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(subprocess.run(["git", "-C", str(ROOT), "show", f"{PREVIOUS_REV}:{ASSET}"], check=True,
+                                        capture_output=True).stdout)
+    bundle = torch.load(path, weights_only=False)
     head = make_head()
     head.load_state_dict({k[5:]: v.float() for k, v in bundle["state_dict"].items()})
     return head.eval()
@@ -361,8 +373,8 @@ def report(bundle: bool) -> None:
           "Pooled = every image predicted by the fold that held its source out. A one-class source's macro-F1 is its "
           "class's F1 (precision is 1 there, so it is 2R/(1+R) of recall R).", "",
           "## Rows (pooled over held-out sources)", "",
-          "| row | preprocessing | controls | pooled macro-F1 | adult-sources macro-F1 | F1 Covid / Normal / Pneumonia (not COVID) | worst-source macro-F1 | ECE before → after temperature | abstention | selective macro-F1 | adult abstention / selective macro-F1 |",
-          "|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| row | preprocessing | controls | pooled macro-F1 | adult-sources macro-F1 | F1 Covid / Normal / Pneumonia (not COVID) | worst-source macro-F1 | ECE before → after temperature (held-out sources) | ECE before → after (inner validation) | abstention | selective macro-F1 | adult abstention / selective macro-F1 |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row, d in summary.items():
         ctrl = "; ".join(k for k, ok in (("source-balanced", ROWS[row].get("balance") == "source"),
                                          ("harmonising views", ROWS[row].get("augment")),
@@ -373,6 +385,7 @@ def report(bundle: bool) -> None:
                   f"{ms(d['pooled_macro_f1'])} | {ms(d['adult_macro_f1'])} | "
                   + " / ".join(ms(d[f'pooled_f1_{c}']) for c in OUTPUT_CLASSES)
                   + f" | {ms(d['worst_source_macro_f1'])} | {ms(d['ece_before'])} → {ms(d['ece_after'])} | "
+                  f"{ms(d['val_ece_before'])} → {ms(d['val_ece_after'])} | "
                   f"{ms(d['abstention_rate'])} | {ms(d['selective_macro_f1'])} | "
                   f"{ms(d['adult_abstention_rate'])} / {ms(d['adult_selective_macro_f1'])} |")
     md += ["", "`bundled_current`: the model bundled before this study (trained on covid19_3class only): its "
@@ -399,7 +412,8 @@ def report(bundle: bool) -> None:
         if row == "logreg":
             continue
         a, c = hidden_probe(row, images)
-        md.append(f"| head hidden layer, {row} (trained on every source, seed 0) | {a:.3f} | {c:.3f} | |")
+        how = "as bundled before this study" if row == "bundled_current" else "trained on every source, seed 0"
+        md.append(f"| head hidden layer, {row} ({how}) | {a:.3f} | {c:.3f} | |")
     md += ["", "## Chest X-ray gate on the pooled set", "", "The bundled gate (`src/pulmo/cxr/gate.py`, rates on "
            "SIXray and other negatives in `results/cxr_gate.md`), acceptance by source:", "",
            "| source | n | accepted |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in gate_rates(images)]
