@@ -42,11 +42,13 @@ PREPROCESS: dict[str, dict[str, Any]] = {
     "eq": {"contrast": "equalize", "lung_crop": False},
     "eq_crop": {"contrast": "equalize", "lung_crop": True},
     "clahe_crop": {"contrast": "clahe", "lung_crop": True},
+    # explored after the bundled model was chosen (not a candidate under the rule): 224 px input
+    "eq_crop_224": {"contrast": "equalize", "lung_crop": True, "size_px": 224},
 }
 
 
 def image_config(prep: str) -> ImageConfig:
-    return ImageConfig(size_px=128, channels=3, normalize="imagenet", **PREPROCESS[prep])
+    return ImageConfig(**{"size_px": 128, "channels": 3, "normalize": "imagenet", **PREPROCESS[prep]})
 
 
 def pooled() -> list[PooledImage]:
@@ -96,6 +98,9 @@ ROWS: dict[str, dict[str, Any]] = {
     "gap_crop_srcbal_harmonize": {"prep": "eq_crop", "balance": "source", "augment": True, "global_pool": True},
     "gap_crop_srcbal_harmonize_adv": {"prep": "eq_crop", "balance": "source", "augment": True, "adversary": 0.3,
                                       "global_pool": True},
+    # explored after the bundled model was chosen: the chosen recipe on 224-px features (not a bundling candidate)
+    "gap_crop224_srcbal_harmonize": {"prep": "eq_crop_224", "balance": "source", "augment": True, "global_pool": True,
+                                     "explored_after_choice": True},
 }
 CONTROLS = {"balance": "source", "augment": True, "crop": True, "adversary": True}
 COVERAGE = 0.8
@@ -319,7 +324,7 @@ def gate_rates(images: list[PooledImage]) -> list[list[str]]:
 
 def choose(summary: dict[str, dict[str, list[float]]]) -> str:
     """configs/experiments/cxr-sources/selection_rule.md, steps 2-3 (candidates: trained heads)."""
-    cands = [r for r in summary if r not in ("bundled_current", "logreg")]
+    cands = [r for r in summary if r not in ("bundled_current", "logreg") and not ROWS[r].get("explored_after_choice")]
     best = max(np.mean(summary[r]["pooled_macro_f1"]) for r in cands)
     near = [r for r in cands if np.mean(summary[r]["pooled_macro_f1"]) >= best - 0.02]
     return max(near, key=lambda r: (n_controls(r), np.mean(summary[r]["worst_source_macro_f1"]), -list(ROWS).index(r)))
@@ -421,6 +426,8 @@ def report(bundle: bool) -> None:
            f"LOSO result): chosen row **{chosen}**."]
     if bundle:
         md += bundle_model(chosen, summary, images)
+    else:
+        md += bundled_lines()
     (RESULTS / "cxr_sources.md").write_text("\n".join(md) + "\n")
     keys = sorted({k for r in csv_rows for k in r}, key=lambda k: list(csv_rows[-1]).index(k) if k in csv_rows[-1] else 99)
     with open(RESULTS / "cxr_sources.csv", "w", newline="") as fh:
@@ -428,6 +435,17 @@ def report(bundle: bool) -> None:
         w.writeheader()
         w.writerows(csv_rows)
     print("\n".join(md))
+
+
+def bundled_lines() -> list[str]:
+    """What the bundled checkpoint says about itself (a report run without ``--bundle``)."""
+    from pulmo.inference.bundled import default_checkpoint
+
+    path = default_checkpoint("cxr")
+    meta = torch.load(path, weights_only=False)
+    cal = meta["metrics"].get("calibration", {})
+    return [f"Bundled now (unchanged by this run): `{path.relative_to(ROOT)}`, {meta['name']}, temperature "
+            f"{cal.get('temperature', 1.0):.3f}, abstention below calibrated confidence {cal.get('threshold', 0.0):.3f}."]
 
 
 def bundle_model(chosen: str, summary: dict[str, dict[str, list[float]]], images: list[PooledImage]) -> list[str]:
@@ -469,6 +487,22 @@ def bundle_model(chosen: str, summary: dict[str, dict[str, list[float]]], images
                     f"abstention below calibrated confidence {thr:.3f}."]
 
 
+def crop_stats() -> None:
+    """How often the heuristic lung box falls back to the whole image, and the share it keeps, by source."""
+    from pulmo.cxr.preprocess import lung_box
+    from pulmo.data.image_io import read_image
+
+    by: dict[str, list[tuple[float, bool]]] = {}
+    for im in pooled():
+        g = read_image(im.path)
+        h, w = g.shape
+        x0, y0, x1, y1 = lung_box(g)
+        by.setdefault(im.source, []).append(((x1 - x0) * (y1 - y0) / (h * w), (x0, y0, x1, y1) == (0, 0, w, h)))
+    for src, v in by.items():
+        a = np.array(v, dtype=float)
+        print(f"{src}: n={len(v)} whole-image fallback {a[:, 1].mean():.3f}, mean share of the image kept {a[:, 0].mean():.3f}")
+
+
 def main() -> None:
     torch.set_num_threads(1)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -479,11 +513,14 @@ def main() -> None:
     r.add_argument("--rows", nargs="+", default=list(ROWS))
     r.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     r.add_argument("--force", action="store_true")
+    sub.add_parser("crop-stats")
     rp = sub.add_parser("report")
     rp.add_argument("--bundle", action="store_true")
     args = ap.parse_args()
     if args.cmd == "features":
         features(args.preps)
+    elif args.cmd == "crop-stats":
+        crop_stats()
     elif args.cmd == "run":
         run(args.rows, args.seeds, args.force)
     else:

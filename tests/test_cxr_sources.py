@@ -136,10 +136,14 @@ def test_evaluate_counts_gate_refusals_and_uncertain(calibrated_checkpoint: Path
         for j in range(2):
             image_file(tmp_path / cls / f"{j}.png", chest_phantom(128, seed=10 * k + j))
     image_file(tmp_path / "Normal" / "bag.png", baggage_like(128), mode="RGB")
+    from tests.test_dicom import write_dicom
+
+    write_dicom(tmp_path / "Covid" / "scan.dcm", np.round(4095 - chest_phantom(128, seed=7) * 4095).astype(np.int64),
+                bits=12, photometric="MONOCHROME1")
     assert main(["evaluate", "--task", "cxr", "--data", str(tmp_path), "--checkpoint", str(calibrated_checkpoint),
                  "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
-    assert rep["n"] == 7 and rep["n_gate_refused"] == 1 and rep["gate_refused"] == ["Normal/bag.png"]
+    assert rep["n"] == 8 and rep["n_gate_refused"] == 1 and rep["gate_refused"] == ["Normal/bag.png"]
     assert rep["abstention_rate"] == 1.0 and rep["n_answered"] == 0  # nothing reaches 0.99 confidence
     assert set(rep["f1"]) == {"Covid", "Normal", "Viral Pneumonia"} and rep["temperature"] == 2.0
     assert main(["evaluate", "--task", "cxr", "--data", str(tmp_path), "--checkpoint", str(calibrated_checkpoint)]) == 0
