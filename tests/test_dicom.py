@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -93,3 +94,23 @@ def test_front_door_sniffs_dicom_and_refuses_lateral(tmp_path: Path) -> None:
     with pytest.raises(InputRejected) as err:
         inspect_file(write_dicom(tmp_path / "lat.dcm", chest_like(), view="RL"), Limits())
     assert err.value.status == 422 and "lateral" in str(err.value)
+
+
+def test_service_accepts_a_dicom_chest_xray_and_refuses_a_lateral(tmp_path: Path) -> None:
+    pytest.importorskip("fastapi")
+    from pulmo.serve.app import ServeSettings
+    from tests.frontdoor_fixtures import chest_phantom
+    from tests.serve_helpers import LiveServer, fresh_db
+
+    px = np.round(chest_phantom(256) * 4095).astype(np.int64)
+    scan = write_dicom(tmp_path / "scan.dcm", 4095 - px, bits=12, photometric="MONOCHROME1")
+    lateral = write_dicom(tmp_path / "lat.dcm", px, bits=12, view="LL")
+    with fresh_db(tmp_path / "s") as url, LiveServer(ServeSettings(tmp_path / "s", url)) as srv:
+        status, body = srv.upload("lat.dcm", lateral.read_bytes())
+        assert status == 422 and "lateral view" in json.dumps(body)
+        status, accepted = srv.upload("scan.dcm", scan.read_bytes())
+        assert status == 202 and accepted["task"] == "cxr", accepted
+        done = srv.wait(accepted["id"])
+        assert done["status"] == "done", done
+        assert done["result"]["task"] == "cxr" and done["result"]["headline"].split(" ")[0].rstrip(":") in (
+            "Covid", "Normal", "Viral", "uncertain"), done["result"]["headline"]
