@@ -243,6 +243,18 @@ def seed_scores(res: dict[str, Any], y: np.ndarray, src: list[str]) -> dict[str,
     return out
 
 
+def confusion_rows(row: str, y: np.ndarray, src: list[str]) -> list[str]:
+    """Markdown rows: for each held-out source and true class, the predicted-class counts summed over seeds."""
+    counts: dict[tuple[str, int], np.ndarray] = {}
+    for fp in sorted(RUNS.glob(f"{row}_seed*.json")):
+        for held, f in json.loads(fp.read_text())["folds"].items():
+            pred = np.array(f["logits"]).argmax(1)
+            for t, p_ in zip(y[np.array(f["test"])], pred):
+                counts.setdefault((held, int(t)), np.zeros(K, dtype=int))[p_] += 1
+    return [f"| {held} | {OUTPUT_CLASSES[t]} | " + " | ".join(str(v) for v in c) + " |"
+            for (held, t), c in sorted(counts.items())]
+
+
 def ms(values: list[float]) -> str:
     v = [x for x in values if x is not None and not np.isnan(x)]
     if not v:
@@ -408,6 +420,10 @@ def report(bundle: bool) -> None:
                              if v and v[0]["f1"][k] is not None)
             cells.append(f"{ms([x['macro_f1'] for x in v])} ({f1s})")
         md.append(f"| {row} | " + " | ".join(cells) + " |")
+    md += ["", f"## Confusion of the chosen row ({chosen}), held-out predictions summed over seeds", "",
+           "Rows: true class by held-out source; columns: predicted " + " / ".join(OUTPUT_CLASSES) + ".", "",
+           "| held-out source | true class | " + " | ".join(OUTPUT_CLASSES) + " |", "|---|---|" + "---|" * K]
+    md += confusion_rows(chosen, y, src)
     md += ["", "## Source probe", "", "Balanced accuracy of a logistic regression (C = 0.1, standardised) predicting "
            "the source, 5-fold patient-grouped, out of fold; figure1 left out. Chance: 1/5 over all sources, 1/4 "
            "within Covid (hannover, cxnet, ieee8023, covid19_3class), 1/2 within Normal (nih, covid19_3class).", "",

@@ -158,3 +158,10 @@ def test_analyze_says_uncertain_plainly(calibrated_checkpoint: Path, tmp_path: P
     res = CxrCapability().analyze(img, checkpoint=str(calibrated_checkpoint))
     assert res.headline.startswith("uncertain: the model is not confident enough")
     assert res.result["label"] == "uncertain" and res.result["predicted"] in ("Covid", "Normal", "Viral Pneumonia")
+
+
+def test_python_api_summary_says_uncertain(calibrated_checkpoint: Path) -> None:
+    import pulmo
+
+    pred = pulmo.load(calibrated_checkpoint).predict((chest_phantom(128) * 255).astype(np.uint8))
+    assert pred.summary.startswith("uncertain (") and "most likely" in pred.summary

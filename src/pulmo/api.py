@@ -57,8 +57,8 @@ class Prediction:
             return f"{len(r.cycles)} cycles: " + ", ".join(f"{n} {lab}" for lab, n in counts.items())
         if self.task == "resp-rate":
             return f"{r.rate_bpm:.1f} breaths/min" + (" (uncertain)" if r.rate_uncertain else "")
-        if self.task == "cxr":
-            return f"{r.label} ({r.probabilities[r.label]:.0%})"
+        if self.task == "cxr":  # "uncertain" is a label with no probability of its own
+            return f"{r.label} ({r.confidence:.0%}" + (f", most likely {r.predicted})" if r.label == "uncertain" else ")")
         return f"{len(r.detections)} object(s) found"
 
     def to_dict(self) -> dict[str, Any]:
