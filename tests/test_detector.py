@@ -151,8 +151,8 @@ def test_bundled_detect_model_is_listed_and_loads(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert path.name in out and "task detect" in out
-    line = out.split(path.name, 1)[1].splitlines()[1]
-    assert line.strip().startswith("test:") and " f1 " in line
+    line = out.split(path.name, 1)[1].splitlines()[2]
+    assert line.strip().startswith("stored test figures:") and " f1 " in line
     pipe = DetectPipeline.from_checkpoint()
     assert pipe.labels and set(pipe.labels) <= set(pipe.mapping.values())
     res, image, _ = pipe.detect_file(path.parent / "demo_body_scan_16bit.png")
