@@ -143,32 +143,26 @@ def seam_flags(boxes_local: np.ndarray, window: Window, width: int, height: int,
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``(N, M)`` intersection over union of two box sets."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = iw * ih
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+    """``(N, M)`` intersection over union of two box sets (xyxy), by ``torchvision.ops.box_iou``."""
+    import torch
+    from torchvision.ops import box_iou as tv_box_iou
+
+    a = torch.as_tensor(np.asarray(a, dtype=np.float64).reshape(-1, 4))
+    b = torch.as_tensor(np.asarray(b, dtype=np.float64).reshape(-1, 4))
+    return torch.nan_to_num(tv_box_iou(a, b), nan=0.0).numpy()
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou_threshold: float = 0.5) -> np.ndarray:
-    """Indices kept by class-wise greedy non-maximum suppression, highest score first."""
+    """Indices kept by class-wise non-maximum suppression, highest score first
+    (``torchvision.ops.batched_nms``; labels may be strings)."""
+    import torch
+    from torchvision.ops import batched_nms
+
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
-    labels = np.asarray(labels)
-    keep: list[int] = []
-    suppressed = np.zeros(len(boxes), dtype=bool)
-    iou = box_iou(boxes, boxes)
-    for i in order:
-        if suppressed[i]:
-            continue
-        keep.append(int(i))
-        suppressed |= (iou[i] > iou_threshold) & (labels == labels[i])
-    return np.asarray(keep, dtype=np.int64)
+    _, classes = np.unique(np.asarray(labels), return_inverse=True)
+    keep = batched_nms(torch.as_tensor(boxes), torch.as_tensor(np.asarray(scores, dtype=np.float64)),
+                       torch.as_tensor(classes.reshape(-1)), iou_threshold)
+    return keep.numpy().astype(np.int64)
 
 
 def _axis_overlap(a0: float, a1: float, b0: float, b1: float) -> float:
