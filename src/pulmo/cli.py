@@ -104,14 +104,25 @@ def _task_module(task: str) -> Any:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score a checkpoint (the task's bundled model by default) on a dataset folder; the task
-    comes from ``--task`` or from the checkpoint."""
+    comes from ``--task`` or from the checkpoint. ``--runtime onnx`` is for lung sounds only."""
     if args.task is None:
         if not args.checkpoint:
             raise ConfigError(f"pulmo evaluate needs --task (one of {', '.join(TASKS)}), or a --checkpoint to read it from")
         from pulmo.catalog import checkpoint_metadata
 
         args.task = str(checkpoint_metadata(args.checkpoint)["task"])
+    if args.runtime != "torch" and args.task != "lung-sounds":
+        raise ConfigError(f"--runtime {args.runtime} is for lung sounds in this version; {args.task} runs in torch")
     return int(_task_module(args.task).evaluate(args))
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a task's model (the bundled one by default) to ONNX."""
+    from pulmo.export import export
+
+    path = export(args.task, args.checkpoint, args.out, args.int8)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB{', int8 weights' if args.int8 else ''})")
+    return 0
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -201,7 +212,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="fail if any annotated cycle has no audio")
     p.add_argument("--cycles-out", metavar="CSV", help="write one row per scored cycle with its prediction")
     p.add_argument("--json", action="store_true", help="print one JSON object (fractions)")
+    p.add_argument("--runtime", choices=["torch", "onnx", "onnx-int8"], default="torch",
+                   help="run the model in PyTorch, or exported to ONNX (FP32 or int8 weights) in onnxruntime "
+                        "(lung sounds; the export is cached under ~/.cache/pulmo)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = add_parser("export", help="export a model to ONNX (lung sounds in this version)")
+    p.add_argument("--task", choices=TASKS, required=True, help="whose model to export")
+    p.add_argument("--checkpoint", help="checkpoint file (default: the task's bundled model)")
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument("--int8", action="store_true", help="quantise the weights to int8 (onnxruntime dynamic quantisation)")
+    p.set_defaults(func=cmd_export)
 
     p = add_parser("analyze", help="analyse recordings or images: summary, JSON and HTML report")
     p.add_argument("files", nargs="+", help="files or folders (folders: every audio or image file under them)")

@@ -14,7 +14,13 @@ def evaluate(args: argparse.Namespace) -> int:
 
     data = Path(args.data) if args.data else default_data_root() / "icbhi"
     pipe = LungSoundPipeline.from_checkpoint(args.checkpoint)
+    runtime = getattr(args, "runtime", "torch")
+    if runtime != "torch":
+        from pulmo.export import OnnxClassifier, cached_export
+
+        pipe.net = OnnxClassifier(cached_export(args.checkpoint, int8=runtime == "onnx-int8"))
     report = evaluate_icbhi(pipe, data, args.split, args.limit, args.strict, progress=not args.json, cycles_out=args.cycles_out)
+    report["runtime"] = runtime
     if args.json:
         print(json.dumps(report))
     else:

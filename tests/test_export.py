@@ -1,0 +1,61 @@
+"""ONNX export of the lung-sound model: same probabilities as PyTorch, and the ONNX runtime
+gives the same ICBHI report through ``pulmo evaluate --runtime onnx``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pulmo.cli import main
+from pulmo.errors import ConfigError
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from pulmo.data.adapters.synthetic import write_icbhi_folder
+    from pulmo.engine.train import run_experiment
+    from tests.test_train_and_checkpoint import tiny_config
+
+    root = write_icbhi_folder(tmp_path_factory.mktemp("d") / "icbhi", n_patients=6, seed=5)
+    out = tmp_path_factory.mktemp("r")
+    run_experiment(tiny_config(root, limit_train_batches=1), out, progress=False)
+    return root, out / "model.pt"
+
+
+def test_exported_model_gives_pytorchs_probabilities(tiny, tmp_path):
+    from pulmo.export import OnnxClassifier, export
+    from pulmo.inference.lung_sounds import LungSoundPipeline
+
+    _, ckpt = tiny
+    path = export("lung-sounds", str(ckpt), str(tmp_path / "m.onnx"))
+    pipe = LungSoundPipeline.from_checkpoint(ckpt)
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((5, pipe.audio.cycle_samples)).astype(np.float32))
+    with torch.no_grad():
+        expected = torch.softmax(pipe.net.eval()(x), 1).numpy()
+    got = torch.softmax(OnnxClassifier(path)(x), 1).numpy()
+    assert got.shape == expected.shape and np.abs(got - expected).max() < 1e-4
+
+
+def test_evaluate_with_the_onnx_runtime_matches_torch(tiny, tmp_path, monkeypatch, capsys):
+    root, ckpt = tiny
+    monkeypatch.setenv("PULMO_CACHE", str(tmp_path / "cache"))
+    reports = {}
+    for runtime in ("torch", "onnx"):
+        assert main(["evaluate", "--task", "lung-sounds", "--data", str(root), "--split", "test", "--checkpoint",
+                     str(ckpt), "--json", "--runtime", runtime]) == 0
+        reports[runtime] = json.loads(capsys.readouterr().out)
+    assert reports["onnx"]["runtime"] == "onnx" and list((tmp_path / "cache" / "onnx").glob("*.onnx"))
+    assert reports["onnx"]["score"] == pytest.approx(reports["torch"]["score"], abs=0.005)
+
+
+def test_tasks_without_an_exporter_say_so():
+    from pulmo.export import export
+
+    with pytest.raises(ConfigError, match="not in this version"):
+        export("detect", None, "x.onnx")
