@@ -440,10 +440,10 @@ def report(bundle: bool) -> None:
            "| source | n | accepted |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in gate_rates(images)]
     md += ["", "## Selection", "", f"Rule (`configs/experiments/cxr-sources/selection_rule.md`, committed before any "
            f"LOSO result): chosen row **{chosen}**."]
-    if bundle:
-        md += bundle_model(chosen, summary, images)
-    else:
-        md += bundled_lines()
+    new, old = np.mean(summary[chosen]["adult_macro_f1"]), np.mean(summary["bundled_current"]["adult_macro_f1"])
+    md.append(f"Adult held-out sources, pooled macro-F1: {chosen} {new:.3f} vs the previous bundled model {old:.3f} "
+              "(rule step 4).")
+    md += bundle_model(chosen, summary, images) if bundle else bundled_lines()
     (RESULTS / "cxr_sources.md").write_text("\n".join(md) + "\n")
     keys = sorted({k for r in csv_rows for k in r}, key=lambda k: list(csv_rows[-1]).index(k) if k in csv_rows[-1] else 99)
     with open(RESULTS / "cxr_sources.csv", "w", newline="") as fh:
@@ -472,9 +472,9 @@ def bundle_model(chosen: str, summary: dict[str, dict[str, list[float]]], images
     from pulmo.config import NamedConfig
 
     new, old = np.mean(summary[chosen]["adult_macro_f1"]), np.mean(summary["bundled_current"]["adult_macro_f1"])
-    lines = [f"Adult held-out sources, pooled macro-F1: {chosen} {new:.3f} vs the previous bundled model {old:.3f}."]
+    lines: list[str] = []
     if new <= old:
-        return lines + ["The previous model stays bundled (rule step 4)."]
+        return ["The previous model stays bundled (rule step 4)."]
     y = np.array([OUTPUT_CLASSES.index(im.label) for im in images])
     state, t, thr, epoch = train_all(chosen, load_features(ROWS[chosen]["prep"]), y, [im.source for im in images],
                                      [im.group for im in images], 0)
