@@ -123,10 +123,16 @@ def read_dicom(path: str | Path, max_pixels: int = 100_000_000) -> np.ndarray:
     values = apply_modality_lut(arr, ds)
     if has_voi:
         values = apply_voi_lut(values, ds)
-    gray = (np.asarray(values, dtype=np.float64) - lo) / (hi - lo) if hi > lo else np.zeros(arr.shape)
-    gray = np.clip(gray, 0.0, 1.0).astype(np.float32)
+    gray = np.asarray(values, dtype=np.float32)  # float32 in place from here: one full-size copy, not three
+    del values
+    if hi > lo:
+        gray -= np.float32(lo)
+        gray /= np.float32(hi - lo)
+    else:
+        gray = np.zeros(arr.shape, np.float32)
+    np.clip(gray, 0.0, 1.0, out=gray)
     if head.photometric == "MONOCHROME1":
-        gray = 1.0 - gray
+        np.subtract(np.float32(1.0), gray, out=gray)
     return np.ascontiguousarray(gray, dtype=np.float32)
 
 
