@@ -75,6 +75,22 @@ def test_window_applied(tmp_path: Path) -> None:
     assert np.all(np.diff(inside) > 0)  # a linear ramp inside
 
 
+def test_signed_rescaled_pixels_scaled_by_the_output_range(tmp_path: Path) -> None:
+    px = np.tile(np.arange(-2048, 2048, 16), (64, 1))  # 12 bits stored, signed
+    path = write_dicom(tmp_path / "s.dcm", px, bits=12)
+    ds = pydicom.dcmread(path)
+    ds.PixelRepresentation = 1
+    ds.PixelData = px.astype(np.int16).tobytes()
+    ds.RescaleSlope, ds.RescaleIntercept = 2, -1000  # output range: -5096 .. 3094
+    ds.save_as(path)
+    np.testing.assert_allclose(read_dicom(path)[0], (2 * px[0] - 1000 + 5096) / 8190, atol=1e-6)
+    ds.WindowCenter, ds.WindowWidth = 0, 2000  # in rescaled units: black below -1000, white above 1000
+    ds.save_as(path)
+    out = read_dicom(path)[0]
+    rescaled = 2 * px[0] - 1000
+    assert out[rescaled < -1010].max() == 0.0 and out[rescaled > 1010].min() == 1.0
+
+
 def test_lateral_refused_in_one_line(tmp_path: Path) -> None:
     path = write_dicom(tmp_path / "lat.dcm", chest_like(), view="LL")
     with pytest.raises(DataError, match="lateral view .*ViewPosition LL.* refused") as err:
