@@ -142,8 +142,10 @@ def test_evaluate_counts_gate_refusals_and_uncertain(calibrated_checkpoint: Path
                 bits=12, photometric="MONOCHROME1")
     assert main(["evaluate", "--task", "cxr", "--data", str(tmp_path), "--checkpoint", str(calibrated_checkpoint),
                  "--json"]) == 0
-    rep = json.loads(capsys.readouterr().out)
-    assert rep["n"] == 8 and rep["n_gate_refused"] == 1 and rep["gate_refused"] == ["Normal/bag.png"]
+    out = capsys.readouterr().out
+    assert "NaN" not in out  # strict JSON: undefined figures are null
+    rep = json.loads(out)
+    assert rep["selective_macro_f1"] is None and rep["n"] == 8 and rep["n_gate_refused"] == 1 and rep["gate_refused"] == ["Normal/bag.png"]
     assert rep["abstention_rate"] == 1.0 and rep["n_answered"] == 0  # nothing reaches 0.99 confidence
     assert set(rep["f1"]) == {"Covid", "Normal", "Viral Pneumonia"} and rep["temperature"] == 2.0
     assert main(["evaluate", "--task", "cxr", "--data", str(tmp_path), "--checkpoint", str(calibrated_checkpoint)]) == 0

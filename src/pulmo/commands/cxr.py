@@ -8,6 +8,10 @@ from pathlib import Path
 
 
 
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def evaluate(args: argparse.Namespace) -> int:
     """Score a checkpoint (bundled by default) on a folder-per-class tree."""
     from pulmo.config import default_data_root
@@ -30,8 +34,8 @@ def evaluate(args: argparse.Namespace) -> int:
           f"{report['n_gate_refused']}" + (f": {', '.join(report['gate_refused'])}" if report["gate_refused"] else ""))
     print(f"accuracy {report['accuracy']:.4f}  macro-F1 {report['macro_f1']:.4f}  (most likely class of every image)")
     print(f"'uncertain' (calibrated confidence < {report['uncertain_below']:.3f}): abstention rate "
-          f"{report['abstention_rate']:.4f}; macro-F1 on the {report['n_answered']} images answered: "
-          f"{report['selective_macro_f1']:.4f}; ECE {report['ece']:.4f} (temperature {report['temperature']:.3f})")
+          f"{_fmt(report['abstention_rate'])}; macro-F1 on the {report['n_answered']} images answered: "
+          f"{_fmt(report['selective_macro_f1'])}; ECE {_fmt(report['ece'])} (temperature {report['temperature']:.3f})")
     for lab in report["labels"]:
         print(f"  {lab:16s} n={report['support'][lab]:4d}  P {report['precision'][lab]:.4f}  "
               f"R {report['recall'][lab]:.4f}  F1 {report['f1'][lab]:.4f}")

@@ -134,7 +134,8 @@ class CxrPipeline:
         get no answer in the selective figures: ``abstention_rate`` is the share of gate-accepted
         images called "uncertain", ``selective_macro_f1`` the macro-F1 (classes present) on the
         gate-accepted images that are not; ``ece`` is the calibrated probabilities' expected
-        calibration error over every image."""
+        calibration error over every image. Each is None (JSON null) where it is undefined
+        (no image accepted, none answered)."""
         root = Path(root)
         try:
             records = read_image_folder(root, split=split)
@@ -179,9 +180,9 @@ class CxrPipeline:
             "gate_refused": [r.record_id for r, ok in zip(records, chest) if not ok],
             "n_gate_refused": len(chest) - accepted,
             "temperature": self.temperature, "uncertain_below": self.threshold,
-            "ece": expected_calibration_error(probs, y) if len(y) else float("nan"),
-            "abstention_rate": (accepted - len(answered)) / accepted if accepted else float("nan"),
-            "selective_macro_f1": _macro_f1(y[answered], np.asarray(pred)[answered]) if answered else float("nan"),
+            "ece": expected_calibration_error(probs, y) if len(y) else None,  # None (JSON null): undefined
+            "abstention_rate": (accepted - len(answered)) / accepted if accepted else None,
+            "selective_macro_f1": _macro_f1(y[answered], np.asarray(pred)[answered]) if answered else None,
             "n_answered": len(answered),
             "per_image": [_row(r, self.labels[p], pr, self.labels, d, ok)
                           for r, p, pr, d, ok in zip(records, pred, probs, decided, chest)],
