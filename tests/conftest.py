@@ -27,3 +27,16 @@ def real_icbhi() -> Path:
     if not (root / "annotations").is_dir():
         pytest.skip(f"real ICBHI data not found at {root}")
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_lung_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """``(icbhi_root, model.pt)``: a synthetic ICBHI folder and a lung-sound model trained on it
+    for one batch (made once per test session)."""
+    from pulmo.engine.train import run_experiment
+    from tests.test_train_and_checkpoint import tiny_config
+
+    root = write_icbhi_folder(tmp_path_factory.mktemp("d") / "icbhi", n_patients=6, seed=5)
+    out = tmp_path_factory.mktemp("r")
+    run_experiment(tiny_config(root, limit_train_batches=1), out, progress=False)
+    return root, out / "model.pt"

@@ -11,15 +11,8 @@ from pulmo.data.adapters.synthetic import synth_cycle
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    from pulmo.data.adapters.synthetic import write_icbhi_folder
-    from pulmo.engine.train import run_experiment
-    from tests.test_train_and_checkpoint import tiny_config
-
-    root = write_icbhi_folder(tmp_path_factory.mktemp("d") / "icbhi", n_patients=6, seed=5)
-    out = tmp_path_factory.mktemp("r")
-    run_experiment(tiny_config(root, limit_train_batches=1), out, progress=False)
-    return root, out / "model.pt"
+def checkpoint(tiny_lung_checkpoint):
+    return tiny_lung_checkpoint
 
 
 def test_evaluate_json_contract(checkpoint, capsys, tmp_path):

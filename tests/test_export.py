@@ -17,15 +17,8 @@ pytest.importorskip("onnxscript")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from pulmo.data.adapters.synthetic import write_icbhi_folder
-    from pulmo.engine.train import run_experiment
-    from tests.test_train_and_checkpoint import tiny_config
-
-    root = write_icbhi_folder(tmp_path_factory.mktemp("d") / "icbhi", n_patients=6, seed=5)
-    out = tmp_path_factory.mktemp("r")
-    run_experiment(tiny_config(root, limit_train_batches=1), out, progress=False)
-    return root, out / "model.pt"
+def tiny(tiny_lung_checkpoint):
+    return tiny_lung_checkpoint
 
 
 def test_exported_model_gives_pytorchs_probabilities(tiny, tmp_path):
