@@ -130,3 +130,14 @@ def test_service_accepts_a_dicom_chest_xray_and_refuses_a_lateral(tmp_path: Path
         assert done["status"] == "done", done
         assert done["result"]["task"] == "cxr" and done["result"]["headline"].split(" ")[0].rstrip(":") in (
             "Covid", "Normal", "Viral", "uncertain"), done["result"]["headline"]
+
+
+def test_a_dicom_that_is_not_a_chest_xray_is_refused_not_sent_to_the_detector(tmp_path: Path) -> None:
+    from pulmo.frontdoor.inputs import InputRejected, Limits, inspect_file
+    from pulmo.frontdoor.routing import route_file
+
+    noise = (np.random.default_rng(0).random((96, 80)) * 4095).astype(np.uint16)
+    path = write_dicom(tmp_path / "noise.dcm", noise, bits=12)
+    with pytest.raises(InputRejected) as err:
+        route_file(path, inspect_file(path, Limits()))
+    assert (err.value.status, err.value.code) == (422, "not_chest_xray") and "(DICOM)" in str(err.value)

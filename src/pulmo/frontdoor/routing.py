@@ -205,6 +205,8 @@ def _route_image(path: Path, info: InputInfo, task: str | None) -> Route:
         return Route(content, (task,), f"chosen with --task {task}; the content looks like a {content}", (), facts)
     if chest:
         return Route(content, tuple(_registered(name, content, ["cxr"])), content, (), facts)
+    if info.format == "DICOM":  # a DICOM file here is a medical image the detector cannot read: only the chest model could
+        raise refuse(name, "not_chest_xray", _not_chest_why(False, c.chroma) + " (DICOM)")
     if colour or deep:
         return Route(content, tuple(_registered(name, content, ["detect"])), f"{content}: anomaly detection on scans",
                      (), facts)
