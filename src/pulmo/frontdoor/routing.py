@@ -120,7 +120,7 @@ def _route_audio(path: Path, info: InputInfo, task: str | None) -> Route:
     c = measure(samples, sr)
     facts = c.to_dict()
     if c.active_s == 0:
-        raise refuse(name, "digital_silence", "digital silence (every sample is zero): nothing to analyse")
+        raise refuse(name, "digital_silence", "digital silence (every sample is zero or within 2 steps of it): nothing to analyse")
     if c.rms_dbfs < MIN_LEVEL_DBFS:
         raise refuse(name, "too_quiet", f"level {c.rms_dbfs:.0f} dBFS, below the {MIN_LEVEL_DBFS:.0f} dBFS "
                      "a recording needs (check the microphone or the gain)")
@@ -160,7 +160,7 @@ def _route_audio(path: Path, info: InputInfo, task: str | None) -> Route:
     if skipped:
         warnings.append(f"too short ({c.active_s:.1f} s) for " + ", ".join(
             f"{WHAT[t]} (needs {MIN_SECONDS[t]:.0f} s)" for t in skipped))
-    reason = f"{content}{why}" if task is None else f"chosen with --task {task}; the content looks like a {content}{why}"
+    reason = f"{content}{why}" if task is None else f"chosen with --task {task} (content: {content}{why})"
     return Route(content, tasks, reason, tuple(warnings), facts)
 
 
@@ -202,7 +202,7 @@ def _route_image(path: Path, info: InputInfo, task: str | None) -> Route:
     if task == "cxr" and not chest:
         raise refuse(name, "not_chest_xray", _not_chest_why(colour, c.chroma))
     if task is not None:
-        return Route(content, (task,), f"chosen with --task {task}; the content looks like a {content}", (), facts)
+        return Route(content, (task,), f"chosen with --task {task} (content: {content})", (), facts)
     if chest:
         return Route(content, tuple(_registered(name, content, ["cxr"])), content, (), facts)
     if info.format == "DICOM":  # a DICOM file here is a medical image the detector cannot read: only the chest model could

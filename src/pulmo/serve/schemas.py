@@ -11,7 +11,7 @@ class ErrorBody(BaseModel):
     """Every error, on every route: a short machine-readable code and one sentence."""
 
     error: str = Field(examples=["digital_silence"])
-    detail: str = Field(examples=["breath.wav: digital silence (every sample is zero): nothing to analyse"])
+    detail: str = Field(examples=["breath.wav: digital silence (every sample is zero or within 2 steps of it): nothing to analyse"])
 
 
 class Links(BaseModel):
