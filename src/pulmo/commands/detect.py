@@ -15,7 +15,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
     data = Path(args.data) if args.data else default_data_root() / "xray_det"
     pipe = DetectPipeline.from_checkpoint(args.checkpoint)
-    report = pipe.evaluate_folder(data, args.split, args.limit)
+    report = pipe.evaluate_folder(data, args.split, args.limit, progress=not args.json)
     if args.json:
         print(json.dumps(report))
         return 0

@@ -99,13 +99,16 @@ class DetectPipeline:
         dets.sort(key=lambda d: -d.score)
         return DetectResult(str(path), raw.shape[1], raw.shape[0], dets, self.model_info), raw, prep.levels
 
-    def evaluate_folder(self, root: str | Path, split: str, limit: int = 0) -> dict[str, Any]:
-        """Tiled inference on every image of a VOC split; whole-image metrics at IoU 0.5."""
+    def evaluate_folder(self, root: str | Path, split: str, limit: int = 0, progress: bool = True) -> dict[str, Any]:
+        """Tiled inference on every image of a VOC split; whole-image metrics at IoU 0.5
+        (a progress bar on stderr with ``progress``)."""
+        from tqdm.auto import tqdm
+
         records = read_voc_folder(root, split)
         records = records[:limit] if limit > 0 else records
         records = apply_mapping(records, self.mapping)
         stats = TiledStats()
-        preps = (self.prepare(r) for r in records)
+        preps = (self.prepare(r) for r in tqdm(records, desc="detecting", unit="image", disable=not progress))
         dets = detect_split(self.detector, preps, self.tiling, self.labels, self.inference.conf, self.inference.iou, stats,
                             flip=self.inference.flip_tta == "on")
         report = detection_report(dets, self.thresholds, classes=self.labels)
