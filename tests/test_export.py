@@ -52,3 +52,15 @@ def test_tasks_without_an_exporter_say_so():
 
     with pytest.raises(ConfigError, match="not in this version"):
         export("detect", None, "x.onnx")
+
+
+def test_exported_chest_model_gives_the_same_logits(tmp_path):
+    from pulmo.export import OnnxClassifier, export
+    from pulmo.inference.cxr import CxrPipeline
+    from tests.frontdoor_fixtures import chest_phantom
+
+    pipe = CxrPipeline.from_checkpoint()
+    grays = [chest_phantom(256, seed) for seed in range(3)]
+    expected = pipe.logits(grays)
+    pipe.model = OnnxClassifier(export("cxr", None, str(tmp_path / "cxr.onnx")))
+    assert np.abs(pipe.logits(grays) - expected).max() < 1e-3

@@ -104,15 +104,17 @@ def _task_module(task: str) -> Any:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score a checkpoint (the task's bundled model by default) on a dataset folder; the task
-    comes from ``--task`` or from the checkpoint. ``--runtime onnx`` is for lung sounds only."""
+    comes from ``--task`` or from the checkpoint. ``--runtime onnx`` is for the exportable tasks."""
     if args.task is None:
         if not args.checkpoint:
             raise ConfigError(f"pulmo evaluate needs --task (one of {', '.join(TASKS)}), or a --checkpoint to read it from")
         from pulmo.catalog import checkpoint_metadata
 
         args.task = str(checkpoint_metadata(args.checkpoint)["task"])
-    if args.runtime != "torch" and args.task != "lung-sounds":
-        raise ConfigError(f"--runtime {args.runtime} is for lung sounds in this version; {args.task} runs in torch")
+    from pulmo.export import EXPORTABLE
+
+    if args.runtime != "torch" and args.task not in EXPORTABLE:
+        raise ConfigError(f"--runtime {args.runtime} is for {', '.join(EXPORTABLE)} in this version; {args.task} runs in torch")
     return int(_task_module(args.task).evaluate(args))
 
 
@@ -214,10 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object (fractions)")
     p.add_argument("--runtime", choices=["torch", "onnx", "onnx-int8"], default="torch",
                    help="run the model in PyTorch, or exported to ONNX (FP32 or int8 weights) in onnxruntime "
-                        "(lung sounds; the export is cached under ~/.cache/pulmo)")
+                        "(lung sounds and chest X-ray; the export is cached under ~/.cache/pulmo)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = add_parser("export", help="export a model to ONNX (lung sounds in this version)")
+    p = add_parser("export", help="export a model to ONNX (lung sounds and chest X-ray in this version)")
     p.add_argument("--task", choices=TASKS, required=True, help="whose model to export")
     p.add_argument("--checkpoint", help="checkpoint file (default: the task's bundled model)")
     p.add_argument("--out", required=True, help="the .onnx file to write")

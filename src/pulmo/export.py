@@ -1,13 +1,19 @@
-"""ONNX export and the ONNX runtime, for the lung-sound model (waveforms in, logits out).
+"""ONNX export and the ONNX runtime, for the lung-sound and the chest X-ray models.
 
-    pulmo export --task lung-sounds [--checkpoint FILE] --out model.onnx [--int8]
-    pulmo evaluate --task lung-sounds --runtime onnx ...
+    pulmo export --task lung-sounds|cxr [--checkpoint FILE] --out model.onnx [--int8]
+    pulmo evaluate --task lung-sounds|cxr --runtime onnx ...
 
-The whole :class:`~pulmo.engine.task.AudioClassifier` is exported, feature extraction (STFT,
-log power, normalisation) included, by ``torch.onnx.export(dynamo=True)``: input ``audio``
-``(batch, samples)`` float32 at the model's sample rate, output ``logits`` ``(batch, classes)``.
-``--int8`` adds onnxruntime's dynamic quantisation (int8 weights). Other tasks are not exported
-by this version and say so.
+Exported by ``torch.onnx.export(dynamo=True)``, batch size dynamic:
+
+- lung sounds: the whole :class:`~pulmo.engine.task.AudioClassifier`, feature extraction (STFT,
+  log power, normalisation) included: input ``(batch, samples)`` float32 at the model's sample
+  rate, output ``(batch, classes)`` logits;
+- chest X-ray: the network after preprocessing: input ``(batch, channels, size, size)``, the
+  normalised image tensor ``CxrPipeline.logits`` builds, output logits (temperature and the
+  "uncertain" threshold stay in the pipeline).
+
+``--int8`` adds onnxruntime's dynamic quantisation (int8 weights). The detector is not exported
+by this version and says so.
 """
 
 from __future__ import annotations
@@ -21,28 +27,43 @@ import numpy as np
 
 from pulmo.errors import ConfigError
 
-EXPORTABLE = ("lung-sounds",)
+EXPORTABLE = ("lung-sounds", "cxr")
 OPSET = 18  # STFT needs opset 17 or later
 
 
-def export_lung_sounds(checkpoint: str | Path | None, out: str | Path, int8: bool = False) -> Path:
-    """Write the lung-sound model of ``checkpoint`` (the bundled one when None) to ``out``.
+def _network(task: str, checkpoint: str | Path | None) -> tuple[Any, Any]:
+    """``(torch module, example input)`` of ``task``'s model in ``checkpoint`` (bundled when None)."""
+    import torch
 
-    Returns ``out``. Raises :class:`ConfigError` when onnx / onnxruntime are not installed.
+    if task == "lung-sounds":
+        from pulmo.inference.lung_sounds import LungSoundPipeline
+
+        pipe = LungSoundPipeline.from_checkpoint(checkpoint)
+        return pipe.net.eval(), torch.zeros(2, pipe.audio.cycle_samples)
+    from pulmo.cxr.preprocess import normalize_tensor
+    from pulmo.inference.cxr import CxrPipeline
+
+    cxr = CxrPipeline.from_checkpoint(checkpoint)
+    size = cxr.cfg.image.size_px
+    return cxr.model.eval(), normalize_tensor(torch.zeros(2, 1, size, size), cxr.cfg.image)
+
+
+def export_model(task: str, checkpoint: str | Path | None, out: str | Path, int8: bool = False) -> Path:
+    """Write ``task``'s model of ``checkpoint`` (the bundled one when None) to ``out``; returns it.
+
+    Raises :class:`ConfigError` for a task without an exporter or without onnx installed.
     """
     import torch
 
-    from pulmo.inference.lung_sounds import LungSoundPipeline
-
+    if task not in EXPORTABLE:
+        raise ConfigError(f"ONNX export of {task!r} is not in this version of pulmo; exportable: {', '.join(EXPORTABLE)}")
     _need_onnx()
-    pipe = LungSoundPipeline.from_checkpoint(checkpoint)
-    net = pipe.net.eval()
+    net, example = _network(task, checkpoint)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    example = torch.zeros(2, pipe.audio.cycle_samples)
     fp32 = out if not int8 else out.with_name(out.stem + ".fp32.onnx")
-    torch.onnx.export(net, (example,), str(fp32), dynamo=True, opset_version=OPSET, input_names=["audio"],
-                      output_names=["logits"], dynamic_shapes={"audio": {0: torch.export.Dim("batch")}},
+    torch.onnx.export(net, (example,), str(fp32), dynamo=True, opset_version=OPSET, input_names=["input"],
+                      output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},),
                       external_data=False, verbose=False)
     if int8:
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -53,8 +74,8 @@ def export_lung_sounds(checkpoint: str | Path | None, out: str | Path, int8: boo
 
 
 class OnnxClassifier:
-    """An exported classifier as a drop-in for the torch one in
-    :func:`pulmo.engine.evaluate.predict_probabilities`: ``(B, T)`` tensor in, logits tensor out."""
+    """An exported classifier as a drop-in for the torch module it came from (``pipe.net`` of
+    lung sounds, ``pipe.model`` of the chest X-ray pipeline): a tensor in, a logits tensor out."""
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         import onnxruntime as ort
@@ -76,17 +97,17 @@ class OnnxClassifier:
         return self
 
 
-def cached_export(checkpoint: str | Path | None, int8: bool = False) -> Path:
-    """The ONNX file for ``checkpoint``, exported once into ``$PULMO_CACHE`` (default
-    ``~/.cache/pulmo``) under the checkpoint's SHA-256."""
+def cached_export(checkpoint: str | Path | None, int8: bool = False, task: str = "lung-sounds") -> Path:
+    """The ONNX file of ``task``'s model in ``checkpoint`` (bundled when None), exported once into
+    ``$PULMO_CACHE`` (default ``~/.cache/pulmo``) under the checkpoint's SHA-256."""
     from pulmo.inference.bundled import default_checkpoint
 
-    source = Path(checkpoint) if checkpoint else default_checkpoint("lung-sounds")
+    source = Path(checkpoint) if checkpoint else default_checkpoint(task)
     digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
     cache = Path(os.environ.get("PULMO_CACHE", Path.home() / ".cache" / "pulmo")) / "onnx"
-    path = cache / f"lung-sounds-{digest}{'-int8' if int8 else ''}.onnx"
+    path = cache / f"{task}-{digest}{'-int8' if int8 else ''}.onnx"
     if not path.is_file():
-        export_lung_sounds(source, path, int8)
+        export_model(task, source, path, int8)
     return path
 
 
@@ -101,9 +122,7 @@ def _need_onnx() -> None:
 
 def export(task: str, checkpoint: str | None, out: str, int8: bool = False) -> Path:
     """``pulmo export``: one task's model to ONNX."""
-    if task not in EXPORTABLE:
-        raise ConfigError(f"ONNX export of {task!r} is not in this version of pulmo; exportable: {', '.join(EXPORTABLE)}")
-    return export_lung_sounds(checkpoint, out, int8)
+    return export_model(task, checkpoint, out, int8)
 
 
-__all__ = ["EXPORTABLE", "OnnxClassifier", "cached_export", "export", "export_lung_sounds"]
+__all__ = ["EXPORTABLE", "OnnxClassifier", "cached_export", "export", "export_model"]

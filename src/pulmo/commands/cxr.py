@@ -22,8 +22,14 @@ def evaluate(args: argparse.Namespace) -> int:
     else:  # the shared 3-class set: its held-out split is ``val``
         data, split = default_data_root() / "cxr" / "covid19_3class", "val" if args.split == "test" else args.split
     pipe = CxrPipeline.from_checkpoint(args.checkpoint)
+    runtime = getattr(args, "runtime", "torch")
+    if runtime != "torch":
+        from pulmo.export import OnnxClassifier, cached_export
+
+        pipe.model = OnnxClassifier(cached_export(args.checkpoint, int8=runtime == "onnx-int8", task="cxr"))
     report = pipe.evaluate_folder(data, split)
     report.pop("per_image")
+    report["runtime"] = runtime
     if args.json:
         print(json.dumps(report))
         return 0
