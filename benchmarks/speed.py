@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     eager = pipe.net.eval()
     runtimes = {"PyTorch eager": eager,
                 "ONNX FP32 (onnxruntime)": OnnxClassifier(cached_export(None), args.threads),
-                "ONNX int8 weights (onnxruntime)": OnnxClassifier(cached_export(None, int8=True), args.threads)}
+                "ONNX int8 convolutions, static (onnxruntime)": OnnxClassifier(cached_export(None, int8=True), args.threads)}
     rng = np.random.default_rng(0)
     n = pipe.audio.cycle_samples
     data = args.data or default_data_root() / "icbhi"

@@ -64,3 +64,19 @@ def test_exported_chest_model_gives_the_same_logits(tmp_path):
     expected = pipe.logits(grays)
     pipe.model = OnnxClassifier(export("cxr", None, str(tmp_path / "cxr.onnx")))
     assert np.abs(pipe.logits(grays) - expected).max() < 1e-3
+
+
+def test_int8_export_calibrates_and_stays_close(tiny, tmp_path, monkeypatch):
+    from pulmo.export import OnnxClassifier, export
+    from pulmo.inference.lung_sounds import LungSoundPipeline
+
+    _, ckpt = tiny
+    monkeypatch.setenv("PULMO_DATA", str(tmp_path / "no-data"))  # no training data: synthetic calibration, said so
+    with pytest.warns(UserWarning, match="calibrating on synthetic inputs"):
+        path = export("lung-sounds", str(ckpt), str(tmp_path / "m8.onnx"), int8=True)
+    pipe = LungSoundPipeline.from_checkpoint(ckpt)
+    x = torch.from_numpy((0.1 * np.random.default_rng(1).standard_normal((4, pipe.audio.cycle_samples))).astype(np.float32))
+    with torch.no_grad():
+        expected = torch.softmax(pipe.net.eval()(x), 1).numpy()
+    got = torch.softmax(OnnxClassifier(path)(x), 1).numpy()
+    assert not (tmp_path / "m8.fp32.onnx").exists() and np.abs(got - expected).max() < 0.1

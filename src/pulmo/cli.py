@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cycles-out", metavar="CSV", help="write one row per scored cycle with its prediction")
     p.add_argument("--json", action="store_true", help="print one JSON object (fractions)")
     p.add_argument("--runtime", choices=["torch", "onnx", "onnx-int8"], default="torch",
-                   help="run the model in PyTorch, or exported to ONNX (FP32 or int8 weights) in onnxruntime "
+                   help="run the model in PyTorch, or exported to ONNX (FP32, or int8 convolutions) in onnxruntime "
                         "(lung sounds and chest X-ray; the export is cached under ~/.cache/pulmo)")
     p.set_defaults(func=cmd_evaluate)
 
@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", choices=TASKS, required=True, help="whose model to export")
     p.add_argument("--checkpoint", help="checkpoint file (default: the task's bundled model)")
     p.add_argument("--out", required=True, help="the .onnx file to write")
-    p.add_argument("--int8", action="store_true", help="quantise the weights to int8 (onnxruntime dynamic quantisation)")
+    p.add_argument("--int8", action="store_true", help="quantise the convolutions to int8 (static, calibrated on the task's training data)")
     p.set_defaults(func=cmd_export)
 
     p = add_parser("analyze", help="analyse recordings or images: summary, JSON and HTML report")

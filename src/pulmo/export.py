@@ -12,8 +12,11 @@ Exported by ``torch.onnx.export(dynamo=True)``, batch size dynamic:
   normalised image tensor ``CxrPipeline.logits`` builds, output logits (temperature and the
   "uncertain" threshold stay in the pipeline).
 
-``--int8`` adds onnxruntime's dynamic quantisation (int8 weights). The detector is not exported
-by this version and says so.
+``--int8`` quantises the convolutions statically (onnxruntime QDQ: int8 weights, uint8
+activations) with activation ranges calibrated on real inputs of the training side only: ICBHI
+training cycles for lung sounds, ``covid19_3class/train`` images for the chest model, read from
+the data root; where that data is absent, synthetic inputs are used and a warning says so. The
+detector is not exported by this version and says so.
 """
 
 from __future__ import annotations
@@ -66,11 +69,69 @@ def export_model(task: str, checkpoint: str | Path | None, out: str | Path, int8
                       output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},),
                       external_data=False, verbose=False)
     if int8:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8)
+        quantize_int8(fp32, out, calibration_inputs(task, checkpoint, example.shape[1:]))
         fp32.unlink()
     return out
+
+
+def quantize_int8(fp32: Path, out: Path, batches: list[np.ndarray]) -> None:
+    """Static QDQ quantisation of ``fp32``'s convolutions into ``out``, activation ranges from ``batches``."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = fp32.with_name(fp32.stem + ".pre.onnx")
+    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+    feed = iter({"input": b} for b in batches)
+
+    class Reader(CalibrationDataReader):
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(feed, None)
+
+    try:
+        quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    finally:
+        prepared.unlink(missing_ok=True)
+
+
+def calibration_inputs(task: str, checkpoint: str | Path | None, shape: tuple[int, ...], n: int = 128,
+                       batch: int = 16) -> list[np.ndarray]:
+    """``n`` model inputs of ``shape`` from the training side of the task's shared data set (the
+    first ``n`` in a fixed shuffle), in batches; synthetic ones where the data is absent."""
+    import warnings
+
+    from pulmo.config import default_data_root
+
+    rng = np.random.default_rng(0)
+    data = default_data_root()
+    if task == "lung-sounds" and (data / "icbhi" / "annotations").is_dir():
+        from pulmo.data.adapters.icbhi import load_icbhi
+        from pulmo.data.audio_io import fix_length
+        from pulmo.data.cycles import load_cycle_waveforms
+        from pulmo.inference.lung_sounds import LungSoundPipeline
+
+        pipe = LungSoundPipeline.from_checkpoint(checkpoint)
+        train = [r for r in load_icbhi(data / "icbhi").records if r.split == "train"]
+        chosen = [train[i] for i in rng.permutation(len(train))[:n]]
+        waves = [fix_length(w, shape[-1]) for w in load_cycle_waveforms(chosen, pipe.audio, progress=False)]
+        inputs = np.stack(waves).astype(np.float32)
+    elif task == "cxr" and (data / "cxr" / "covid19_3class" / "train").is_dir():
+        import torch
+
+        from pulmo.cxr.preprocess import normalize_tensor, prepare_gray
+        from pulmo.data.image_io import read_image
+        from pulmo.inference.cxr import CxrPipeline
+
+        cfg = CxrPipeline.from_checkpoint(checkpoint).cfg.image
+        files = sorted((data / "cxr" / "covid19_3class" / "train").glob("*/*"))
+        chosen = [files[i] for i in rng.permutation(len(files))[:n]]
+        grays = torch.from_numpy(np.stack([prepare_gray(read_image(f), cfg) for f in chosen]))[:, None]
+        inputs = normalize_tensor(grays, cfg).numpy().astype(np.float32)
+    else:
+        warnings.warn(f"int8 calibration of {task}: no training data under {data}; calibrating on synthetic inputs",
+                      stacklevel=2)
+        inputs = (0.1 * rng.standard_normal((n, *shape))).astype(np.float32)
+    return [inputs[i:i + batch] for i in range(0, len(inputs), batch)]
 
 
 class OnnxClassifier:
@@ -112,6 +173,7 @@ def cached_export(checkpoint: str | Path | None, int8: bool = False, task: str =
 
 
 def _need_onnx() -> None:
+    """Raise a one-line ConfigError where the onnx extra is not installed."""
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
