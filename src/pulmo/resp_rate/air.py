@@ -157,7 +157,7 @@ def doubt_threshold(validation_doubts: list[float], coverage: float = 0.9) -> fl
 
 #: Air-band rates whose :func:`air_doubt` exceeds this are flagged uncertain: the 90th
 #: percentile on the simulator's validation settings (``benchmarks/resp_rate_air.py``).
-AIR_DOUBT_ABOVE = 1.126
+AIR_DOUBT_ABOVE = 1.131
 
 
 #: The pipeline reads audio for the air front end at the file's rate, at most this (Hz): the
