@@ -354,7 +354,7 @@ def plot_track(track: RateTrack, samples: np.ndarray, sample_rate_hz: int, dest:
     ax1, ax2 = fig.subplots(2, 1, sharex=True)
     ax1.specgram(samples, NFFT=256, Fs=sample_rate_hz, noverlap=128, cmap="magma")
     ax1.set_ylabel("Hz")
-    ax1.set_title(Path(track.path).name)
+    ax1.set_title(f"{track.rate_bpm:.1f} breaths/min")  # not the file name: in the service that is a storage name
     mid = [(w.start_s + w.end_s) / 2 for w in track.windows]
     ax2.plot(mid, [w.rate_bpm for w in track.windows], "o-", ms=3,
              label="networks' rate (window)" if track.front_end == "air" else "rate (window)")
