@@ -17,6 +17,7 @@ of the *training* chest X-rays' own scores times a margin. Nothing refused is us
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,13 +122,9 @@ def bundled_gate() -> ChestGate | None:
     return _load_cached(str(path)) if path.is_file() else None
 
 
-_CACHE: dict[str, ChestGate] = {}
-
-
+@functools.lru_cache(maxsize=4)
 def _load_cached(path: str) -> ChestGate:
-    if path not in _CACHE:
-        _CACHE[path] = ChestGate.load(path)
-    return _CACHE[path]
+    return ChestGate.load(path)
 
 
 __all__ = ["ChestGate", "GateScore", "SIDE", "bundled_gate", "detail", "gate_features"]

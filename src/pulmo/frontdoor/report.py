@@ -5,6 +5,7 @@ written by ``pulmo analyze --out``."""
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import tempfile
@@ -24,19 +25,14 @@ th{background:#f2f2f2}td:nth-child(3),th:nth-child(3){text-align:left}
 """
 
 
+@functools.lru_cache(maxsize=1)
 def _template() -> Any:
     """The Jinja2 report template (``templates/report.html.j2``), autoescaped, loaded once."""
-    global _TEMPLATE
-    if _TEMPLATE is None:
-        from jinja2 import Environment, PackageLoader, select_autoescape
+    from jinja2 import Environment, PackageLoader, select_autoescape
 
-        env = Environment(loader=PackageLoader("pulmo.frontdoor", "templates"), autoescape=select_autoescape(["j2"]))
-        env.tests["float"] = lambda v: isinstance(v, float)
-        _TEMPLATE = env.get_template("report.html.j2")
-    return _TEMPLATE
-
-
-_TEMPLATE = None
+    env = Environment(loader=PackageLoader("pulmo.frontdoor", "templates"), autoescape=select_autoescape(["j2"]))
+    env.tests["float"] = lambda v: isinstance(v, float)
+    return env.get_template("report.html.j2")
 
 
 def render_html(result: Mapping[str, Any], figures: Mapping[str, bytes], created: datetime | None = None) -> str:
