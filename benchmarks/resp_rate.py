@@ -92,6 +92,12 @@ def worker(row: str, seed: int, runs: Path, fold: int | None = None, reselect: b
         (out / "synthetic.json").write_text(json.dumps(syn, indent=1))
 
 
+def shown(path: Path) -> Path:
+    """``path`` relative to the repository root where it lies inside it (``runs/...``), else as given."""
+    path = path.resolve()
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
 def cv_dir(runs: Path, row: str, seed: int, fold: int) -> Path:
     """Where the cross-validation run of ``row`` x ``seed`` with subject fold ``fold`` as test lives."""
     return runs / "cv" / row / f"seed{seed}" / f"fold{fold}"
@@ -239,7 +245,7 @@ def load_runs(runs: Path, rows: list[str], stored: Path | None = None) -> dict[s
         for path in sorted((runs / row).glob("seed*/metrics.json")):
             m = json.loads(path.read_text())
             m["seed"] = int(path.parent.name[4:])
-            m["run_dir"] = str(path.parent)
+            m["run_dir"] = str(shown(path.parent))  # relative to the repository: results files name no machine
             syn = path.parent / "synthetic.json"
             m["synthetic"] = json.loads(syn.read_text()) if syn.exists() else None
             found[m["seed"]] = m
@@ -527,7 +533,7 @@ def bundle_vote(votes: dict[str, dict[str, Any]], rows: tuple[str, ...], dest: P
     row = min(scored, key=lambda r: votes[r]["cv"]["mae"])
     members = []
     for run in votes[row]["runs"]:
-        b = read_checkpoint(Path(run["run_dir"]) / "model.pt")
+        b = read_checkpoint(ROOT / run["run_dir"] / "model.pt")
         b["state_dict"] = half_precision(b["state_dict"])
         members.append(b)
     v = votes[row]
@@ -585,7 +591,7 @@ def main() -> None:
     for dest, rows, what, why in bundles:
         if dest:
             row, among = bundle_vote(votes, rows, dest)
-            text += (f"\n{what}: `{dest.relative_to(ROOT) if dest.is_relative_to(ROOT) else dest}` = the vote of {row}'s seeds "
+            text += (f"\n{what}: `{shown(dest)}` = the vote of {row}'s seeds "
                      f"{', '.join(map(str, votes[row]['seeds']))} (the lowest cross-validated vote MAE among {', '.join(among)}, "
                      f"{why}), fp16 weights, {dest.stat().st_size / 1e3:.0f} kB.\n")
     for rows, what in ((RATE_ONLY_ROWS, "rate-only rows"), (BUNDLE_ROWS, "heavy-capable rows")):

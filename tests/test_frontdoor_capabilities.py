@@ -19,8 +19,11 @@ def test_resp_rate_reports_a_track_with_provenance():
     result, figures = analyze_path(ASSETS / "demo_breath.flac", task="resp-rate")
     assert result["task"] == "resp-rate" and re.fullmatch(r"[0-9a-f]{64}", result["model"]["sha256"])
     assert "breaths/min" in result["headline"] and result["model"]["evaluation"].startswith("RRuJO test subjects")
-    windows = result["windows"]
-    assert len(result["table"]["rows"]) == len(windows) >= 2
+    windows = result["windows"]  # always in the JSON; the table a person reads lists the estimators
+    assert len(windows) >= 2 and result["table"]["columns"][:2] == ["estimate", "breaths/min"]
+    assert [row[2] for row in result["table"]["rows"]].count(True) == 1  # the estimator the result is from
+    by_window, _ = analyze_path(ASSETS / "demo_breath.flac", task="resp-rate", options={"windows": True})
+    assert len(by_window["table"]["rows"]) == len(by_window["windows"]) == len(windows)  # the per-window table on request
     assert all(w["end_s"] > w["start_s"] for w in windows) and 0 <= result["heavy_fraction"] <= 1
     assert list(figures) == ["rate_track"] and figures["rate_track"].startswith(b"\x89PNG")
 

@@ -143,8 +143,10 @@ def test_evaluate_scores_a_folder_of_air_recordings(tmp_path: Path, capsys):
     assert report["n"] == 3 and report["front_end"] == {"air": 3} and report["mae"] < 1.0
     assert len(report["model_line"]) < 160
     assert main(["evaluate", "--task", "resp-rate", "--data", str(tmp_path)]) == 0
-    text = capsys.readouterr().out
+    captured = capsys.readouterr()
+    text = captured.out
     assert "front end per recording: air 3" in text and max(len(line) for line in text.splitlines()) < 300
+    assert "scoring" in captured.err and "3/3" in captured.err  # a progress bar on stderr, not in the JSON
 
 
 @pytest.mark.parametrize("rate_hz,route", [(44100, "mouth"), (16000, "nasal")])

@@ -153,7 +153,9 @@ def test_bundled_default_is_a_vote_of_composites():
     assert all(isinstance(m, CompositePredictor) for m in model.members)
     assert bundle["doubt_above"] > 0  # its doubt threshold, chosen on validation
     assert all(m.rate.clip.posterior_weight is not None for m in model.members)  # rate members fit rate distributions
-    assert aggregate_description(model).startswith("the envelope-spectrum peak that best fits the pooled rate distributions of 5")
+    text = aggregate_description(model)
+    assert text.startswith("the envelope-spectrum peak that best fits the pooled rate distributions of 5")
+    assert text.count("mean rate distribution of 15 s windows") == 1 and len(text) < 600  # alike members described once
     # its report states the cross-validated error beside the fixed test split's
     from pulmo.frontdoor.resp_rate import RespRateCapability
     from pulmo.inference.bundled import ASSETS

@@ -190,7 +190,7 @@ def test_model_without_heavy_training_says_heavy_is_not_assessed(breath_dir, tmp
     ckpt = save_rr_checkpoint(tmp_path / "rate_only.pt", build_net(cfg), cfg, {"subjects": {}})
     rng = np.random.default_rng(2)
     wav = _write(tmp_path / "clip.wav", 0.1 * rng.standard_normal(2000 * 8).astype(np.float32))
-    analysis = RespRateCapability().analyze(wav, checkpoint=str(ckpt))
+    analysis = RespRateCapability().analyze(wav, checkpoint=str(ckpt), options={"windows": True})
     assert "heavy breathing not assessed" in analysis.headline
     assert analysis.result["heavy_assessed"] is False and {row[5] for row in analysis.table.rows} == {"n/a"}
 

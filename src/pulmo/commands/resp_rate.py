@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 
-
 def evaluate(args: argparse.Namespace) -> int:
     """Score a checkpoint (bundled by default) on a folder with ``labels.csv`` (path, bpm)."""
     from pulmo.config import default_data_root
@@ -18,7 +17,7 @@ def evaluate(args: argparse.Namespace) -> int:
     pipe = RespRatePipeline.from_checkpoint(args.checkpoint)
     short_path = resp_rate_short_checkpoint()  # takes recordings too short for the bundled default
     short = RespRatePipeline.from_checkpoint(short_path) if args.checkpoint is None and short_path else None
-    report = evaluate_folder(pipe, data, args.limit, args.split, short)
+    report = evaluate_folder(pipe, data, args.limit, args.split, short, progress=not args.json)
     if args.json:
         print(json.dumps(report))
         return 0

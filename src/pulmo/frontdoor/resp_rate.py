@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from pulmo.frontdoor.capabilities import CAPABILITIES, Analysis, Figure, PipelineCache, Table, check_options
 
 if TYPE_CHECKING:  # torch is imported on first use, so listing capabilities stays light
-    from pulmo.inference.resp_rate import RespRatePipeline
+    from pulmo.inference.resp_rate import RateTrack, RespRatePipeline
 
 
 class RespRateCapability:
@@ -18,15 +18,19 @@ class RespRateCapability:
 
     name = "resp-rate"
     kinds = frozenset({"audio"})
-    options: tuple[str, ...] = ()
+    options: tuple[str, ...] = ("windows",)
 
     def __init__(self) -> None:
         self.pipelines = PipelineCache(self.name, _load_pipeline)
 
     def analyze(self, path: Path, checkpoint: str | None = None, options: Mapping[str, Any] | None = None) -> Analysis:
         """Breaths per minute in windows of the model's clip length across the recording, the
-        recording's rate, the share of windows with heavy breathing and the noise flag."""
-        check_options(self.name, self.options, options)
+        recording's rate, the share of windows with heavy breathing and the noise flag.
+
+        The result's ``windows`` always lists every window; the table a person reads (command
+        line, HTML report) holds the estimators' rates, or every window with ``options["windows"]``
+        true."""
+        options = check_options(self.name, self.options, options)
         from pulmo.errors import AudioTooShortError
         from pulmo.inference.bundled import resp_rate_short_checkpoint
 
@@ -55,9 +59,8 @@ class RespRateCapability:
         source = ("; air microphone: rate from the air-band envelope spectrum" if track.front_end == "air" else "")
         headline = (f"{track.rate_bpm:.1f} breaths/min{spread}{doubt} over {track.duration_s:.0f} s; {heavy}; "
                     f"{'noisy' if track.noisy else 'clean'} recording{source}")
-        table = Table(columns=["start s", "end s", "breaths/min", "breaths", "breathing", "heavy", "noisy"],
-                      rows=[[round(w.start_s, 2), round(w.end_s, 2), round(w.rate_bpm, 1), round(w.breath_count, 2),
-                             w.breathing, w.heavy if track.heavy_assessed else "n/a", w.noisy] for w in track.windows])
+        wanted = str(options.get("windows", "")).lower() in ("1", "true", "yes")  # the service's options are text
+        table = window_table(track) if wanted else member_table(track)
         from pulmo.inference.resp_rate import plot_track
 
         png = io.BytesIO()
@@ -65,6 +68,22 @@ class RespRateCapability:
         figure = Figure("rate_track", png.getvalue(), "Spectrogram and the breathing rate per window (heavy breathing: "
                         "red triangles, noisy windows: crosses; dashed: the recording's rate).")
         return Analysis(self.name, headline, result, table, [figure])
+
+
+def window_table(track: RateTrack) -> Table:
+    """One row per window: bounds (s), rate (bpm, 0.1), breaths, breathing class, heavy and noise flags."""
+    return Table(columns=["start s", "end s", "breaths/min", "breaths", "breathing", "heavy", "noisy"],
+                 rows=[[round(w.start_s, 2), round(w.end_s, 2), round(w.rate_bpm, 1), round(w.breath_count, 2),
+                        w.breathing, w.heavy if track.heavy_assessed else "n/a", w.noisy] for w in track.windows])
+
+
+def member_table(track: RateTrack) -> Table:
+    """One row per estimator: its rate (bpm, 0.1) and whether the result is its."""
+    used = {"networks": "networks", "air_dsp": "dsp_air_band"}.get(track.rate_source)
+    names = {"networks": "networks", "dsp_stethoscope_band": "harmonic sum, 200-800 Hz (baseline)",
+             "dsp_air_band": "harmonic sum of air-band envelopes"}
+    return Table(columns=["estimate", "breaths/min", "reported"],
+                 rows=[[names.get(k, k), round(v, 1), k == used] for k, v in track.members.items()])
 
 
 def evaluation_summary(metrics: Mapping[str, Any]) -> str | None:

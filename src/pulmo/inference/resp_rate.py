@@ -226,7 +226,7 @@ def learned_heavy_breathing(config: dict[str, Any]) -> bool:
 
 
 def evaluate_folder(pipe: RespRatePipeline, data: str | Path, limit: int = 0, split: str = "test",
-                    short: RespRatePipeline | None = None) -> dict[str, Any]:
+                    short: RespRatePipeline | None = None, progress: bool = False) -> dict[str, Any]:
     """Score every recording listed in ``data``'s ``labels.csv`` (path and bpm/rr_bpm).
 
     Each recording is cut into windows of the model's clip length; its rate is the model's
@@ -241,8 +241,10 @@ def evaluate_folder(pipe: RespRatePipeline, data: str | Path, limit: int = 0, sp
 
     Where every model used has a doubt threshold, ``uncertain`` gives the number and share of
     recordings whose rate was flagged uncertain and the metrics of the ``confident`` and the
-    ``flagged`` ones (:func:`split_by_doubt`).
+    ``flagged`` ones (:func:`split_by_doubt`). ``progress``: a progress bar on stderr.
     """
+    from tqdm.auto import tqdm
+
     if split not in ("test", "all"):
         raise DataError(f"--split for resp-rate is 'test' (subjects unseen by the model) or 'all', got {split!r}")
     records = load_breath_csv(data)
@@ -255,7 +257,7 @@ def evaluate_folder(pipe: RespRatePipeline, data: str | Path, limit: int = 0, sp
     if limit:
         records = records[:limit]
     rec_pred, rec_true, win_pred, win_true, devices, used, flags, fronts = [], [], [], [], [], [], [], []
-    for r in records:
+    for r in tqdm(records, desc="scoring", unit="recording", disable=not progress):
         try:
             try:
                 model = pipe
@@ -322,13 +324,18 @@ def model_line(predictor: RatePredictor) -> str:
             "band-envelope harmonic sum")
 
 
-def aggregate_description(predictor: RatePredictor) -> str:
-    """How the predictor turns a recording into one rate, in words."""
+def aggregate_description(predictor: RatePredictor, weight: bool = True) -> str:
+    """How the predictor turns a recording into one rate, in words (a vote's members described
+    once where they agree; ``weight``: name the spectrum weight)."""
     if isinstance(predictor, VotePredictor):
-        n, members = len(predictor.members), "; ".join(aggregate_description(m) for m in predictor.members)
-        if any(m.clip.posterior_weight is not None for m in predictor.members):  # see pooled_distribution
+        n = len(predictor.members)
+        kinds = list(dict.fromkeys(aggregate_description(m, weight=False) for m in predictor.members))
+        members = "; ".join(kinds) if len(kinds) > 1 else kinds[0]  # said once where the members agree
+        weights = [m.clip.posterior_weight for m in predictor.members]
+        if any(w is not None for w in weights):  # see pooled_distribution
             return (f"the envelope-spectrum peak that best fits the pooled rate distributions of {n} models (the median of "
-                    f"their recording rates where any model has none), each: " + members)
+                    f"their recording rates where any model has none), each: {members} (spectrum weights "
+                    + ", ".join("-" if w is None else f"{w:g}" for w in weights) + ")")
         return f"median of the recording rates of {n} models, each: " + members
     clip = predictor.clip
     gate = ""
@@ -337,7 +344,7 @@ def aggregate_description(predictor: RatePredictor) -> str:
                 + (f" or reads above {predictor.gate_above_bpm:g} bpm)" if predictor.gate_above_bpm is not None else ")"))
     if clip.posterior_weight is not None:
         how = (f"the envelope-spectrum peak that best fits the mean rate distribution of {clip.window_s:g} s windows every "
-               f"{clip.hop_s:g} s{gate} (spectrum weight {clip.posterior_weight:g})"
+               f"{clip.hop_s:g} s{gate}" + (f" (spectrum weight {clip.posterior_weight:g})" if weight else "")
                + ("; where most windows are the breathing member's, its own rate" if gate else ""))
     else:
         how = (f"{clip.aggregate} of {clip.window_s:g} s windows every {clip.hop_s:g} s{gate}"
