@@ -1,5 +1,5 @@
-"""ONNX export of the lung-sound model: same probabilities as PyTorch, and the ONNX runtime
-gives the same ICBHI report through ``pulmo evaluate --runtime onnx``."""
+"""ONNX export: the lung-sound, chest X-ray and detector models give PyTorch's outputs on fixed
+inputs, and ``--runtime onnx`` gives the same reports through ``pulmo evaluate``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,16 @@ from pulmo.errors import ConfigError
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
+
+
+def evaluate_per_runtime(task: str, data, checkpoint, capsys) -> dict[str, dict]:
+    """``pulmo evaluate --json`` of ``task`` on the test split of ``data``, per runtime (torch, onnx)."""
+    reports = {}
+    for runtime in ("torch", "onnx"):
+        assert main(["evaluate", "--task", task, "--data", str(data), "--split", "test", "--checkpoint", str(checkpoint),
+                     "--json", "--runtime", runtime]) == 0
+        reports[runtime] = json.loads(capsys.readouterr().out)
+    return reports
 
 
 @pytest.fixture(scope="module")
@@ -38,20 +48,19 @@ def test_exported_model_gives_pytorchs_probabilities(tiny, tmp_path):
 def test_evaluate_with_the_onnx_runtime_matches_torch(tiny, tmp_path, monkeypatch, capsys):
     root, ckpt = tiny
     monkeypatch.setenv("PULMO_CACHE", str(tmp_path / "cache"))
-    reports = {}
-    for runtime in ("torch", "onnx"):
-        assert main(["evaluate", "--task", "lung-sounds", "--data", str(root), "--split", "test", "--checkpoint",
-                     str(ckpt), "--json", "--runtime", runtime]) == 0
-        reports[runtime] = json.loads(capsys.readouterr().out)
+    reports = evaluate_per_runtime("lung-sounds", root, ckpt, capsys)
     assert reports["onnx"]["runtime"] == "onnx" and list((tmp_path / "cache" / "onnx").glob("*.onnx"))
     assert reports["onnx"]["score"] == pytest.approx(reports["torch"]["score"], abs=0.005)
 
 
-def test_tasks_without_an_exporter_say_so():
+def test_tasks_without_an_exporter_say_so(capsys):
     from pulmo.export import export
 
     with pytest.raises(ConfigError, match="not in this version"):
-        export("detect", None, "x.onnx")
+        export("resp-rate", None, "x.onnx")
+    assert main(["evaluate", "--task", "resp-rate", "--runtime", "onnx"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not available for resp-rate" in err
 
 
 def test_exported_chest_model_gives_the_same_logits(tmp_path):
@@ -80,3 +89,88 @@ def test_int8_export_calibrates_and_stays_close(tiny, tmp_path, monkeypatch):
         expected = torch.softmax(pipe.net.eval()(x), 1).numpy()
     got = torch.softmax(OnnxClassifier(path)(x), 1).numpy()
     assert not (tmp_path / "m8.fp32.onnx").exists() and np.abs(got - expected).max() < 0.1
+
+
+@pytest.fixture(scope="module")
+def tiny_detector(tmp_path_factory):
+    """A randomly initialised one-class YOLOv5n checkpoint on 64-px tiles, its batch-norm statistics
+    taken from one batch of noise (with the initial ones, activations vanish and every class
+    probability is YOLO's prior)."""
+    pytest.importorskip("ultralytics")
+    from pulmo.detect.checkpoint import save_detect_checkpoint
+    from pulmo.detect.config import DetectExperimentConfig
+    from pulmo.models.detector import create_detector
+
+    torch.manual_seed(0)
+    det = create_detector("yolov5n", num_classes=1)
+    for m in det.net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # the running statistics become this batch's
+            m.reset_running_stats()
+    with torch.no_grad():
+        det.train().net(torch.rand(4, 3, 64, 64))
+    cfg = DetectExperimentConfig.from_dict({"name": "tiny-det", "model": {"name": "yolov5n"},
+                                            "data": {"color": False, "window_percentile": 0.5},
+                                            "tiling": {"tile": 64, "overlap": 16}})
+    path = tmp_path_factory.mktemp("det") / "det.pt"
+    return save_detect_checkpoint(path, det, cfg, ["object"], {"*": "object"}, {"object": 0.5}, {})
+
+
+def test_exported_detector_gives_pytorchs_boxes_and_probabilities(tiny_detector, tmp_path):
+    from pulmo.detect.checkpoint import build_detector, read_detect_checkpoint
+    from pulmo.detect.export import OnnxNet
+    from pulmo.export import export
+
+    path = export("detect", str(tiny_detector), str(tmp_path / "det.onnx"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["det.onnx"]  # nothing else left by the exporter
+    det = build_detector(read_detect_checkpoint(tiny_detector))
+    onnx_net = OnnxNet(path)
+    rng = np.random.default_rng(0)
+    for shape in ((3, 3, 64, 64), (1, 3, 96, 64)):  # batch and tile size are dynamic
+        x = torch.from_numpy(rng.random(shape, dtype=np.float32))
+        with torch.no_grad():
+            expected = det.net(x)[0].numpy()
+        got = onnx_net(x).numpy()
+        assert got.shape == expected.shape
+        assert np.abs(got[:, 4:] - expected[:, 4:]).max() < 1e-4  # class probabilities
+        assert np.abs(got[:, :4] - expected[:, :4]).max() < 1e-3 * np.abs(expected[:, :4]).max()  # boxes, pixels
+        assert expected[:, 4:].std() > 0.05
+    with torch.no_grad():
+        expected = det.predict(x, conf=0.01)
+    det.net = onnx_net
+    for (b0, s0, l0), (b1, s1, l1) in zip(expected, det.predict(x, conf=0.01)):
+        assert len(s0) > 0 and len(s0) == len(s1) and (l0 == l1).all()
+        assert np.abs(b0 - b1).max() < 1e-2 and np.abs(s0 - s1).max() < 1e-4
+
+
+def test_evaluate_detect_with_the_onnx_runtime_matches_torch(tiny_detector, tmp_path, monkeypatch, capsys):
+    from pulmo.data.adapters.synthetic_xray import write_synthetic_body_scans
+
+    root = write_synthetic_body_scans(tmp_path / "scans", {"test": 2}, seed=0, height=120, width=100, n_objects=(1, 2))
+    monkeypatch.setenv("PULMO_CACHE", str(tmp_path / "cache"))
+    reports = evaluate_per_runtime("detect", root, tiny_detector, capsys)
+    assert reports["onnx"]["runtime"] == "onnx" and list((tmp_path / "cache" / "onnx").glob("detect-*.onnx"))
+    for key in ("tp", "fp", "fn", "n"):
+        assert reports["onnx"][key] == reports["torch"][key]
+
+
+def test_analyze_and_serve_take_a_runtime(tiny_detector, tmp_path, monkeypatch, capsys):
+    from pulmo.data.adapters.synthetic_xray import synthetic_body_scan
+    from pulmo.data.xray_image import save_xray
+
+    monkeypatch.setenv("PULMO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PULMO_RUNTIME", "torch")  # put back after the test: --runtime sets it for the front door
+    scan = tmp_path / "scan.png"
+    save_xray(synthetic_body_scan(np.random.default_rng(5), height=120, width=100, n_objects=(1, 2))[0], scan)
+    results = {}
+    for runtime in ("torch", "onnx"):
+        assert main(["analyze", str(scan), "--task", "detect", "--checkpoint", str(tiny_detector), "--json",
+                     "--runtime", runtime]) == 0
+        results[runtime] = json.loads(capsys.readouterr().out)[0]
+    assert list((tmp_path / "cache" / "onnx").glob("detect-*.onnx"))
+    assert results["onnx"]["table"] == results["torch"]["table"]
+    for argv in (["analyze", str(scan), "--task", "resp-rate"], ["serve", "--storage", str(tmp_path / "serve"),
+                                                                  "--checkpoint", f"resp-rate={tiny_detector}"]):
+        assert main([*argv, "--runtime", "onnx"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "not available for resp-rate" in err

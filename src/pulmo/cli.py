@@ -92,6 +92,9 @@ TASK_COMMANDS = {
     "cxr": "pulmo.commands.cxr",
 }
 TASKS = ["lung-sounds", "resp-rate", "cxr", "detect"]
+RUNTIMES = ["torch", "onnx", "onnx-int8"]  # pulmo.export.RUNTIMES, without importing it for --help
+RUNTIME_HELP = ("run the models in PyTorch, or exported to ONNX (FP32, or int8 convolutions) in onnxruntime "
+                "(lung sounds, chest X-ray and detector; each export is made once and cached under ~/.cache/pulmo)")
 
 
 def _task_module(task: str) -> Any:
@@ -104,17 +107,16 @@ def _task_module(task: str) -> Any:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score a checkpoint (the task's bundled model by default) on a dataset folder; the task
-    comes from ``--task`` or from the checkpoint. ``--runtime onnx`` is for the exportable tasks."""
+    comes from ``--task`` or from the checkpoint. ``--runtime onnx|onnx-int8`` is for the exportable tasks."""
     if args.task is None:
         if not args.checkpoint:
             raise ConfigError(f"pulmo evaluate needs --task (one of {', '.join(TASKS)}), or a --checkpoint to read it from")
         from pulmo.catalog import checkpoint_metadata
 
         args.task = str(checkpoint_metadata(args.checkpoint)["task"])
-    from pulmo.export import EXPORTABLE
+    from pulmo.export import check_runtime
 
-    if args.runtime != "torch" and args.task not in EXPORTABLE:
-        raise ConfigError(f"--runtime {args.runtime} is for {', '.join(EXPORTABLE)} in this version; {args.task} runs in torch")
+    check_runtime(args.task, args.runtime)
     return int(_task_module(args.task).evaluate(args))
 
 
@@ -132,6 +134,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     keep going past bad files."""
     from pulmo.frontdoor.batch import analyze_files
 
+    use_runtime_option(args, args.task)
     return analyze_files(args)
 
 
@@ -139,7 +142,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """The HTTP service and web page (``pulmo serve``), or its token management."""
     from pulmo.serve.cli import main as serve_main
 
+    use_runtime_option(args)
     return serve_main(args)
+
+
+def use_runtime_option(args: argparse.Namespace, task: str | None = None) -> None:
+    """``--runtime`` of ``analyze`` and ``serve``, where given: checked against ``task`` (when one
+    is forced) and handed to the front door's pipelines as ``$PULMO_RUNTIME``."""
+    if getattr(args, "runtime", None) is None:
+        return
+    from pulmo.export import check_runtime
+
+    if task:
+        check_runtime(task, args.runtime)
+    os.environ["PULMO_RUNTIME"] = args.runtime
 
 
 def headline_metrics(metrics: dict[str, Any]) -> str:
@@ -214,12 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="fail if any annotated cycle has no audio")
     p.add_argument("--cycles-out", metavar="CSV", help="write one row per scored cycle with its prediction")
     p.add_argument("--json", action="store_true", help="print one JSON object (fractions)")
-    p.add_argument("--runtime", choices=["torch", "onnx", "onnx-int8"], default="torch",
-                   help="run the model in PyTorch, or exported to ONNX (FP32, or int8 convolutions) in onnxruntime "
-                        "(lung sounds and chest X-ray; the export is cached under ~/.cache/pulmo)")
+    p.add_argument("--runtime", choices=RUNTIMES, default="torch", help=RUNTIME_HELP)
     p.set_defaults(func=cmd_evaluate)
 
-    p = add_parser("export", help="export a model to ONNX (lung sounds and chest X-ray in this version)")
+    p = add_parser("export", help="export a model to ONNX (lung sounds, chest X-ray and detector in this version)")
     p.add_argument("--task", choices=TASKS, required=True, help="whose model to export")
     p.add_argument("--checkpoint", help="checkpoint file (default: the task's bundled model)")
     p.add_argument("--out", required=True, help="the .onnx file to write")
@@ -238,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write STEM.json, STEM.html (report) and STEM_<figure>.png per file, and "
                    "summary.csv (one row a file, refusals included) here")
     p.add_argument("--json", action="store_true", help="print one JSON list: a result or a refusal per file")
+    p.add_argument("--runtime", choices=RUNTIMES, default=None, help=RUNTIME_HELP + " (default: $PULMO_RUNTIME or torch)")
     p.set_defaults(func=cmd_analyze)
 
     p = add_parser("serve", help="HTTP service and web page (needs the serve extra)")

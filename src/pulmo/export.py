@@ -1,22 +1,28 @@
-"""ONNX export and the ONNX runtime, for the lung-sound and the chest X-ray models.
+"""ONNX export and the ONNX runtime, for the lung-sound, chest X-ray and detector models.
 
-    pulmo export --task lung-sounds|cxr [--checkpoint FILE] --out model.onnx [--int8]
-    pulmo evaluate --task lung-sounds|cxr --runtime onnx ...
+    pulmo export --task lung-sounds|cxr|detect [--checkpoint FILE] --out model.onnx [--int8]
+    pulmo evaluate|analyze|serve ... --runtime torch|onnx|onnx-int8
 
-Exported by ``torch.onnx.export(dynamo=True)``, batch size dynamic:
+Batch size dynamic in every export:
 
 - lung sounds: the whole :class:`~pulmo.engine.task.AudioClassifier`, feature extraction (STFT,
   log power, normalisation) included: input ``(batch, samples)`` float32 at the model's sample
   rate, output ``(batch, classes)`` logits;
 - chest X-ray: the network after preprocessing: input ``(batch, channels, size, size)``, the
   normalised image tensor ``CxrPipeline.logits`` builds, output logits (temperature and the
-  "uncertain" threshold stay in the pipeline).
+  "uncertain" threshold stay in the pipeline);
+- detector: through ultralytics' own exporter (:mod:`pulmo.detect.export`): input tiles
+  ``(batch, 3, H, W)`` in [0, 1], output raw boxes and class probabilities before NMS (NMS,
+  thresholds and tiling stay in the pipeline).
+
+The first two go through ``torch.onnx.export(dynamo=True)``.
 
 ``--int8`` quantises the convolutions statically (onnxruntime QDQ: int8 weights, uint8
 activations) with activation ranges calibrated on real inputs of the training side only: ICBHI
-training cycles for lung sounds, ``covid19_3class/train`` images for the chest model, read from
-the data root; where that data is absent, synthetic inputs are used and a warning says so. The
-detector is not exported by this version and says so.
+training cycles for lung sounds, ``covid19_3class/train`` images for the chest model, one tile
+each of ``xray_det`` training images for the detector, read from the data root; where that data
+is absent, synthetic inputs are used and a warning says so. The respiratory-rate model is not
+exported by this version and says so (docs/design.md, "Runtimes").
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ import numpy as np
 
 from pulmo.errors import ConfigError
 
-EXPORTABLE = ("lung-sounds", "cxr")
+EXPORTABLE = ("lung-sounds", "cxr", "detect")
+RUNTIMES = ("torch", "onnx", "onnx-int8")
 OPSET = 18  # STFT needs opset 17 or later
 
 
@@ -61,27 +68,36 @@ def export_model(task: str, checkpoint: str | Path | None, out: str | Path, int8
     if task not in EXPORTABLE:
         raise ConfigError(f"ONNX export of {task!r} is not in this version of pulmo; exportable: {', '.join(EXPORTABLE)}")
     _need_onnx()
-    net, example = _network(task, checkpoint)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fp32 = out if not int8 else out.with_name(out.stem + ".fp32.onnx")
-    torch.onnx.export(net, (example,), str(fp32), dynamo=True, opset_version=OPSET, input_names=["input"],
-                      output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},),
-                      external_data=False, verbose=False)
+    if task == "detect":
+        from pulmo.detect.export import export_detector
+        from pulmo.inference.bundled import default_checkpoint
+
+        shape: tuple[int, ...] = export_detector(checkpoint or default_checkpoint(task), fp32)
+    else:
+        net, example = _network(task, checkpoint)
+        torch.onnx.export(net, (example,), str(fp32), dynamo=True, opset_version=OPSET, input_names=["input"],
+                          output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},),
+                          external_data=False, verbose=False)
+        shape = tuple(example.shape[1:])
     if int8:
-        quantize_int8(fp32, out, calibration_inputs(task, checkpoint, example.shape[1:]))
+        quantize_int8(fp32, out, calibration_inputs(task, checkpoint, shape))
         fp32.unlink()
     return out
 
 
 def quantize_int8(fp32: Path, out: Path, batches: list[np.ndarray]) -> None:
     """Static QDQ quantisation of ``fp32``'s convolutions into ``out``, activation ranges from ``batches``."""
+    import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = fp32.with_name(fp32.stem + ".pre.onnx")
     quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-    feed = iter({"input": b} for b in batches)
+    name = onnx.load(str(prepared), load_external_data=False).graph.input[0].name
+    feed = iter({name: b} for b in batches)
 
     class Reader(CalibrationDataReader):
         def get_next(self) -> dict[str, np.ndarray] | None:
@@ -127,6 +143,10 @@ def calibration_inputs(task: str, checkpoint: str | Path | None, shape: tuple[in
         chosen = [files[i] for i in rng.permutation(len(files))[:n]]
         grays = torch.from_numpy(np.stack([prepare_gray(read_image(f), cfg) for f in chosen]))[:, None]
         inputs = normalize_tensor(grays, cfg).numpy().astype(np.float32)
+    elif task == "detect" and (data / "xray_det").is_dir():
+        from pulmo.detect.export import calibration_tiles
+
+        inputs = calibration_tiles(checkpoint, data / "xray_det", n, rng)
     else:
         warnings.warn(f"int8 calibration of {task}: no training data under {data}; calibrating on synthetic inputs",
                       stacklevel=2)
@@ -172,6 +192,42 @@ def cached_export(checkpoint: str | Path | None, int8: bool = False, task: str =
     return path
 
 
+def default_runtime() -> str:
+    """The runtime of the front door's pipelines (``pulmo analyze``, ``pulmo serve``, their
+    ``--runtime``): ``$PULMO_RUNTIME``, ``torch`` when unset."""
+    return os.environ.get("PULMO_RUNTIME", "torch")
+
+
+def check_runtime(task: str, runtime: str) -> None:
+    """Raise a one-line :class:`ConfigError` naming ``task`` where it cannot run in ``runtime``."""
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"unknown runtime {runtime!r}; one of {', '.join(RUNTIMES)}")
+    if runtime != "torch" and task not in EXPORTABLE:
+        raise ConfigError(f"--runtime {runtime} is not available for {task} (no ONNX export in this version; "
+                          f"exportable: {', '.join(EXPORTABLE)}); run {task} with --runtime torch")
+
+
+def use_runtime(task: str, pipe: Any, checkpoint: str | Path | None, runtime: str) -> Any:
+    """``pipe``, ``task``'s inference pipeline of ``checkpoint`` (bundled when None), with its network
+    run in ``runtime``: ``torch`` leaves it as it is; ``onnx`` / ``onnx-int8`` put the cached FP32 /
+    int8 export (:func:`cached_export`) in its place (``pipe.net`` of lung sounds, ``pipe.model``
+    of the chest X-ray, ``pipe.detector.net`` of the detector). Returns ``pipe``."""
+    check_runtime(task, runtime)
+    if runtime == "torch":
+        return pipe
+    _need_onnx()
+    path = cached_export(checkpoint, int8=runtime == "onnx-int8", task=task)
+    if task == "detect":
+        from pulmo.detect.export import OnnxNet
+
+        pipe.detector.net = OnnxNet(path)
+    elif task == "cxr":
+        pipe.model = OnnxClassifier(path)
+    else:
+        pipe.net = OnnxClassifier(path)
+    return pipe
+
+
 def _need_onnx() -> None:
     """Raise a one-line ConfigError where the onnx extra is not installed."""
     try:
@@ -187,4 +243,5 @@ def export(task: str, checkpoint: str | None, out: str, int8: bool = False) -> P
     return export_model(task, checkpoint, out, int8)
 
 
-__all__ = ["EXPORTABLE", "OnnxClassifier", "cached_export", "export", "export_model"]
+__all__ = ["EXPORTABLE", "RUNTIMES", "OnnxClassifier", "cached_export", "check_runtime", "default_runtime", "export",
+           "export_model", "use_runtime"]

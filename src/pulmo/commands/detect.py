@@ -11,15 +11,18 @@ from pathlib import Path
 def evaluate(args: argparse.Namespace) -> int:
     """Tiled inference on the whole images of a VOC split; P/R/F1 at IoU 0.5."""
     from pulmo.config import default_data_root
+    from pulmo.export import use_runtime
     from pulmo.inference.detect import DetectPipeline
 
     data = Path(args.data) if args.data else default_data_root() / "xray_det"
-    pipe = DetectPipeline.from_checkpoint(args.checkpoint)
-    report = pipe.evaluate_folder(data, args.split, args.limit, progress=not args.json)
+    runtime = getattr(args, "runtime", "torch")
+    pipe = use_runtime("detect", DetectPipeline.from_checkpoint(args.checkpoint), args.checkpoint, runtime)
+    report = {**pipe.evaluate_folder(data, args.split, args.limit, progress=not args.json), "runtime": runtime}
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"{report['model']} ({report['checkpoint']}, sha256 {report['checkpoint_sha256']}) on {data} [{args.split}]")
+    print(f"{report['model']} ({report['checkpoint']}, sha256 {report['checkpoint_sha256']}) on {data} [{args.split}], "
+          f"runtime {runtime}")
     print(f"images: {report['n']}; classes {report['labels']}; thresholds {report['thresholds']}")
     print(f"precision {report['precision']:.4f}  recall {report['recall']:.4f}  F1 {report['f1']:.4f}  "
           f"(IoU {report['iou_threshold']}, TP {report['tp']} FP {report['fp']} FN {report['fn']}); mAP50 {report['map50']:.4f}")

@@ -106,10 +106,14 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 class PipelineCache:
-    """A task's inference pipelines, loaded once per checkpoint (``None``: the bundled one) with
-    the checkpoint file's full SHA-256; shared by threads (inference only reads the weights).
+    """A task's inference pipelines, loaded once per checkpoint (``None``: the bundled one) and
+    runtime with the checkpoint file's full SHA-256; shared by threads (inference only reads the
+    weights).
 
-    ``load(checkpoint)`` builds a pipeline; it is called at most once per checkpoint path.
+    ``load(checkpoint)`` builds a pipeline; it is called at most once per checkpoint path and
+    runtime. The runtime is ``$PULMO_RUNTIME`` (``--runtime`` of ``pulmo analyze`` and ``pulmo
+    serve``; :func:`pulmo.export.use_runtime`): a task without an ONNX export raises a one-line
+    ``ConfigError`` under ``onnx`` or ``onnx-int8``.
     """
 
     def __init__(self, task: str, load: Callable[[str | None], Any]) -> None:
@@ -120,12 +124,15 @@ class PipelineCache:
 
     def get(self, checkpoint: str | None = None) -> tuple[Any, str]:
         """``(pipeline, checkpoint_sha256)`` for ``checkpoint``."""
+        from pulmo.export import check_runtime, default_runtime, use_runtime
         from pulmo.inference.bundled import default_checkpoint
 
-        key = str(Path(checkpoint).resolve()) if checkpoint else ""
+        runtime = default_runtime()
+        check_runtime(self.task, runtime)
+        key = (str(Path(checkpoint).resolve()) if checkpoint else "") + f"@{runtime}"
         with self._lock:
             if key not in self._pipelines:
-                pipe = self._load(checkpoint)
+                pipe = use_runtime(self.task, self._load(checkpoint), checkpoint, runtime)
                 path = Path(checkpoint) if checkpoint else default_checkpoint(self.task)
                 self._pipelines[key] = (pipe, sha256_file(path))
             return self._pipelines[key]

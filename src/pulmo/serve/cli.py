@@ -38,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--require-token", action="store_true", help="require an API token on loopback too")
     p.add_argument("--checkpoint", action="append", default=[], metavar="TASK=PATH",
                    help="serve this checkpoint for TASK instead of the bundled model")
+    p.add_argument("--runtime", choices=["torch", "onnx", "onnx-int8"], default=None,
+                   help="run the models in PyTorch, or exported to ONNX in onnxruntime (lung sounds, chest X-ray and "
+                        "detector; other tasks refuse; exports cached under ~/.cache/pulmo; default: $PULMO_RUNTIME or torch)")
     from pulmo.frontdoor.inputs import Limits
 
     defaults = Limits()
@@ -134,6 +137,10 @@ def main(args: argparse.Namespace) -> int:
         if not sep or not Path(path).is_file():
             raise ConfigError(f"--checkpoint expects TASK=PATH to an existing file, got {item!r}")
         checkpoints[task] = path
+    from pulmo.export import check_runtime, default_runtime
+
+    for task in checkpoints:
+        check_runtime(task, default_runtime())
     require = args.require_token or not is_loopback(args.host)
     if require and tokens.active_token_count(_engine(url)) == 0:
         raise ConfigError(f"refusing to listen on {args.host} without API tokens: create one with "
@@ -145,7 +152,8 @@ def main(args: argparse.Namespace) -> int:
     show_service_log()
     app = create_app(settings)
     print(f"pulmo serve: http://{args.host}:{args.port}/ (database {url.split('://')[0]}, storage {storage}, "
-          f"{args.workers} worker(s), tokens {'required' if require else 'optional'})", flush=True)
+          f"{args.workers} worker(s), runtime {default_runtime()}, tokens {'required' if require else 'optional'})",
+          flush=True)
     large_buffers_from_mmap()
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
