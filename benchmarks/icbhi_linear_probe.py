@@ -14,7 +14,12 @@ A deep model that does not beat this probe has learned nothing the statistics la
 AUC near 0.5 says the covered test subset shares little learnable signal with the covered
 training subset. Writes ``results/icbhi_linear_probe.md|json``.
 
-    PULMO_DATA=../shared/data python benchmarks/icbhi_linear_probe.py
+With ``--encoder FILE`` (a masked-spectrogram pretrained encoder, see
+``benchmarks/icbhi_multidataset.py pretrain``) each cycle is instead the encoder's pooled
+embedding, with that study's cycles and preprocessing (4 kHz, 100-2000 Hz, 2.5 s); writes
+``results/icbhi_linear_probe_pretrained.md|json``.
+
+    PULMO_DATA=../shared/data python benchmarks/icbhi_linear_probe.py [--encoder FILE]
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 CONFIG = ROOT / "configs" / "experiments" / "conv-vit" / "base.yaml"
+ENCODER_CONFIG = ROOT / "configs" / "experiments" / "multidataset" / "base.yaml"
 C_GRID = (0.001, 0.01, 0.1, 1.0)
 N_MELS, FMIN_HZ, FMAX_HZ = 64, 50.0, 2000.0
 
@@ -51,6 +57,25 @@ def cycle_statistics(wave: np.ndarray, sample_rate_hz: int) -> np.ndarray:
     return np.concatenate([logmel.mean(1), logmel.std(1), np.abs(np.diff(logmel, axis=1)).mean(1)])
 
 
+def encoder_embeddings(waves: list[np.ndarray], encoder: Path, config: Any) -> np.ndarray:
+    """``(N, D)`` pooled embeddings of 2.5 s cycles (repeat-padded) from a pretrained encoder."""
+    import torch
+
+    from pulmo.data.audio_io import fix_length
+    from pulmo.engine.pretrain import load_pretrained_encoder
+    from pulmo.engine.train import build_net
+
+    net = build_net(config, len(config.data.classes)).eval()
+    load_pretrained_encoder(net, encoder)
+    n = config.audio.cycle_samples
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(waves), 64):
+            batch = torch.from_numpy(np.stack([fix_length(w, n, start=0, pad="repeat") for w in waves[i : i + 64]]))
+            out.append(net.model.embed(net.features(batch)).numpy())
+    return np.concatenate(out)
+
+
 def auc(y: np.ndarray, p: np.ndarray) -> float | None:
     from sklearn.metrics import roc_auc_score
 
@@ -60,6 +85,7 @@ def auc(y: np.ndarray, p: np.ndarray) -> float | None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results", type=Path, default=ROOT / "results")
+    p.add_argument("--encoder", type=Path, help="probe this pretrained encoder's embeddings instead of log-mel statistics")
     args = p.parse_args()
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -70,7 +96,7 @@ def main() -> None:
     from pulmo.metrics.icbhi import icbhi_scores
 
     started = time.time()
-    cfg = load_config(CONFIG)
+    cfg = load_config(ENCODER_CONFIG if args.encoder else CONFIG)
     splits, _ = make_splits(cfg)
     labels = list(cfg.data.classes)
     sr = cfg.audio.sample_rate_hz
@@ -78,7 +104,8 @@ def main() -> None:
     for name in ("train", "val", "test"):
         recs = getattr(splits, name)
         waves = load_cycle_waveforms(recs, cfg.audio, progress=True)
-        data[name] = {"X": np.array([cycle_statistics(w, sr) for w in waves]),
+        X = encoder_embeddings(waves, args.encoder, cfg) if args.encoder else np.array([cycle_statistics(w, sr) for w in waves])
+        data[name] = {"X": X,
                       "y": np.array([labels.index(r.label) for r in recs]), "device": np.array([r.device for r in recs])}
     scale = StandardScaler().fit(data["train"]["X"])
     X = {k: scale.transform(d["X"]) for k, d in data.items()}
@@ -94,7 +121,8 @@ def main() -> None:
     val_score = {c: icbhi_scores(data["val"]["y"], m.predict(X["val"]))["score"] for c, m in multis.items()}
     c_bin, c_multi = max(C_GRID, key=lambda c: val_auc[c]), max(C_GRID, key=lambda c: val_score[c])
     binary, multi = binaries[c_bin], multis[c_multi]
-    out: dict[str, Any] = {"config": str(CONFIG.relative_to(ROOT)), "sample_rate_hz": sr, "C_grid": list(C_GRID),
+    out: dict[str, Any] = {"config": str((ENCODER_CONFIG if args.encoder else CONFIG).relative_to(ROOT)), "sample_rate_hz": sr,
+                           "features": f"pretrained encoder {args.encoder.name}" if args.encoder else "log-mel statistics", "C_grid": list(C_GRID),
                            "binary": {"val_auc_by_C": val_auc, "C": c_bin}, "four_class": {"val_score_by_C": val_score, "C": c_multi},
                            "n": {k: int(len(d["y"])) for k, d in data.items()}}
     for name, d in data.items():
@@ -106,21 +134,25 @@ def main() -> None:
     out["wall_s"] = round(time.time() - started, 1)
     out["device"] = f"CPU {cpu_model_name()}"
     args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "icbhi_linear_probe.json").write_text(json.dumps(out, indent=1) + "\n")
-    text = page(out)
-    (args.results / "icbhi_linear_probe.md").write_text(text)
+    stem = "icbhi_linear_probe_pretrained" if args.encoder else "icbhi_linear_probe"
+    (args.results / f"{stem}.json").write_text(json.dumps(out, indent=1) + "\n")
+    text = page(out, args.encoder)
+    (args.results / f"{stem}.md").write_text(text)
     print(text)
 
 
-def page(out: dict[str, Any]) -> str:
+def page(out: dict[str, Any], encoder: Path | None = None) -> str:
     def f(v: float | None) -> str:
         return "-" if v is None else f"{v:.3f}"
 
     b, m = out["binary"], out["four_class"]
     devices = sorted(set(b["test"]["per_device"]) | set(b["train"]["per_device"]))
-    L = ["# ICBHI 2017: linear probe (log-mel statistics + logistic regression)", "",
-         "What a linear model on per-cycle log-mel statistics learns across the official split of the shared copy "
-         "(covered subset), with the Conv-ViT study's splits and preprocessing. C chosen on validation "
+    what = ("the pooled embedding of an encoder pretrained by masked spectrogram modelling on unlabelled RRuJO and KAUH "
+            "audio (`benchmarks/icbhi_multidataset.py pretrain`; no ICBHI audio), with that study's cycles and preprocessing"
+            if encoder else "per-cycle log-mel statistics, with the Conv-ViT study's splits and preprocessing")
+    L = [f"# ICBHI 2017: linear probe ({'pretrained encoder' if encoder else 'log-mel statistics'} + logistic regression)", "",
+         f"What a linear model on {what} learns across the official split of the shared copy "
+         "(covered subset). C chosen on validation "
          f"(binary: {b['C']}, by AUC; four classes: {m['C']}, by ICBHI score). Cycles: "
          + ", ".join(f"{k} {v}" for k, v in out["n"].items()) + ".", "",
          "| split | AUC normal vs adventitious | " + " | ".join(f"AUC {d}" for d in devices) + " | 4-class Se | Sp | ICBHI score |",
@@ -131,7 +163,8 @@ def page(out: dict[str, Any]) -> str:
                  + f" | {s['sensitivity']:.3f} | {s['specificity']:.3f} | {s['score']:.3f} |")
     L += ["", "A device's AUC is '-' where that split holds only one class of its cycles (or none of them).", "",
           f"Device: {out['device']}; wall time {out['wall_s'] / 60:.1f} min.", "",
-          "Reproduce: `PULMO_DATA=../shared/data python benchmarks/icbhi_linear_probe.py`", ""]
+          "Reproduce: `PULMO_DATA=../shared/data python benchmarks/icbhi_linear_probe.py"
+          + (f" --encoder runs/icbhi_multidataset/{encoder.name}`" if encoder else "`"), ""]
     return "\n".join(L)
 
 

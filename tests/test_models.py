@@ -22,9 +22,10 @@ CASES = {
     ],
     "efficientnet_lite0": [{"pretrained": ""}],
     "vbreathnet": [{}],
+    "small_cnn": [{}, {"widths": (8, 8, 16, 16), "drop_rate": 0.0}],
     "transfer": [{"backbone": "mobilenet_v2"}, {"backbone": "efficientnet_lite0"}],
 }
-CNNS = {"resnet18_attn", "efficientnet_lite0", "vbreathnet", "transfer"}
+CNNS = {"resnet18_attn", "efficientnet_lite0", "vbreathnet", "transfer", "small_cnn"}
 MULTI_TASK = {"rr_lstm"}  # dict outputs; forward/backward over every variant in test_resp_rate_core.py
 VARIANTS = [(name, kwargs) for name, cases in CASES.items() for kwargs in cases]
 

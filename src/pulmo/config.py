@@ -70,8 +70,24 @@ class DataConfig:
     classes: list[str] = field(default_factory=lambda: list(ICBHI_CLASSES))
     val_fraction: float = 0.3
     strict: bool = False
+    # "official": ICBHI's train/test split. "pooled_cv": every covered cycle pooled and cut into
+    # `folds` patient-disjoint folds balanced by device; `fold` is the test fold (a second
+    # protocol, never mixed with the official one).
+    protocol: str = "official"
+    folds: int = 5
+    fold: int = 0
+    extra: list[str] = field(default_factory=list)  # more training data: "kauh" (recording labels, MIL)
+    evaluate_on: list[str] = field(default_factory=list)  # more test sets: "kauh" (held-out subjects, recording level)
+    bag_windows: int = 6  # windows of audio.cycle_seconds drawn per KAUH recording in each training bag
 
     def __post_init__(self) -> None:
+        if self.protocol not in ("official", "pooled_cv"):
+            raise ConfigError(f"data.protocol must be 'official' or 'pooled_cv', got {self.protocol!r}")
+        if not 0 <= self.fold < self.folds:
+            raise ConfigError(f"data.fold must lie in 0..{self.folds - 1}, got {self.fold}")
+        for name in (*self.extra, *self.evaluate_on):
+            if name != "kauh":
+                raise ConfigError(f"unknown dataset {name!r} in data.extra / data.evaluate_on; known: kauh")
         unknown = [c for c in self.classes if c not in ICBHI_CLASSES]
         if unknown:
             raise ConfigError(f"data.classes has unknown class names {unknown}; known: {list(ICBHI_CLASSES)}")
@@ -82,6 +98,10 @@ class DataConfig:
 
     def resolved_root(self) -> Path:
         return Path(self.root) if self.root else default_data_root() / self.dataset
+
+    def sibling_root(self, name: str) -> Path:
+        """Folder of another dataset beside this one (``kauh`` next to ``icbhi``)."""
+        return self.resolved_root().parent / name
 
 
 @dataclass
@@ -121,6 +141,9 @@ class TrainConfig:
     precompute_features: bool = False  # features of each cycle computed once (fixed start, no random crop)
     feature_cache: str = ""  # with precompute_features: a folder keeping them across runs ("" = none)
     sampler: str = "shuffle"  # or "device_balanced": draw cycles with weights P(label) / P(label | device)
+    device_augment: float = 0.0  # probability that a training item goes through a random stethoscope response
+    mil_weight: float = 1.0  # weight of the KAUH bag loss beside the cycle loss (with data.extra: [kauh])
+    init_encoder: str = ""  # a pretrained encoder file (pulmo.engine.pretrain) loaded before training
     limit_train_batches: float | int = 1.0
     limit_val_batches: float | int = 1.0
 

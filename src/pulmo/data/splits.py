@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
@@ -72,3 +73,34 @@ def patient_disjoint_split(
     train = [r for r in records if r.patient_id not in val_patients]
     val_records = [r for r in records if r.patient_id in val_patients]
     return train, val_records
+
+
+def patient_folds(
+    records: Sequence[AudioRecord], k: int, seed: int = 0, strata: Sequence[str] = ("device", "label")
+) -> list[int]:
+    """Fold index (``0..k-1``) of each record: patient-disjoint, balanced by ``strata``.
+
+    scikit-learn's ``StratifiedGroupKFold`` with the patient as group and the joined
+    ``strata`` fields (device and label by default) as the class to balance, shuffled
+    with ``seed``. Every patient's records share one fold. Where no stratum has ``k``
+    records (tiny sets), the folds are balanced by size only.
+
+    Returns:
+        ``(N,)`` fold indices in the records' order.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    if len({r.patient_id for r in records}) < k:
+        raise ValueError(f"{k} patient-disjoint folds need at least {k} patients")
+    strata_of = ["|".join(str(getattr(r, f)) for f in strata) for r in records]
+    if max(Counter(strata_of).values()) < k:
+        strata_of = [""] * len(records)
+    groups = [r.patient_id for r in records]
+    folds = [0] * len(records)
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*least populated class.*")  # rare strata are spread as well as they can be
+        for fold, (_, test_idx) in enumerate(splitter.split(np.zeros(len(records)), strata_of, groups)):
+            for i in test_idx:
+                folds[i] = fold
+    return folds

@@ -34,7 +34,9 @@ class CycleClassificationTask(L.LightningModule):
     """Trains an :class:`AudioClassifier`; validation logs the ICBHI ``val_score``.
 
     Batches hold ``audio`` (B, T) waveforms, or ``features`` (B, C, F, frames) computed
-    beforehand (``train.precompute_features``), and ``label`` (B,).
+    beforehand (``train.precompute_features``), and ``label`` (B,). With a ``bag_loss``,
+    training batches are ``{"cycles": <such a batch>, "bags": {"bag": (B, W, T), "presence": (B, 2)}}``
+    and the loss adds ``train.mil_weight`` times the bags' multiple-instance loss.
 
     Args:
         net: the classifier.
@@ -43,12 +45,18 @@ class CycleClassificationTask(L.LightningModule):
         train: optimiser (AdamW or Adam; cosine or constant rate over ``max_epochs``) and
             augmentation settings (mixup, SpecAugment, time shift); ``seed`` seeds the
             task's own generator for augmentation.
+        bag_loss: maps ``(window logits (B, W, K), presence (B, 2))`` to a scalar
+            (:class:`pulmo.losses.mil.BagPresenceLoss`), for recordings labelled as a whole.
     """
 
-    def __init__(self, net: AudioClassifier, loss: nn.Module, normal_index: int, train: TrainConfig) -> None:
+    def __init__(
+        self, net: AudioClassifier, loss: nn.Module, normal_index: int, train: TrainConfig,
+        bag_loss: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.net = net
         self.loss = loss
+        self.bag_loss = bag_loss
         self.normal_index = normal_index
         self.train_config = train
         self.generator = torch.Generator().manual_seed(train.seed)
@@ -58,7 +66,20 @@ class CycleClassificationTask(L.LightningModule):
     def _features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return batch["features"] if "features" in batch else self.net.features(batch["audio"])
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        if "cycles" not in batch:
+            return self._cycle_loss(batch)
+        loss = self._cycle_loss(batch["cycles"])
+        bags = batch.get("bags")
+        if bags is not None and self.bag_loss is not None:
+            b, w, t = bags["bag"].shape
+            logits = self.net.model(self.net.features(bags["bag"].reshape(b * w, t))).float().reshape(b, w, -1)
+            bag = self.bag_loss(logits, bags["presence"])
+            self.log("train_bag_loss", bag, on_step=False, on_epoch=True, batch_size=b)
+            loss = loss + self.train_config.mil_weight * bag
+        return loss
+
+    def _cycle_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         x, y, tc = self._features(batch), batch["label"], self.train_config
         if tc.time_shift:
             x = time_shift(x, self.generator)

@@ -13,7 +13,7 @@ import logging
 import time
 import warnings
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +22,32 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from pulmo.config import ExperimentConfig, save_config
 from pulmo.data.adapters.icbhi import load_icbhi
+from pulmo.data.adapters.kauh import load_kauh
 from pulmo.data.cycles import load_cycle_waveforms
-from pulmo.data.datasets import CycleDataset, FeatureDataset
+from pulmo.data.datasets import BagDataset, CycleDataset, FeatureDataset
 from pulmo.data.records import AudioRecord, save_manifest
 from pulmo.data.sampling import device_balanced_weights
-from pulmo.data.splits import official_split, patient_disjoint_split
+from pulmo.data.splits import official_split, patient_disjoint_split, patient_folds
 from pulmo.engine.checkpoint import save_checkpoint
-from pulmo.engine.evaluate import extract_features, icbhi_report, predict_from_features, predict_probabilities
+from pulmo.engine.evaluate import (
+    extract_features,
+    icbhi_report,
+    kauh_report,
+    predict_from_features,
+    predict_probabilities,
+    presence,
+)
+from pulmo.engine.pretrain import load_pretrained_encoder
 from pulmo.engine.task import AudioClassifier, CycleClassificationTask
 from pulmo.errors import ConfigError
 from pulmo.features import create_features
 from pulmo.losses import build_classification_loss
+from pulmo.losses.mil import BagPresenceLoss
 from pulmo.models import create_model, model_factory
 
 log = logging.getLogger(__name__)
@@ -44,27 +55,53 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Splits:
+    """ICBHI cycles by split; KAUH recordings (subject-disjoint) where the config asks for them."""
+
     train: list[AudioRecord]
     val: list[AudioRecord]
     test: list[AudioRecord]
+    kauh_train: list[AudioRecord] = field(default_factory=list)
+    kauh_test: list[AudioRecord] = field(default_factory=list)
+
+
+FOLD_SEED = 0  # the pooled protocol's folds are the same for every run and seed
 
 
 def make_splits(config: ExperimentConfig, split_seed: int = 0) -> tuple[Splits, dict[str, Any]]:
-    """Official train/test; validation carved patient-disjoint from train (``split_seed``)."""
-    if config.data.dataset != "icbhi":
-        raise ConfigError(f"data.dataset {config.data.dataset!r} is not supported yet (icbhi)")
-    index = load_icbhi(config.data.resolved_root(), strict=config.data.strict)
-    keep = [r for r in index.records if r.label in config.data.classes]
-    train_all = official_split(keep, "train")
-    train, val = patient_disjoint_split(train_all, config.data.val_fraction, seed=split_seed)
-    splits = Splits(train, val, official_split(keep, "test"))
+    """Test cycles by ``data.protocol``; validation carved patient-disjoint from the rest (``split_seed``).
+
+    ``official``: ICBHI's train/test split. ``pooled_cv``: all covered cycles in
+    ``data.folds`` patient-disjoint folds balanced by device and label; fold ``data.fold``
+    is the test split. KAUH (``data.extra`` / ``data.evaluate_on``) is cut into the same
+    number of subject-disjoint folds: fold ``data.fold`` is held out under both protocols.
+    """
+    dc = config.data
+    if dc.dataset != "icbhi":
+        raise ConfigError(f"data.dataset {dc.dataset!r} is not supported yet (icbhi)")
+    index = load_icbhi(dc.resolved_root(), strict=dc.strict)
+    keep = [r for r in index.records if r.label in dc.classes]
+    if dc.protocol == "official":
+        train_all, test = official_split(keep, "train"), official_split(keep, "test")
+    else:
+        folds = patient_folds(keep, dc.folds, seed=FOLD_SEED)
+        train_all = [r for r, f in zip(keep, folds, strict=True) if f != dc.fold]
+        test = [r for r, f in zip(keep, folds, strict=True) if f == dc.fold]
+    train, val = patient_disjoint_split(train_all, dc.val_fraction, seed=split_seed)
+    splits = Splits(train, val, test)
+    if dc.extra or dc.evaluate_on:
+        kauh = load_kauh(dc.sibling_root("kauh"))
+        kauh_folds = patient_folds(kauh, dc.folds, seed=FOLD_SEED, strata=("label",))
+        splits.kauh_test = [r for r, f in zip(kauh, kauh_folds, strict=True) if f == dc.fold]
+        if "kauh" in dc.extra:
+            splits.kauh_train = [r for r, f in zip(kauh, kauh_folds, strict=True) if f != dc.fold]
     shared = sorted({r.patient_id for r in splits.train + splits.val} & {r.patient_id for r in splits.test})
     info = {
+        "protocol": dc.protocol if dc.protocol == "official" else f"pooled_cv fold {dc.fold} of {dc.folds}",
         "notes": index.notes,
         "missing_cycles": len(index.missing),
         "annotation_counts": {k: dict(v) for k, v in index.annotation_counts.items()},
         "patients_in_train_and_test": shared,
-        "sizes": {name: len(getattr(splits, name)) for name in ("train", "val", "test")},
+        "sizes": {name: len(getattr(splits, name)) for name in ("train", "val", "test", "kauh_train", "kauh_test")},
         "counts": {name: dict(Counter(r.label for r in getattr(splits, name))) for name in ("train", "val", "test")},
     }
     return splits, info
@@ -104,25 +141,37 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool
         save_manifest(getattr(splits, name), out / "splits" / f"{name}.jsonl")
     waves = {
         name: load_cycle_waveforms(getattr(splits, name), config.audio, progress=progress)
-        for name in ("train", "val", "test")
+        for name in ("train", "val", "test", "kauh_train", "kauh_test")
     }
     y = {name: [labels.index(r.label) for r in getattr(splits, name)] for name in ("train", "val", "test")}
     n, pad = config.audio.cycle_samples, config.audio.pad
     tc = config.train
     counts = [Counter(y["train"])[k] for k in range(len(labels))]
     net = build_net(config, len(labels))
+    if tc.init_encoder:
+        load_pretrained_encoder(net, tc.init_encoder)
     data = _training_datasets(config, net, waves, y, progress)
     sampler = None
     if tc.sampler == "device_balanced":
         weights = device_balanced_weights(y["train"], [r.device for r in splits.train])
         sampler = WeightedRandomSampler(weights.tolist(), len(weights), generator=torch.Generator().manual_seed(tc.seed))
-    train_loader = DataLoader(
+    train_loader: Any = DataLoader(
         data["train"], batch_size=tc.batch_size, shuffle=sampler is None, sampler=sampler, num_workers=tc.num_workers,
         drop_last=len(y["train"]) > tc.batch_size,
     )
+    bag_loss = None
+    if splits.kauh_train:
+        bags = BagDataset(waves["kauh_train"], [presence(r.label) for r in splits.kauh_train], n,
+                          config.data.bag_windows, seed=tc.seed, device_augment=tc.device_augment,
+                          sample_rate_hz=config.audio.sample_rate_hz)
+        bag_batch = max(1, tc.batch_size // config.data.bag_windows)
+        bag_loader = DataLoader(bags, batch_size=bag_batch, shuffle=True, num_workers=tc.num_workers,
+                                drop_last=len(bags) > bag_batch)
+        train_loader = CombinedLoader({"cycles": train_loader, "bags": bag_loader}, mode="max_size_cycle")
+        bag_loss = BagPresenceLoss(*(labels.index(c) for c in ("crackle", "wheeze", "both")))
     val_loader = DataLoader(data["val"], batch_size=64, num_workers=tc.num_workers)
     loss = build_classification_loss(config.loss.name, counts, config.loss.beta)
-    task = CycleClassificationTask(net, loss, labels.index("normal"), tc)
+    task = CycleClassificationTask(net, loss, labels.index("normal"), tc, bag_loss=bag_loss)
     best = ModelCheckpoint(dirpath=out / "lightning", monitor=tc.monitor, mode="max", save_top_k=1, filename="best")
     trainer = L.Trainer(
         max_epochs=tc.max_epochs,
@@ -156,6 +205,8 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool
     for name in ("val", "test"):
         pred = probs[name].argmax(1).tolist() if len(probs[name]) else []
         metrics[name] = icbhi_report(getattr(splits, name), y[name], pred, labels)
+    if splits.kauh_test:
+        metrics["kauh_test"] = kauh_report(net, waves["kauh_test"], splits.kauh_test, labels, n)
     np.savez_compressed(out / "probabilities.npz", **probs)
     metrics["best_epoch_val_score"] = float(best.best_model_score) if best.best_model_score is not None else None
     metrics["epochs_run"] = int(trainer.current_epoch)
@@ -180,7 +231,8 @@ def _training_datasets(
     if tc.precompute_features:
         return {name: FeatureDataset(_features(config, net, waves[name], progress), y[name]) for name in ("train", "val")}
     return {
-        "train": CycleDataset(waves["train"], y["train"], n, train=True, seed=tc.seed, pad=pad),
+        "train": CycleDataset(waves["train"], y["train"], n, train=True, seed=tc.seed, pad=pad,
+                              device_augment=tc.device_augment, sample_rate_hz=config.audio.sample_rate_hz),
         "val": CycleDataset(waves["val"], y["val"], n, train=False, pad=pad),
     }
 

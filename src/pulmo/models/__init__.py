@@ -37,4 +37,4 @@ def model_names() -> list[str]:
 
 
 def _import_all() -> None:
-    from pulmo.models import conv_vit, efficientnet, resnet_attn, rr_lstm, transfer, vbreathnet  # noqa: F401  (registers their models)
+    from pulmo.models import conv_vit, efficientnet, resnet_attn, rr_lstm, small_cnn, transfer, vbreathnet  # noqa: F401  (registers their models)
