@@ -211,20 +211,24 @@ def use_runtime(task: str, pipe: Any, checkpoint: str | Path | None, runtime: st
     """``pipe``, ``task``'s inference pipeline of ``checkpoint`` (bundled when None), with its network
     run in ``runtime``: ``torch`` leaves it as it is; ``onnx`` / ``onnx-int8`` put the cached FP32 /
     int8 export (:func:`cached_export`) in its place (``pipe.net`` of lung sounds, ``pipe.model``
-    of the chest X-ray, ``pipe.detector.net`` of the detector). Returns ``pipe``."""
+    of the chest X-ray, ``pipe.detector.net`` of the detector), run with as many threads as PyTorch
+    has (``OMP_NUM_THREADS`` where set; onnxruntime's own default is every core). Returns ``pipe``."""
     check_runtime(task, runtime)
     if runtime == "torch":
         return pipe
+    import torch
+
     _need_onnx()
     path = cached_export(checkpoint, int8=runtime == "onnx-int8", task=task)
+    threads = torch.get_num_threads()
     if task == "detect":
         from pulmo.detect.export import OnnxNet
 
-        pipe.detector.net = OnnxNet(path)
+        pipe.detector.net = OnnxNet(path, threads)
     elif task == "cxr":
-        pipe.model = OnnxClassifier(path)
+        pipe.model = OnnxClassifier(path, threads)
     else:
-        pipe.net = OnnxClassifier(path)
+        pipe.net = OnnxClassifier(path, threads)
     return pipe
 
 

@@ -15,18 +15,15 @@ def _fmt(value: float | None) -> str:
 def evaluate(args: argparse.Namespace) -> int:
     """Score a checkpoint (bundled by default) on a folder-per-class tree."""
     from pulmo.config import default_data_root
+    from pulmo.export import use_runtime
     from pulmo.inference.cxr import CxrPipeline
 
     if args.data:
         data, split = Path(args.data), args.split
     else:  # the shared 3-class set: its held-out split is ``val``
         data, split = default_data_root() / "cxr" / "covid19_3class", "val" if args.split == "test" else args.split
-    pipe = CxrPipeline.from_checkpoint(args.checkpoint)
     runtime = getattr(args, "runtime", "torch")
-    if runtime != "torch":
-        from pulmo.export import OnnxClassifier, cached_export
-
-        pipe.model = OnnxClassifier(cached_export(args.checkpoint, int8=runtime == "onnx-int8", task="cxr"))
+    pipe = use_runtime("cxr", CxrPipeline.from_checkpoint(args.checkpoint), args.checkpoint, runtime)
     report = pipe.evaluate_folder(data, split)
     report.pop("per_image")
     report["runtime"] = runtime

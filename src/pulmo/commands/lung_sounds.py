@@ -10,15 +10,12 @@ from pathlib import Path
 def evaluate(args: argparse.Namespace) -> int:
     """Score a checkpoint (bundled by default) on a dataset folder."""
     from pulmo.config import default_data_root
+    from pulmo.export import use_runtime
     from pulmo.inference.lung_sounds import LungSoundPipeline, evaluate_icbhi
 
     data = Path(args.data) if args.data else default_data_root() / "icbhi"
-    pipe = LungSoundPipeline.from_checkpoint(args.checkpoint)
     runtime = getattr(args, "runtime", "torch")
-    if runtime != "torch":
-        from pulmo.export import OnnxClassifier, cached_export
-
-        pipe.net = OnnxClassifier(cached_export(args.checkpoint, int8=runtime == "onnx-int8"))
+    pipe = use_runtime("lung-sounds", LungSoundPipeline.from_checkpoint(args.checkpoint), args.checkpoint, runtime)
     report = evaluate_icbhi(pipe, data, args.split, args.limit, args.strict, progress=not args.json, cycles_out=args.cycles_out)
     report["runtime"] = runtime
     if args.json:
