@@ -174,3 +174,28 @@ def test_analyze_and_serve_take_a_runtime(tiny_detector, tmp_path, monkeypatch, 
         assert main([*argv, "--runtime", "onnx"]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "not available for resp-rate" in err
+
+
+def test_int8_detector_is_calibrated_on_training_tiles(tiny_detector, tmp_path, monkeypatch):
+    import warnings
+
+    import onnx
+
+    from pulmo.data.adapters.synthetic_xray import write_synthetic_body_scans
+    from pulmo.detect.checkpoint import build_detector, read_detect_checkpoint
+    from pulmo.detect.export import OnnxNet, calibration_tiles
+    from pulmo.export import export
+
+    write_synthetic_body_scans(tmp_path / "data" / "xray_det", {"train": 3}, seed=1, height=120, width=100)
+    monkeypatch.setenv("PULMO_DATA", str(tmp_path / "data"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no fallback to synthetic calibration inputs
+        path = export("detect", str(tiny_detector), str(tmp_path / "d8.onnx"), int8=True)
+    assert sorted(p.name for p in tmp_path.glob("*.onnx")) == ["d8.onnx"]
+    assert "QuantizeLinear" in {node.op_type for node in onnx.load(str(path)).graph.node}
+    x = torch.from_numpy(calibration_tiles(tiny_detector, tmp_path / "data" / "xray_det", 3, np.random.default_rng(2)))
+    with torch.no_grad():
+        expected = build_detector(read_detect_checkpoint(tiny_detector)).net(x)[0].numpy()
+    got = OnnxNet(path)(x).numpy()
+    # a random network magnifies int8 rounding at a few anchors; int8 accuracy on real data: results/speed.md
+    assert got.shape == expected.shape and np.median(np.abs(got[:, 4:] - expected[:, 4:])) < 0.01
