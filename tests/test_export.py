@@ -4,6 +4,7 @@ inputs, and ``--runtime onnx`` gives the same reports through ``pulmo evaluate``
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -154,6 +155,18 @@ def test_evaluate_detect_with_the_onnx_runtime_matches_torch(tiny_detector, tmp_
         assert reports["onnx"][key] == reports["torch"][key]
 
 
+@contextmanager
+def served(storage, checkpoints: dict[str, str]):
+    """A live ``pulmo serve`` of ``checkpoints`` on loopback, one worker, SQLite under ``storage``."""
+    pytest.importorskip("fastapi")
+    from pulmo.serve.app import ServeSettings
+    from tests.serve_helpers import LiveServer, fresh_db
+
+    storage.mkdir()
+    with fresh_db(storage) as url, LiveServer(ServeSettings(storage, url, workers=1, checkpoints=checkpoints)) as srv:
+        yield srv
+
+
 def test_analyze_and_serve_take_a_runtime(tiny_detector, tmp_path, monkeypatch, capsys):
     from pulmo.data.adapters.synthetic_xray import synthetic_body_scan
     from pulmo.data.xray_image import save_xray
@@ -169,6 +182,12 @@ def test_analyze_and_serve_take_a_runtime(tiny_detector, tmp_path, monkeypatch, 
         results[runtime] = json.loads(capsys.readouterr().out)[0]
     assert list((tmp_path / "cache" / "onnx").glob("detect-*.onnx"))
     assert results["onnx"]["table"] == results["torch"]["table"]
+    monkeypatch.setenv("PULMO_RUNTIME", "onnx-int8")  # the service's workers: an int8 export appears in the cache
+    monkeypatch.setenv("PULMO_DATA", str(tmp_path / "no-data"))  # (calibrated on synthetic inputs)
+    with pytest.warns(UserWarning, match="synthetic"), served(tmp_path / "serve", {"detect": str(tiny_detector)}) as srv:
+        status, accepted = srv.upload("scan.png", scan.read_bytes(), task="detect")
+        assert status == 202 and srv.wait(accepted["id"])["status"] == "done"
+    assert list((tmp_path / "cache" / "onnx").glob("detect-*-int8.onnx"))
     for argv in (["analyze", str(scan), "--task", "resp-rate"], ["serve", "--storage", str(tmp_path / "serve"),
                                                                   "--checkpoint", f"resp-rate={tiny_detector}"]):
         assert main([*argv, "--runtime", "onnx"]) == 2
