@@ -79,15 +79,22 @@ def protocols() -> list[tuple[str, list[str], list[int]]]:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    """Train the runs not yet done: every row x protocol part x seed, or ``--only`` those named
+    ``PART/ROW/SEED`` (e.g. ``official/kauh_mil/1``, ``cv_fold3/icbhi_only/0``), in that order."""
+    plan = {f"{folder}/{row}/{seed}": (folder, sets, row, seed)
+            for folder, sets, seeds in protocols() for seed in seeds for row in ROWS}
+    names = args.only or [n for n in plan if n.split("/")[1] in args.rows]
+    unknown = [n for n in names if n not in plan]
+    if unknown:
+        sys.exit(f"unknown runs {unknown}; runs are PART/ROW/SEED, e.g. {next(iter(plan))}")
     commands = []
-    for folder, sets, seeds in protocols():
-        for seed in seeds:
-            for row in args.rows:
-                if (run_dir(folder, row, seed) / "metrics.json").is_file():
-                    continue
-                argv = [sys.executable, "-m", "pulmo.cli", "reproduce", str(CONFIGS / f"{row}.yaml"), "--seeds", str(seed),
-                        "--out", str(RUNS / folder), "--threads", "1", "--quiet", *[x for s in sets for x in ("--set", s)]]
-                commands.append((f"{folder} {row} seed {seed}", argv, RUNS / "logs" / f"{folder}_{row}_seed{seed}.log"))
+    for name in names:
+        folder, sets, row, seed = plan[name]
+        if (run_dir(folder, row, seed) / "metrics.json").is_file():
+            continue
+        argv = [sys.executable, "-m", "pulmo.cli", "reproduce", str(CONFIGS / f"{row}.yaml"), "--seeds", str(seed),
+                "--out", str(RUNS / folder), "--threads", "1", "--quiet", *[x for s in sets for x in ("--set", s)]]
+        commands.append((name, argv, RUNS / "logs" / f"{folder}_{row}_seed{seed}.log"))
     print(f"{len(commands)} runs to go", flush=True)
     started = time.time()
     run_logged(commands, args.jobs)
@@ -280,6 +287,7 @@ if __name__ == "__main__":
     p.add_argument("--steps", type=int, default=1500)
     p = sub.add_parser("run", help="train every row x protocol x seed not yet done")
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
+    p.add_argument("--only", nargs="+", metavar="PART/ROW/SEED", help="just these runs, in this order")
     p.add_argument("--jobs", type=int, default=2)
     p = sub.add_parser("report", help="write results/icbhi_multidataset.md|csv|png")
     p.add_argument("--results", type=Path, default=ROOT / "results")
