@@ -106,11 +106,12 @@ def test_pipeline_air_recording_gets_air_rate_interval_and_members(pipe, tmp_pat
     path = tmp_path / "breath.flac"
     sf.write(path, clip.audio, 16000)
     track = pipe.analyze_file(path)
-    assert track.front_end == "air" and track.rate_source == "air_dsp"
+    assert track.front_end == "air" and track.rate_source == pipe.air_rule == "air_networks"  # the bundled rule
     assert abs(track.rate_bpm - 18.0) < 1.0 and round(track.rate_bpm, 1) == track.rate_bpm
     lo, hi = track.rate_interval_bpm
     assert lo <= track.rate_bpm <= hi
-    assert {"networks", "dsp_stethoscope_band", "dsp_air_band"} <= set(track.members)
+    assert {"networks", "dsp_stethoscope_band", "dsp_air_band", "air_networks"} <= set(track.members)
+    assert track.rate_bpm == round(track.members["air_networks"], 1)
 
 
 def test_pipeline_never_returns_a_rate_for_digital_silence(pipe, tmp_path: Path):
@@ -152,7 +153,7 @@ def test_evaluate_scores_a_folder_of_air_recordings(tmp_path: Path, capsys):
 @pytest.mark.parametrize("rate_hz,route", [(44100, "mouth"), (16000, "nasal")])
 def test_analyze_gives_a_rate_for_air_breathing(tmp_path: Path, rate_hz: int, route: str):
     """``pulmo analyze breath.wav`` (the front door, routed by content) on a 16 or 44.1 kHz
-    breathing recording gives the air-band rate."""
+    breathing recording gives the air front end's rate."""
     from pulmo.frontdoor.capabilities import analyze_path
 
     clip = synth_air(40.0, 20.0, AirSettings(sample_rate_hz=rate_hz, route=route, noise="fan", snr_db=20.0),
@@ -162,4 +163,4 @@ def test_analyze_gives_a_rate_for_air_breathing(tmp_path: Path, rate_hz: int, ro
     result, _ = analyze_path(path)
     rate = result if result["task"] == "resp-rate" else next(a for a in result["also"] if a["task"] == "resp-rate")
     assert rate["front_end"] == "air" and abs(rate["rate_bpm"] - 20.0) < 1.0
-    assert "breaths/min" in rate["headline"] and "air-band" in rate["headline"]
+    assert "breaths/min" in rate["headline"] and "air microphone: rate from networks trained for air audio" in rate["headline"]

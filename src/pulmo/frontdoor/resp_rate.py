@@ -13,6 +13,11 @@ if TYPE_CHECKING:  # torch is imported on first use, so listing capabilities sta
     from pulmo.inference.resp_rate import RateTrack, RespRatePipeline
 
 
+#: How the headline names each air rule (:data:`pulmo.resp_rate.air.AIR_RULES`).
+AIR_SOURCES = {"air_dsp": "the air-band envelope spectrum", "air_networks": "networks trained for air audio",
+               "median": "the median of the air-band spectrum, the air-trained networks and the baseline"}
+
+
 class RespRateCapability:
     """Adapter from :class:`RespRatePipeline` to the front door."""
 
@@ -56,7 +61,7 @@ class RespRateCapability:
                  if track.rate_uncertain else "")
         spread = (f" (windows {track.rate_interval_bpm[0]:.1f}-{track.rate_interval_bpm[1]:.1f})"
                   if track.rate_interval_bpm and track.rate_interval_bpm[0] != track.rate_interval_bpm[1] else "")
-        source = ("; air microphone: rate from the air-band envelope spectrum" if track.front_end == "air" else "")
+        source = ("; air microphone: rate from " + AIR_SOURCES[track.rate_source] if track.front_end == "air" else "")
         headline = (f"{track.rate_bpm:.1f} breaths/min{spread}{doubt} over {track.duration_s:.0f} s; {heavy}; "
                     f"{'noisy' if track.noisy else 'clean'} recording{source}")
         wanted = str(options.get("windows", "")).lower() in ("1", "true", "yes")  # the service's options are text
@@ -78,10 +83,11 @@ def window_table(track: RateTrack) -> Table:
 
 
 def member_table(track: RateTrack) -> Table:
-    """One row per estimator: its rate (bpm, 0.1) and whether the result is its."""
-    used = {"networks": "networks", "air_dsp": "dsp_air_band"}.get(track.rate_source)
+    """One row per estimator: its rate (bpm, 0.1) and whether the result is its (none is where
+    the result is the median of the air members)."""
+    used = {"networks": "networks", "air_dsp": "dsp_air_band", "air_networks": "air_networks"}.get(track.rate_source)
     names = {"networks": "networks", "dsp_stethoscope_band": "harmonic sum, 200-800 Hz (baseline)",
-             "dsp_air_band": "harmonic sum of air-band envelopes"}
+             "dsp_air_band": "harmonic sum of air-band envelopes", "air_networks": "networks trained for air audio"}
     return Table(columns=["estimate", "breaths/min", "reported"],
                  rows=[[names.get(k, k), round(v, 1), k == used] for k, v in track.members.items()])
 

@@ -17,7 +17,8 @@ from pulmo.errors import AudioTooShortError, DataError
 from pulmo.inference.bundled import default_checkpoint, resp_rate_short_checkpoint
 from pulmo.metrics.regression import regression_report
 from pulmo.resp_rate.data import load_recording
-from pulmo.resp_rate.air import AIR_DOUBT_ABOVE, WIDE_RATE_HZ, AirDspConfig, air_doubt, estimate_rate_air, front_end
+from pulmo.resp_rate.air import (AIR_DOUBT_ABOVE, WIDE_RATE_HZ, AirDspConfig, air_doubt, air_rule_rate, estimate_rate_air,
+                                 front_end)
 from pulmo.resp_rate.config import ClipConfig
 from pulmo.resp_rate.dsp import estimate_rate_dsp
 from pulmo.resp_rate.net import NOISE_CLASSES, WindowPredictions
@@ -51,7 +52,7 @@ class RateTrack:
     ``rate_uncertain`` says whether it exceeds the model's threshold (None: the checkpoint has none).
     ``rate_bpm`` is rounded to 0.1; ``rate_interval_bpm`` is the 2.5-97.5 % range of the window
     rates it summarises; ``front_end`` (``air`` | ``stethoscope``) and ``rate_source``
-    (``air_dsp`` | ``networks``) say how it was made, ``members`` what each estimator read
+    (``networks``, or on air audio the rule of :data:`pulmo.resp_rate.air.AIR_RULES`) say how it was made, ``members`` what each estimator read
     (bpm), ``front_end_measurements`` the shares of power above 1 and 3 kHz the front end used."""
 
     path: str
@@ -76,12 +77,13 @@ class RateTrack:
 
 @dataclass
 class RateEstimate:
-    """What the pipeline makes of one recording: the networks' prediction, the front end
+    """What the pipeline makes of one recording: the networks' prediction (on air audio with
+    the ``air_networks`` rule, the air-trained networks'), the front end
     (``air`` | ``stethoscope``, :func:`pulmo.resp_rate.air.front_end`) and its measurements,
-    the recording's rate (bpm) and where it came from (``networks`` | ``air_dsp``), the
+    the recording's rate (bpm) and where it came from (``networks`` or an air rule), the
     2.5-97.5 % range of the window rates the rate summarises (bpm), the members' rates (the
     networks, the stethoscope-band harmonic-sum DSP at the model's rate, and on air audio the
-    air-band DSP), the share of windows above 30 bpm, and whether the rate is uncertain
+    air-band DSP and any air-trained networks), the share of windows above 30 bpm, and whether the rate is uncertain
     (None: no threshold)."""
 
     prediction: RecordingPrediction
@@ -110,6 +112,9 @@ class RespRatePipeline:
         self.heavy_assessed = learned_heavy_breathing(breathing_bundle(bundle).get("config", {}))
         above = bundle.get("doubt_above")
         self.doubt_above: float | None = None if above is None else float(above)
+        air = bundle.get("air", {})  # networks trained for air audio and the rule chosen on validation, where bundled
+        self.air_rule: str = air.get("rule", "air_dsp")
+        self.air_networks = predictor_from_checkpoint(air["networks"]) if "networks" in air else None
         self.model = {"name": bundle["name"], "checkpoint": path.name, "sha256": file_hash(path),
                       "pulmo_version": bundle.get("pulmo_version", "")}
 
@@ -148,8 +153,9 @@ class RespRatePipeline:
         return samples, rate, native
 
     def estimate(self, path: str | Path, samples: np.ndarray | None = None) -> RateEstimate:
-        """The recording's rate: the networks' on stethoscope audio, the air-band DSP's on
-        air-microphone audio (chosen on validation: docs/respiratory-rate.md, "Through the air").
+        """The recording's rate: the networks' on stethoscope audio; on air-microphone audio
+        what the checkpoint's air rule makes of the air members (``air_dsp`` without one;
+        chosen on validation: docs/respiratory-rate.md, "Through the air").
 
         ``samples``: the file already loaded by :meth:`load`. When ``path`` is not a readable
         file (samples handed in directly), the front end is decided on ``samples`` at the
@@ -180,10 +186,15 @@ class RespRatePipeline:
                                 "steady sound): no rate")
             members["dsp_air_band"] = air.rate_bpm
             rates = air.window_rates_bpm[np.isfinite(air.window_rates_bpm)]
+            if self.air_networks is not None:
+                air_pred = self.air_networks.predict(samples)
+                members["air_networks"] = float(air_pred.rate_bpm)
+                if self.air_rule == "air_networks":  # their windows are the track's
+                    pred, rates = air_pred, air_pred.windows.rate_bpm
             baseline = members.get("dsp_stethoscope_band", air.rate_bpm)
             uncertain = air_doubt(air, baseline) > AIR_DOUBT_ABOVE
-            return RateEstimate(pred, kind, measured, air.rate_bpm, "air_dsp", interval(rates), members,
-                                float(np.mean(rates > HEAVY_ABOVE_BPM)), uncertain)
+            return RateEstimate(pred, kind, measured, air_rule_rate(self.air_rule, members), self.air_rule, interval(rates),
+                                members, float(np.mean(rates > HEAVY_ABOVE_BPM)), uncertain)
         w = pred.windows.rate_bpm
         return RateEstimate(pred, kind, measured, float(pred.rate_bpm), "networks", interval(w), members, None,
                             self.uncertain(pred.doubt))
@@ -283,7 +294,7 @@ def evaluate_folder(pipe: RespRatePipeline, data: str | Path, limit: int = 0, sp
     report: dict[str, Any] = regression_report(rec_pred, rec_true)
     report["unit"] = "breaths per minute"
     report["aggregate"] = aggregate_description(pipe.predictor)
-    report["model_line"] = model_line(pipe.predictor)
+    report["model_line"] = model_line(pipe.predictor, pipe.air_rule)
     report["front_end"] = {k: fronts.count(k) for k in sorted(set(fronts))}
     report["window"] = regression_report(win_pred, win_true)
     report["split"] = split
@@ -313,15 +324,17 @@ def split_by_doubt(pred: list[float], true: list[float], flagged: list[bool]) ->
     return out
 
 
-def model_line(predictor: RatePredictor) -> str:
-    """The model in one short line (the long form: :func:`aggregate_description`)."""
+def model_line(predictor: RatePredictor, air_rule: str = "air_dsp") -> str:
+    """The model in one short line (the long form: :func:`aggregate_description`), with what it
+    does on air-microphone audio (``air_rule``, :data:`pulmo.resp_rate.air.AIR_RULES`)."""
     if isinstance(predictor, VotePredictor):
         kinds = {type(m).__name__ for m in predictor.members}
         what = f"vote of {len(predictor.members)} " + ("composites" if kinds == {"CompositePredictor"} else "networks")
     else:
         what = "composite of 2 networks" if isinstance(predictor, CompositePredictor) else "one network"
-    return (f"{what}, {predictor.clip.window_s:g} s windows; air-microphone audio (>= 8 kHz with power above 3 kHz): "
-            "band-envelope harmonic sum")
+    air = {"air_dsp": "band-envelope harmonic sum", "air_networks": "networks trained for air audio",
+           "median": "median of air-trained networks, band-envelope and baseline harmonic sums"}[air_rule]
+    return f"{what}, {predictor.clip.window_s:g} s windows; air-microphone audio (>= 8 kHz with power above 3 kHz): {air}"
 
 
 def aggregate_description(predictor: RatePredictor, weight: bool = True) -> str:
@@ -364,7 +377,7 @@ def plot_track(track: RateTrack, samples: np.ndarray, sample_rate_hz: int, dest:
     ax1.set_title(f"{track.rate_bpm:.1f} breaths/min")  # not the file name: in the service that is a storage name
     mid = [(w.start_s + w.end_s) / 2 for w in track.windows]
     ax2.plot(mid, [w.rate_bpm for w in track.windows], "o-", ms=3,
-             label="networks' rate (window)" if track.front_end == "air" else "rate (window)")
+             label="rate (window)" if track.rate_source in ("networks", "air_networks") else "networks' rate (window)")
     heavy = [(m, w.rate_bpm) for m, w in zip(mid, track.windows) if w.heavy]
     if heavy:
         ax2.plot(*zip(*heavy), "r^", label="heavy breathing")
@@ -372,7 +385,7 @@ def plot_track(track: RateTrack, samples: np.ndarray, sample_rate_hz: int, dest:
     if noisy:
         ax2.plot(*zip(*noisy), "kx", label="noisy")
     ax2.axhline(track.rate_bpm, ls="--", c="gray", label=f"recording {track.rate_bpm:.1f} bpm"
-                + (" (air-band DSP)" if track.front_end == "air" else ""))
+                + (f" ({track.rate_source})" if track.front_end == "air" else ""))
     ax2.set_ylabel("breaths / min")
     ax2.set_xlabel("time (s)")
     ax2.legend(loc="upper right", fontsize=8)

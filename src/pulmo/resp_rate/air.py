@@ -10,6 +10,8 @@ estimator (:mod:`pulmo.resp_rate.dsp`) on log band envelopes up to the input's N
 (:mod:`pulmo.features.band_envelope`): each band's envelope spectrum is weighted by how
 periodic that band is, so whichever band carries the breath (nasal low band, mouth-jet high
 band, the stethoscope's 100-800 Hz) leads, and bands holding only room noise fall silent.
+:func:`air_rule_rate` makes an air recording's rate from the members (this estimator, networks
+trained for air audio, the baseline) by the rule a checkpoint names.
 """
 
 from __future__ import annotations
@@ -158,6 +160,28 @@ def doubt_threshold(validation_doubts: list[float], coverage: float = 0.9) -> fl
 #: Air-band rates whose :func:`air_doubt` exceeds this are flagged uncertain: the 90th
 #: percentile on the simulator's validation settings (``benchmarks/resp_rate_air.py``).
 AIR_DOUBT_ABOVE = 1.131
+
+
+#: How the pipeline makes an air-microphone recording's rate from its members' rates (bpm):
+#: the air-band DSP's, the networks trained for air audio, or the median of those two and the
+#: stethoscope-band baseline. A checkpoint names its rule (``air.rule``, chosen on the
+#: simulator's validation settings by ``benchmarks/resp_rate_air.py``); without one, ``air_dsp``.
+AIR_RULES: tuple[str, ...] = ("air_dsp", "air_networks", "median")
+
+
+def air_rule_rate(rule: str, members: dict[str, float]) -> float:
+    """The rate ``rule`` (one of :data:`AIR_RULES`) makes of ``members`` (bpm by name:
+    ``dsp_air_band``, ``air_networks``, ``dsp_stethoscope_band``; the median takes those present,
+    the baseline being absent where the audio is too short for it); a member the rule needs
+    and lacks raises ``KeyError``."""
+    if rule == "air_dsp":
+        return members["dsp_air_band"]
+    if rule == "air_networks":
+        return members["air_networks"]
+    if rule == "median":
+        baseline = [members["dsp_stethoscope_band"]] if "dsp_stethoscope_band" in members else []
+        return float(np.median([members["air_networks"], members["dsp_air_band"], *baseline]))
+    raise ValueError(f"unknown air rule {rule!r}; one of {AIR_RULES}")
 
 
 #: The pipeline reads audio for the air front end at the file's rate, at most this (Hz): the

@@ -28,6 +28,13 @@ class RRDataConfig:
     are resampled by a factor drawn log-uniformly from ``rate_stretch_range`` (rate multiplied
     alike): paced recordings hold a few rates only (RRuJO: 8, 10, 12, 18, 20 bpm), and the
     stretch fills the range between them.
+
+    Air-microphone audio (:mod:`pulmo.resp_rate.air_data`): ``air_fraction`` of the training
+    clips come from ``air_bank`` simulator clips of ``air_bank_s`` seconds (settings group
+    ``train``, resampled to the working rate, cropped at random); ``band_limit_fraction`` of
+    all training clips (real, synthetic or air) are band-limited at random; ``val_air``
+    simulator clips of ``val_air_s`` seconds (settings group ``val``, seed ``val_air_seed``)
+    join the validation recordings for the epoch and post-processing choices.
     """
 
     dataset: str = "rrujo"
@@ -41,11 +48,21 @@ class RRDataConfig:
     time_compress_fraction: float = 0.0
     rate_stretch_fraction: float = 0.0
     rate_stretch_range: list[float] = field(default_factory=lambda: [0.8, 1.25])
+    air_fraction: float = 0.0
+    air_bank: int = 200
+    air_bank_s: float = 30.0
+    band_limit_fraction: float = 0.0
+    val_air: int = 0
+    val_air_s: float = 60.0
+    val_air_seed: int = 7
 
     def __post_init__(self) -> None:
         if not 0 <= self.test_fold < self.folds:
             raise ConfigError("data.test_fold must lie in [0, data.folds)")
-        for name in ("synthetic_fraction", "time_compress_fraction", "rate_stretch_fraction"):
+        if self.synthetic_fraction + self.air_fraction > 1.0:
+            raise ConfigError("data.synthetic_fraction + data.air_fraction must be at most 1")
+        for name in ("synthetic_fraction", "time_compress_fraction", "rate_stretch_fraction", "air_fraction",
+                     "band_limit_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"data.{name} must lie in [0, 1]")
         lo, hi = self.rate_stretch_range
@@ -135,6 +152,11 @@ class RRTrainConfig:
     weight_decay: float = 0.0
     patience: int = 8
     val_hop_s: float = 3.0  # window hop for the per-epoch validation (final scores use clip.hop_s)
+    select_on: str = "ccc"  # epoch choice: highest validation "ccc" or lowest "mae" of the recording rates
+
+    def __post_init__(self) -> None:
+        if self.select_on not in ("ccc", "mae"):
+            raise ConfigError("train.select_on must be 'ccc' or 'mae'")
 
 
 @dataclass

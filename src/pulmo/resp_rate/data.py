@@ -3,7 +3,8 @@
 Recordings are read once, mixed to mono and resampled to ``clip.sample_rate_hz``. Training
 clips are drawn fresh every batch: one random length in ``[clip.min_s, clip.max_s]`` per
 batch (so a batch stacks without padding), a random start, and optionally a synthetic
-clip, a time-compressed real clip, and background noise at an SNR band.
+clip, a simulated air-microphone clip, a time-compressed real clip, background noise at an
+SNR band and a band limit.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pulmo.data.audio_io import audio_header, read_audio
 from pulmo.data.records import AudioRecord
 from pulmo.data.transforms.audio import make_noise, mix_at_snr
 from pulmo.errors import AudioTooShortError, DataError
+from pulmo.resp_rate.air_data import air_bank, band_limit
 from pulmo.resp_rate.config import AugmentConfig, ClipConfig, RRDataConfig
 
 
@@ -102,6 +104,8 @@ class ClipSampler:
             for _ in range(data.synthetic_bank):
                 rate = 0.0 if self.rng.random() < 0.1 else float(self.rng.uniform(5, 60))
                 self.synthetic.append(synth_breath(clip.max_s, rate, sr, self.rng, irregularity=self.rng.uniform(0, 0.2)))
+        self.air = air_bank(data.air_bank, max(data.air_bank_s, clip.max_s), sr, self.rng, augment.noisy_below_snr_db) \
+            if data.air_fraction > 0 else []
 
     def _real(self, n: int) -> tuple[np.ndarray, float]:
         rec = self.recordings[self.rng.integers(len(self.recordings))]
@@ -127,6 +131,11 @@ class ClipSampler:
         start = int(self.rng.integers(0, len(c.audio) - n + 1))
         return c.audio[start : start + n], c.rate_bpm
 
+    def _air(self, n: int) -> tuple[np.ndarray, float, int]:
+        c = self.air[self.rng.integers(len(self.air))]
+        start = int(self.rng.integers(0, len(c.samples) - n + 1))
+        return c.samples[start : start + n], c.rate_bpm, int(c.noisy)
+
     def _noise(self, x: np.ndarray) -> tuple[np.ndarray, int]:
         bands = self.augment.snr_bands_db
         pick = int(self.rng.integers(len(bands) + 1))
@@ -143,11 +152,17 @@ class ClipSampler:
         n = int(round(seconds * self.clip.sample_rate_hz))
         audio, rates, noisy = [], [], []
         for _ in range(size):
-            use_synth = self.synthetic and self.rng.random() < self.data.synthetic_fraction
-            x, rate = self._synthetic(n) if use_synth else self._real(n)
-            flag = 0
-            if self.augment.enabled:
-                x, flag = self._noise(x)
+            u = self.rng.random()
+            if self.air and u < self.data.air_fraction:  # the simulator's clips bring their own room noise
+                x, rate, flag = self._air(n)
+            else:
+                use_synth = self.synthetic and u < self.data.air_fraction + self.data.synthetic_fraction
+                x, rate = self._synthetic(n) if use_synth else self._real(n)
+                flag = 0
+                if self.augment.enabled:
+                    x, flag = self._noise(x)
+            if self.rng.random() < self.data.band_limit_fraction:
+                x = band_limit(x, self.clip.sample_rate_hz, self.rng)
             audio.append(x)
             rates.append(rate)
             noisy.append(flag)

@@ -1,5 +1,6 @@
 """Train one respiratory-rate experiment: subject-disjoint split, multi-task loss with
-dynamic weight averaging, epoch selection on the validation CCC of the recording rates,
+dynamic weight averaging, epoch selection on the validation CCC (or MAE) of the recording rates
+(validation subjects, and simulated air-microphone clips where the config asks for them),
 the spectral-refinement tolerance and the three-halves check chosen on validation MAE,
 test scored once with and without them.
 """
@@ -23,6 +24,7 @@ from pulmo.losses.ccc import ccc_cost
 from pulmo.losses.focal import focal_loss
 from pulmo.losses.multitask import DynamicWeightAverage, convex_mixture
 from pulmo.losses.rate_bins import rate_bin_loss
+from pulmo.resp_rate.air_data import air_validation_clips
 from pulmo.resp_rate.config import ClipConfig, RespRateConfig, save_rr_config
 from pulmo.resp_rate.data import ClipSampler, Recording, load_recordings, subject_folds
 from pulmo.resp_rate.evaluate import LabelledAudio, labelled_recordings, score_model
@@ -78,7 +80,7 @@ def run_rr_experiment(cfg: RespRateConfig, out_dir: str | Path, progress: bool =
     breath_counts, noise_counts = np.zeros(3), np.zeros(2)
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
     history = []
-    val_items = labelled_recordings(recs["val"])
+    val_items = labelled_recordings(recs["val"]) + air_validation_items(cfg)
     val_clip = ClipConfig(**{**cfg.clip.__dict__, "hop_s": cfg.train.val_hop_s})
     steps = max(cfg.train.clips_per_epoch // cfg.train.batch_size, 1)
     for epoch in range(cfg.train.epochs):
@@ -98,12 +100,12 @@ def run_rr_experiment(cfg: RespRateConfig, out_dir: str | Path, progress: bool =
             sums += losses.detach()
         dwa.end_epoch((sums / steps).tolist())
         val = score_model(NetPredictor(net, val_clip), val_items)
-        score = val["recording"]["ccc"]
+        score = val["recording"]["ccc"] if cfg.train.select_on == "ccc" else -val["recording"]["mae"]
         history.append({"epoch": epoch, "losses": dict(zip(TASK_NAMES, (sums / steps).tolist())),
-                        "dwa": lam.tolist(), "val_ccc": score, "val_mae": val["recording"]["mae"],
+                        "dwa": lam.tolist(), "val_ccc": val["recording"]["ccc"], "val_mae": val["recording"]["mae"],
                         "val_window_mae": val["window"]["mae"], "seconds": time.time() - started})
         if progress:
-            print(f"epoch {epoch:3d} loss {float((sums / steps).sum()):.3f} val CCC {score:.3f} "
+            print(f"epoch {epoch:3d} loss {float((sums / steps).sum()):.3f} val CCC {val['recording']['ccc']:.3f} "
                   f"MAE {val['recording']['mae']:.2f} (window {val['window']['mae']:.2f}) {time.time() - started:.0f} s",
                   flush=True)
         if best is None or score > best[0]:
@@ -119,6 +121,14 @@ def run_rr_experiment(cfg: RespRateConfig, out_dir: str | Path, progress: bool =
     write_run(out, net, cfg, metrics)
     (out / "history.json").write_text(json.dumps(history, indent=1))
     return metrics
+
+
+def air_validation_items(cfg: RespRateConfig) -> list[LabelledAudio]:
+    """The ``data.val_air`` simulated air-microphone validation clips at the working rate (none by default)."""
+    d = cfg.data
+    clips = air_validation_clips(d.val_air, d.val_air_s, cfg.clip.sample_rate_hz, d.val_air_seed,
+                                 cfg.augment.noisy_below_snr_db)
+    return [LabelledAudio(f"air_val/{i}", c.samples, c.rate_bpm, c.noisy, "air") for i, c in enumerate(clips)]
 
 
 def select_post_processing(net: RateNet, clip: ClipConfig, val_items: list[LabelledAudio]) -> tuple[ClipConfig, dict[str, Any]]:
@@ -151,9 +161,13 @@ def select_post_processing(net: RateNet, clip: ClipConfig, val_items: list[Label
 
 
 def finish_run(net: RateNet, cfg: RespRateConfig, recs: dict[str, list[Recording]], metrics: dict[str, Any]) -> None:
-    """Choose the post-processing on validation (into ``cfg.clip``), then score validation and
-    test (neural only and as chosen) into ``metrics``."""
-    cfg.clip, metrics["refine"] = select_post_processing(net, cfg.clip, labelled_recordings(recs["val"]))
+    """Choose the post-processing on validation (the validation recordings and any simulated
+    air clips, into ``cfg.clip``), then score validation, the air clips (``val_air``) and test
+    (neural only and as chosen) into ``metrics``."""
+    air = air_validation_items(cfg)
+    cfg.clip, metrics["refine"] = select_post_processing(net, cfg.clip, labelled_recordings(recs["val"]) + air)
+    if air:
+        metrics["val_air"] = score_model(NetPredictor(net, cfg.clip), air)["recording"]
     test_items = labelled_recordings(recs["test"])
     raw = replace(cfg.clip, refine_tolerance=0.0, three_halves_check=False, posterior_weight=None)
     metrics["test_neural_only"] = score_model(NetPredictor(net, raw), test_items)["recording"]
@@ -166,7 +180,8 @@ def finish_run(net: RateNet, cfg: RespRateConfig, recs: dict[str, list[Recording
 
 def write_run(out: Path, net: RateNet, cfg: RespRateConfig, metrics: dict[str, Any]) -> None:
     """``model.pt`` (fp32, with the chosen post-processing) and ``metrics.json`` of a finished run."""
-    save_rr_checkpoint(out / "model.pt", net, cfg, {k: metrics[k] for k in ("val", "test", "test_neural_only", "selected_epoch", "refine", "subjects")})
+    save_rr_checkpoint(out / "model.pt", net, cfg, {k: metrics[k] for k in ("val", "val_air", "test", "test_neural_only", "selected_epoch", "refine", "subjects")
+                                                          if k in metrics})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
 
 
