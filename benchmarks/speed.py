@@ -1,16 +1,20 @@
 """Inference speed and accuracy per runtime: PyTorch eager, ONNX FP32, ONNX int8.
 
-    python benchmarks/speed.py [--tasks lung-sounds detect] [--repeats 5] [--threads 2] [--limit 0]
+    python benchmarks/speed.py [--tasks lung-sounds cxr detect] [--repeats 5] [--threads 2] [--limit 0]
 
 Lung sounds: per-cycle latency and throughput at batch 1 and batch 64 (2.5 s cycles at the
 model's rate, random but fixed waveforms), and the ICBHI score on the covered official test split.
-Detector: per-tile latency and throughput of the network with its NMS at batch 1 and batch 8 (the
-tiled pipeline's batch; 256-px tiles of the first SIXray test images), and tiled detection of the
-SIXray test split (``xray_det``: precision, recall, F1 at IoU 0.5, and the pipeline's own tiles/s).
-Timings are the median of ``--repeats`` timed passes after one warm-up; every runtime gets the
-same number of threads; the largest output difference from PyTorch is on the same inputs.
+Chest X-ray: the network per image at batch 1 and batch 64 (normalised inputs made from the
+first validation images), accuracy and macro-F1 on ``covid19_3class`` validation images.
+Detector: per-tile latency and throughput of the network with its NMS at batch 1, 8 (the tiled
+pipeline's batch) and 64 (the model's tiles of the first SIXray test images), and tiled detection
+of the SIXray test split (``xray_det``: precision, recall, F1 at IoU 0.5, the pipeline's tiles/s).
+Timings are the median of ``--repeats`` timed passes after one warm-up, the runtimes timed in
+turn within each round (:func:`speed_rows`); every runtime gets the same number of threads; the
+largest output difference from PyTorch, and the share of the same most likely class, are on the
+same inputs.
 Writes one section per task into ``results/speed.md`` (a task not run keeps its section from
-the last run that had it) and ``results/speed.csv`` (lung sounds) / ``results/speed_detect.csv``.
+the last run that had it) and ``results/speed.csv`` (lung sounds) / ``results/speed_<task>.csv``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -48,24 +53,51 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def timed(run: Callable[[], Any], repeats: int) -> float:
-    """Median seconds of ``run()`` (after a warm-up call)."""
+def speed_rows(unit: str, batches: tuple[int, ...], runs: list[Callable[[int], Any]], repeats: int) -> list[Row]:
+    """One row per runtime with ``batch{b}_ms_per_{unit}`` and ``batch{b}_{unit}s_per_s``;
+    ``runs[i](b)`` runs a batch of ``b`` in runtime ``i``. Per batch size, after one warm-up
+    call each, ``repeats`` rounds time every runtime once in turn, so that all of them see the
+    same load of the other jobs on the machine; each gets the median of its times."""
+    rows: list[Row] = [{"runtime": name} for name in RUNTIMES[:len(runs)]]
     with torch.no_grad():
-        run()
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for batch in batches:
+            times: list[list[float]] = [[] for _ in runs]
+            for run in runs:
+                run(batch)
+            for _ in range(repeats):
+                for run, spent in zip(runs, times):
+                    t = time.perf_counter()
+                    run(batch)
+                    spent.append(time.perf_counter() - t)
+            for row, spent in zip(rows, times):
+                seconds = statistics.median(spent)
+                row[f"batch{batch}_ms_per_{unit}"] = round(1000 * seconds / batch, 2)
+                row[f"batch{batch}_{unit}s_per_s"] = round(batch / seconds, 1)
+    return rows
 
 
-def speed_columns(row: Row, unit: str, batches: tuple[int, ...], run: Callable[[int], Any], repeats: int) -> None:
-    """Add ``batch{b}_ms_per_{unit}`` and ``batch{b}_{unit}s_per_s`` to ``row``; ``run(b)`` runs a batch of ``b``."""
-    for batch in batches:
-        seconds = timed(lambda: run(batch), repeats)
-        row[f"batch{batch}_ms_per_{unit}"] = round(1000 * seconds / batch, 2)
-        row[f"batch{batch}_{unit}s_per_s"] = round(batch / seconds, 1)
+def compared_with_torch(probs: np.ndarray, reference: np.ndarray) -> Row:
+    """``(N, K)`` probabilities against PyTorch's on the same inputs: the largest difference and
+    the share of inputs whose most likely class is the same."""
+    return {"max_prob_diff_vs_torch": float(f"{np.abs(probs - reference).max():.2e}"),
+            "same_class_as_torch": round(float((probs.argmax(1) == reference.argmax(1)).mean()), 3)}
+
+
+def classifier_rows(unit: str, nets: list[Any], same_input: torch.Tensor, score: Callable[[Any], Row],
+                    repeats: int) -> list[Row]:
+    """Rows of a classifier per runtime (``nets``, PyTorch first): speed at batch 1 and 64 on
+    ``same_input`` (64 inputs), ``score(net)`` (its metrics on the real evaluation set; ``{}``
+    without the data), and its probabilities on ``same_input`` compared with PyTorch's."""
+    rows = speed_rows(unit, (1, 64), [lambda b, net=net: net(same_input[:b]) for net in nets], repeats)
+    reference = None
+    for row, net in zip(rows, nets):
+        row.update(score(net))
+        with torch.no_grad():
+            probs = torch.softmax(net(same_input).float(), 1).numpy()
+        reference = probs if reference is None else reference
+        row.update(compared_with_torch(probs, reference))
+        print(row, file=sys.stderr)
+    return rows
 
 
 def bench_lung_sounds(args: argparse.Namespace) -> list[Row]:
@@ -77,25 +109,44 @@ def bench_lung_sounds(args: argparse.Namespace) -> list[Row]:
     rng = np.random.default_rng(0)
     same_input = torch.from_numpy((0.1 * rng.standard_normal((64, pipe.audio.cycle_samples))).astype(np.float32))
     data = default_data_root() / "icbhi"
-    rows, reference = [], None
-    for name, net in zip(RUNTIMES, nets):
-        row: Row = {"runtime": name}
-        speed_columns(row, "cycle", (1, 64), lambda b: net(same_input[:b]), args.repeats)
-        if (data / "annotations").is_dir():
-            pipe.net = net
-            report = evaluate_icbhi(pipe, data, "test", limit=args.limit, progress=True)
-            row.update(icbhi_score=round(report["score"], 4), sensitivity=round(report["sensitivity"], 4),
-                       specificity=round(report["specificity"], 4), n=report["n"])
-        with torch.no_grad():
-            probs = torch.softmax(net(same_input).float(), 1).numpy()
-        reference = probs if reference is None else reference
-        row["max_prob_diff_vs_torch"] = float(f"{np.abs(probs - reference).max():.2e}")
-        rows.append(row)
-        print(row, file=sys.stderr)
-    return rows
+
+    def score(net: Any) -> Row:
+        if not (data / "annotations").is_dir():
+            return {}
+        pipe.net = net
+        report = evaluate_icbhi(pipe, data, "test", limit=args.limit, progress=True)
+        return {"icbhi_score": round(report["score"], 4), "sensitivity": round(report["sensitivity"], 4),
+                "specificity": round(report["specificity"], 4), "n": report["n"]}
+
+    return classifier_rows("cycle", nets, same_input, score, args.repeats)
 
 
-def test_tiles(pipe: Any, root: Path, n: int = 8) -> torch.Tensor:
+def bench_cxr(args: argparse.Namespace) -> list[Row]:
+    from pulmo.cxr.preprocess import normalize_tensor, prepare_gray
+    from pulmo.data.image_io import read_image
+    from pulmo.inference.cxr import CxrPipeline
+
+    pipe = CxrPipeline.from_checkpoint()
+    nets = [pipe.model.eval(), OnnxClassifier(cached_export(None, task="cxr"), args.threads),
+            OnnxClassifier(cached_export(None, int8=True, task="cxr"), args.threads)]
+    data = default_data_root() / "cxr" / "covid19_3class"
+    size = pipe.cfg.image.size_px
+    files = sorted((data / "val").glob("*/*"))[:64]
+    grays = (np.stack([prepare_gray(read_image(f), pipe.cfg.image) for f in files]) if len(files) == 64
+             else np.random.default_rng(0).random((64, size, size), dtype=np.float32))
+    same_input = normalize_tensor(torch.from_numpy(grays)[:, None], pipe.cfg.image)
+
+    def score(net: Any) -> Row:
+        if not (data / "val").is_dir():
+            return {}
+        pipe.model = net
+        report = pipe.evaluate_folder(data, "val")
+        return {"accuracy": round(report["accuracy"], 4), "macro_f1": round(report["macro_f1"], 4), "n": report["n"]}
+
+    return classifier_rows("image", nets, same_input, score, args.repeats)
+
+
+def test_tiles(pipe: Any, root: Path, n: int = 64) -> torch.Tensor:
     """``(n, 3, tile, tile)``: the first ``n`` grid tiles of the first SIXray test images (noise without the data)."""
     from pulmo.data.adapters.voc_xml import read_voc_folder
     from pulmo.data.remap import apply_mapping
@@ -126,48 +177,67 @@ def bench_detect(args: argparse.Namespace) -> list[Row]:
     data = default_data_root() / "xray_det"
     tiles = test_tiles(pipe, data)
     conf, iou = pipe.inference.conf, pipe.inference.iou
-    rows, reference = [], None
-    for name, net in zip(RUNTIMES, nets):
+
+    def run(batch: int, net: torch.nn.Module) -> Any:
         det.net = net
-        row: Row = {"runtime": name}
-        speed_columns(row, "tile", (1, 8), lambda b: det.predict(tiles[:b], conf=conf, iou=iou), args.repeats)
+        return det.predict(tiles[:batch], conf=conf, iou=iou)
+
+    rows = speed_rows("tile", (1, 8, 64), [lambda b, net=net: run(b, net) for net in nets], args.repeats)
+    reference = None
+    for row, net in zip(rows, nets):
+        det.net = net
         if data.is_dir():
             report = pipe.evaluate_folder(data, "test", limit=args.limit, progress=True)
             row.update(precision=round(report["precision"], 4), recall=round(report["recall"], 4), f1=round(report["f1"], 4),
                        map50=round(report["map50"], 4), n=report["n"], tiled_tiles_per_s=round(report["tiles_per_s"], 1))
         with torch.no_grad():
-            raw = net.eval()(tiles)
+            raw = net.eval()(tiles[:8])
         raw = (raw[0] if isinstance(raw, (tuple, list)) else raw).numpy()
         reference = raw if reference is None else reference
         row["max_prob_diff_vs_torch"] = float(f"{np.abs(raw[:, 4:] - reference[:, 4:]).max():.2e}")
         row["max_box_diff_px_vs_torch"] = float(f"{np.abs(raw[:, :4] - reference[:, :4]).max():.2e}")
-        rows.append(row)
         print(row, file=sys.stderr)
     return rows
 
 
-SECTIONS: dict[str, tuple[str, str, list[str], Callable[[argparse.Namespace], list[Row]]]] = {
-    "lung-sounds": ("Lung sounds", "speed.csv", ["runtime", "batch1_ms_per_cycle", "batch64_ms_per_cycle",
-                                                 "batch64_cycles_per_s", "speedup_batch64", "icbhi_score", "sensitivity",
-                                                 "specificity", "max_prob_diff_vs_torch"], bench_lung_sounds),
-    "detect": ("Detector (YOLOv5n, tiled)", "speed_detect.csv",
-               ["runtime", "batch1_ms_per_tile", "batch8_ms_per_tile", "batch8_tiles_per_s", "speedup_batch8",
-                "tiled_tiles_per_s", "precision", "recall", "f1", "map50", "n", "max_prob_diff_vs_torch",
-                "max_box_diff_px_vs_torch"], bench_detect),
+@dataclass(frozen=True)
+class Section:
+    """One task's table: its title, csv file, columns, benchmark, and the throughput column its speed-up is of."""
+
+    title: str
+    csv: str
+    cols: list[str]
+    bench: Callable[[argparse.Namespace], list[Row]]
+    throughput: str
+
+
+SECTIONS = {
+    "lung-sounds": Section("Lung sounds", "speed.csv",
+                           ["runtime", "batch1_ms_per_cycle", "batch64_ms_per_cycle", "batch64_cycles_per_s",
+                            "speedup_batch64", "icbhi_score", "sensitivity", "specificity", "max_prob_diff_vs_torch",
+                            "same_class_as_torch"],
+                           bench_lung_sounds, "batch64_cycles_per_s"),
+    "cxr": Section("Chest X-ray (EfficientNet-Lite0 + head)", "speed_cxr.csv",
+                   ["runtime", "batch1_ms_per_image", "batch64_ms_per_image", "batch64_images_per_s", "speedup_batch64",
+                    "accuracy", "macro_f1", "n", "max_prob_diff_vs_torch", "same_class_as_torch"], bench_cxr, "batch64_images_per_s"),
+    "detect": Section("Detector (YOLOv5n, tiled)", "speed_detect.csv",
+                      ["runtime", "batch1_ms_per_tile", "batch8_ms_per_tile", "batch64_ms_per_tile", "batch8_tiles_per_s",
+                       "speedup_batch8", "tiled_tiles_per_s", "precision", "recall", "f1", "map50", "n",
+                       "max_prob_diff_vs_torch", "max_box_diff_px_vs_torch"], bench_detect, "batch8_tiles_per_s"),
 }
 
 
 def section(task: str, rows: list[Row], args: argparse.Namespace) -> list[str]:
     """The markdown section of one task's table, with the command, device and load that made it."""
-    title, _, cols, _ = SECTIONS[task]
+    title, cols = SECTIONS[task].title, SECTIONS[task].cols
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     limit = f" --limit {args.limit}" if args.limit else ""
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return [f"## {title}", "",
-            f"`nice -n 10 python benchmarks/speed.py --tasks {task} --repeats {args.repeats} --threads {args.threads}{limit}` "
+            f"`nice -n 10 python benchmarks/speed.py --tasks {' '.join(args.tasks)} --repeats {args.repeats} --threads {args.threads}{limit}` "
             f"({when}) on {cpu_name()}, {os.cpu_count()} cores, {args.threads} threads per runtime, load average "
             f"{load:.1f} when it finished (other jobs shared the CPU: compare rows of this table, not with other runs). "
-            "Latency and throughput: median of the timed passes.", "",
+            "Latency and throughput: median of the timed passes, the runtimes timed in turn in each round.", "",
             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols),
             *("| " + " | ".join(str(r.get(c, "-")) for c in cols) + " |" for r in rows)]
 
@@ -196,21 +266,21 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     sections = kept_sections(args.out)
     for task in args.tasks:
-        title, csv_name, cols, bench = SECTIONS[task]
-        rows = bench(args)
-        throughput, speedup = cols[3], cols[4]  # at the larger batch, and its ratio to PyTorch eager's
+        spec = SECTIONS[task]
+        rows = spec.bench(args)
+        speedup = "speedup_" + spec.throughput.split("_")[0]  # the throughput's ratio to PyTorch eager's
         for row in rows:
-            row[speedup] = round(float(row[throughput]) / float(rows[0][throughput]), 2)
+            row[speedup] = round(float(row[spec.throughput]) / float(rows[0][spec.throughput]), 2)
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        with (args.out.parent / csv_name).open("w", newline="") as fh:
+        with (args.out.parent / spec.csv).open("w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)
-        sections[title] = section(task, rows, args)
+        sections[spec.title] = section(task, rows, args)
     lines = ["# Inference speed per runtime", ""]
-    for title, _, _, _ in SECTIONS.values():
-        if title in sections:
-            lines += [*sections[title], ""]
+    for spec in SECTIONS.values():
+        if spec.title in sections:
+            lines += [*sections[spec.title], ""]
     args.out.write_text("\n".join(lines).rstrip() + "\n")
     print("\n".join(lines))
     return 0

@@ -54,14 +54,15 @@ def test_evaluate_with_the_onnx_runtime_matches_torch(tiny, tmp_path, monkeypatc
     assert reports["onnx"]["score"] == pytest.approx(reports["torch"]["score"], abs=0.005)
 
 
-def test_tasks_without_an_exporter_say_so(capsys):
+def test_tasks_and_runtimes_not_offered_say_so(capsys):
     from pulmo.export import export
 
     with pytest.raises(ConfigError, match="not in this version"):
         export("resp-rate", None, "x.onnx")
-    assert main(["evaluate", "--task", "resp-rate", "--runtime", "onnx"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "not available for resp-rate" in err
+    for task, runtime in (("resp-rate", "onnx"), ("cxr", "onnx-int8")):  # no export; int8 that changes decisions
+        assert main(["evaluate", "--task", task, "--runtime", runtime]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"not available for {task}" in err
 
 
 def test_exported_chest_model_gives_the_same_logits(tmp_path):

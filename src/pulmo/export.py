@@ -21,8 +21,9 @@ The first two go through ``torch.onnx.export(dynamo=True)``.
 activations) with activation ranges calibrated on real inputs of the training side only: ICBHI
 training cycles for lung sounds, ``covid19_3class/train`` images for the chest model, one tile
 each of ``xray_det`` training images for the detector, read from the data root; where that data
-is absent, synthetic inputs are used and a warning says so. The respiratory-rate model is not
-exported by this version and says so (docs/design.md, "Runtimes").
+is absent, synthetic inputs are used and a warning says so. ``--runtime onnx-int8`` is not offered
+for the chest X-ray model (:data:`INT8_WITHHELD`). The respiratory-rate model is not exported by
+this version and says so (docs/design.md, "Runtimes").
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ from pulmo.errors import ConfigError
 
 EXPORTABLE = ("lung-sounds", "cxr", "detect")
 RUNTIMES = ("torch", "onnx", "onnx-int8")
+# int8 kept only where it keeps the model's decisions (results/speed.md); FP32 elsewhere
+INT8_WITHHELD = {"cxr": "on the bundled model, int8 changes the most likely class of about a third of the validation "
+                        "images (results/speed.md); use --runtime onnx"}
 OPSET = 18  # STFT needs opset 17 or later
 
 
@@ -205,6 +209,8 @@ def check_runtime(task: str, runtime: str) -> None:
     if runtime != "torch" and task not in EXPORTABLE:
         raise ConfigError(f"--runtime {runtime} is not available for {task} (no ONNX export in this version; "
                           f"exportable: {', '.join(EXPORTABLE)}); run {task} with --runtime torch")
+    if runtime == "onnx-int8" and task in INT8_WITHHELD:
+        raise ConfigError(f"--runtime onnx-int8 is not available for {task}: {INT8_WITHHELD[task]}")
 
 
 def use_runtime(task: str, pipe: Any, checkpoint: str | Path | None, runtime: str) -> Any:
