@@ -167,13 +167,13 @@ def test_tiles(pipe: Any, root: Path, n: int = 64) -> torch.Tensor:
 
 
 def bench_detect(args: argparse.Namespace) -> list[Row]:
-    from pulmo.detect.export import OnnxNet
+    from pulmo.inference.onnx import OnnxModule
     from pulmo.inference.detect import DetectPipeline
 
     pipe = DetectPipeline.from_checkpoint()
     det = pipe.detector
-    nets = [det.net, OnnxNet(cached_export(None, task="detect"), args.threads),
-            OnnxNet(cached_export(None, int8=True, task="detect"), args.threads)]
+    nets = [det.net, OnnxModule(cached_export(None, task="detect"), threads=args.threads),
+            OnnxModule(cached_export(None, int8=True, task="detect"), threads=args.threads)]
     data = default_data_root() / "xray_det"
     tiles = test_tiles(pipe, data)
     conf, iou = pipe.inference.conf, pipe.inference.iou

@@ -65,16 +65,18 @@ def test_tasks_and_runtimes_not_offered_say_so(capsys):
         assert len(err.splitlines()) == 1 and f"not available for {task}" in err
 
 
-def test_exported_chest_model_gives_the_same_logits(tmp_path):
-    from pulmo.export import OnnxClassifier, export
+def test_exported_chest_model_gives_the_same_logits_and_grad_cam(tmp_path):
+    from pulmo.export import export
     from pulmo.inference.cxr import CxrPipeline
+    from pulmo.inference.onnx import OnnxModule
     from tests.frontdoor_fixtures import chest_phantom
 
     pipe = CxrPipeline.from_checkpoint()
     grays = [chest_phantom(256, seed) for seed in range(3)]
-    expected = pipe.logits(grays)
-    pipe.model = OnnxClassifier(export("cxr", None, str(tmp_path / "cxr.onnx")))
+    expected, heat = pipe.logits(grays), pipe.heatmap(grays[0], 1)
+    pipe.model = OnnxModule(export("cxr", None, str(tmp_path / "cxr.onnx")), pipe.model)
     assert np.abs(pipe.logits(grays) - expected).max() < 1e-3
+    assert np.abs(pipe.heatmap(grays[0], 1) - heat).max() < 1e-5  # onnxruntime has no gradients: PyTorch answers
 
 
 def test_int8_export_calibrates_and_stays_close(tiny, tmp_path, monkeypatch):
@@ -120,13 +122,13 @@ def tiny_detector(tmp_path_factory):
 
 def test_exported_detector_gives_pytorchs_boxes_and_probabilities(tiny_detector, tmp_path):
     from pulmo.detect.checkpoint import build_detector, read_detect_checkpoint
-    from pulmo.detect.export import OnnxNet
+    from pulmo.inference.onnx import OnnxModule
     from pulmo.export import export
 
     path = export("detect", str(tiny_detector), str(tmp_path / "det.onnx"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["det.onnx"]  # nothing else left by the exporter
     det = build_detector(read_detect_checkpoint(tiny_detector))
-    onnx_net = OnnxNet(path)
+    onnx_net = OnnxModule(path)
     rng = np.random.default_rng(0)
     for shape in ((3, 3, 64, 64), (1, 3, 96, 64)):  # batch and tile size are dynamic
         x = torch.from_numpy(rng.random(shape, dtype=np.float32))
@@ -183,6 +185,7 @@ def test_analyze_and_serve_take_a_runtime(tiny_detector, tmp_path, monkeypatch, 
         results[runtime] = json.loads(capsys.readouterr().out)[0]
     assert list((tmp_path / "cache" / "onnx").glob("detect-*.onnx"))
     assert results["onnx"]["table"] == results["torch"]["table"]
+    assert results["onnx"]["model"]["runtime"] == "onnx" and "runtime" not in results["torch"]["model"]
     monkeypatch.setenv("PULMO_RUNTIME", "onnx-int8")  # the service's workers: an int8 export appears in the cache
     monkeypatch.setenv("PULMO_DATA", str(tmp_path / "no-data"))  # (calibrated on synthetic inputs)
     with pytest.warns(UserWarning, match="synthetic"), served(tmp_path / "serve", {"detect": str(tiny_detector)}) as srv:
@@ -203,7 +206,8 @@ def test_int8_detector_is_calibrated_on_training_tiles(tiny_detector, tmp_path, 
 
     from pulmo.data.adapters.synthetic_xray import write_synthetic_body_scans
     from pulmo.detect.checkpoint import build_detector, read_detect_checkpoint
-    from pulmo.detect.export import OnnxNet, calibration_tiles
+    from pulmo.detect.export import calibration_tiles
+    from pulmo.inference.onnx import OnnxModule
     from pulmo.export import export
 
     write_synthetic_body_scans(tmp_path / "data" / "xray_det", {"train": 3}, seed=1, height=120, width=100)
@@ -216,6 +220,6 @@ def test_int8_detector_is_calibrated_on_training_tiles(tiny_detector, tmp_path, 
     x = torch.from_numpy(calibration_tiles(tiny_detector, tmp_path / "data" / "xray_det", 3, np.random.default_rng(2)))
     with torch.no_grad():
         expected = build_detector(read_detect_checkpoint(tiny_detector)).net(x)[0].numpy()
-    got = OnnxNet(path)(x).numpy()
+    got = OnnxModule(path)(x).numpy()
     # a random network magnifies int8 rounding at a few anchors; int8 accuracy on real data: results/speed.md
     assert got.shape == expected.shape and np.median(np.abs(got[:, 4:] - expected[:, 4:])) < 0.01

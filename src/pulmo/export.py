@@ -216,9 +216,11 @@ def check_runtime(task: str, runtime: str) -> None:
 def use_runtime(task: str, pipe: Any, checkpoint: str | Path | None, runtime: str) -> Any:
     """``pipe``, ``task``'s inference pipeline of ``checkpoint`` (bundled when None), with its network
     run in ``runtime``: ``torch`` leaves it as it is; ``onnx`` / ``onnx-int8`` put the cached FP32 /
-    int8 export (:func:`cached_export`) in its place (``pipe.net`` of lung sounds, ``pipe.model``
-    of the chest X-ray, ``pipe.detector.net`` of the detector), run with as many threads as PyTorch
-    has (``OMP_NUM_THREADS`` where set; onnxruntime's own default is every core). Returns ``pipe``."""
+    int8 export (:func:`cached_export`, as :class:`~pulmo.inference.onnx.OnnxModule`) in its place
+    (``pipe.net`` of lung sounds, ``pipe.model`` of the chest X-ray, ``pipe.detector.net`` of the
+    detector), run with as many threads as PyTorch
+    has (``OMP_NUM_THREADS`` where set; onnxruntime's own default is every core), and ``runtime``
+    added to ``pipe.model_info`` (what results name as their model). Returns ``pipe``."""
     check_runtime(task, runtime)
     if runtime == "torch":
         return pipe
@@ -226,15 +228,16 @@ def use_runtime(task: str, pipe: Any, checkpoint: str | Path | None, runtime: st
 
     _need_onnx()
     path = cached_export(checkpoint, int8=runtime == "onnx-int8", task=task)
+    from pulmo.inference.onnx import OnnxModule
+
     threads = torch.get_num_threads()
     if task == "detect":
-        from pulmo.detect.export import OnnxNet
-
-        pipe.detector.net = OnnxNet(path, threads)
+        pipe.detector.net = OnnxModule(path, threads=threads)
     elif task == "cxr":
-        pipe.model = OnnxClassifier(path, threads)
+        pipe.model = OnnxModule(path, pipe.model, threads)  # PyTorch kept for Grad-CAM's gradients
     else:
-        pipe.net = OnnxClassifier(path, threads)
+        pipe.net = OnnxModule(path, threads=threads)
+    pipe.model_info["runtime"] = runtime
     return pipe
 
 

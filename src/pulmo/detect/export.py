@@ -1,11 +1,12 @@
-"""The detector to ONNX through ultralytics' own exporter, and back into tiled inference.
+"""The detector to ONNX through ultralytics' own exporter, and the tiles that calibrate its int8 export.
 
 The exported graph is the YOLO network after Conv+BN fusion (``Exporter(format="onnx",
 dynamic=True)``): input ``images`` ``(batch, 3, H, W)`` float32 in [0, 1], batch and size
 dynamic (multiples of the stride), output ``output0`` ``(batch, 4 + classes, anchors)``: box
 centre x, centre y, width, height in input pixels, then class probabilities. NMS stays outside
-the graph: :class:`OnnxNet` takes the place of ``UltralyticsYolo.net``, so both runtimes share
-the detector's ``predict`` (thresholds, ultralytics' NMS) and the tiling around it.
+the graph: :class:`~pulmo.inference.onnx.OnnxModule` takes the place of ``UltralyticsYolo.net``,
+so both runtimes share the detector's ``predict`` (thresholds, ultralytics' NMS) and the tiling
+around it.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
 from pulmo.detect.checkpoint import build_detector, read_detect_checkpoint
 
@@ -40,20 +39,6 @@ def export_detector(checkpoint: str | Path, out: str | Path) -> tuple[int, int, 
     return 3, tile, tile
 
 
-class OnnxNet(nn.Module):
-    """The exported network run by onnxruntime in place of ``UltralyticsYolo.net``:
-    images ``(B, 3, H, W)`` in [0, 1] -> raw predictions ``(B, 4 + classes, anchors)``."""
-
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        super().__init__()
-        from pulmo.export import OnnxClassifier
-
-        self.runner = OnnxClassifier(path, threads)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.runner(images)
-
-
 def calibration_tiles(checkpoint: str | Path | None, root: Path, n: int, rng: np.random.Generator) -> np.ndarray:
     """``(n, 3, tile, tile)`` detector inputs for int8 calibration: one grid tile, chosen at
     random, from each of ``n`` training images of the VOC folder ``root`` (prepared and
@@ -76,4 +61,4 @@ def calibration_tiles(checkpoint: str | Path | None, root: Path, n: int, rng: np
     return np.stack(tiles).astype(np.float32)
 
 
-__all__ = ["OnnxNet", "calibration_tiles", "export_detector"]
+__all__ = ["calibration_tiles", "export_detector"]

@@ -63,16 +63,13 @@ class DetectPipeline:
         self.data_cfg, self.tiling, self.inference = configs_from_bundle(bundle)
         self.detector = build_detector(bundle)
         self.sha256 = file_hash(path)
+        self.model_info: dict[str, str] = {"name": bundle["name"], "checkpoint": path.name, "sha256": self.sha256,
+                                           "pulmo_version": pulmo.__version__}
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None) -> DetectPipeline:
         path = Path(path) if path else default_checkpoint("detect")
         return cls(read_detect_checkpoint(path), path)
-
-    @property
-    def model_info(self) -> dict[str, str]:
-        return {"name": self.bundle["name"], "checkpoint": self.path.name, "sha256": self.sha256,
-                "pulmo_version": pulmo.__version__}
 
     def _threshold(self, label: str) -> float:
         t = self.thresholds
@@ -97,7 +94,7 @@ class DetectPipeline:
         dets = [Detection(self.labels[k], float(sc), tuple(float(v) for v in box)) for box, sc, k in zip(b, s, lab)
                 if sc >= self._threshold(self.labels[k])]
         dets.sort(key=lambda d: -d.score)
-        return DetectResult(str(path), raw.shape[1], raw.shape[0], dets, self.model_info), raw, prep.levels
+        return DetectResult(str(path), raw.shape[1], raw.shape[0], dets, dict(self.model_info)), raw, prep.levels
 
     def evaluate_folder(self, root: str | Path, split: str, limit: int = 0, progress: bool = True) -> dict[str, Any]:
         """Tiled inference on every image of a VOC split; whole-image metrics at IoU 0.5
