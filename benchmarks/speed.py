@@ -8,7 +8,8 @@ Chest X-ray: the network per image at batch 1 and batch 64 (normalised inputs ma
 first validation images), accuracy and macro-F1 on ``covid19_3class`` validation images.
 Detector: per-tile latency and throughput of the network with its NMS at batch 1, 8 (the tiled
 pipeline's batch) and 64 (the model's tiles of the first SIXray test images), and tiled detection
-of the SIXray test split (``xray_det``: precision, recall, F1 at IoU 0.5, the pipeline's tiles/s).
+of the SIXray test split (``xray_det``: precision, recall, F1 at IoU 0.5, the pipeline's tiles/s),
+beside SAHI's sliced prediction with the same weights (the ``detect-bench`` extra).
 Timings are the median of ``--repeats`` timed passes after one warm-up, the runtimes timed in
 turn within each round (:func:`speed_rows`); every runtime gets the same number of threads; the
 largest output difference from PyTorch, and the share of the same most likely class, are on the
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import os
 import platform
 import statistics
@@ -166,6 +168,51 @@ def test_tiles(pipe: Any, root: Path, n: int = 64) -> torch.Tensor:
     raise SystemExit(f"{root}: fewer than {n} test tiles")
 
 
+def scores(report: dict[str, Any]) -> Row:
+    """A detection report's precision, recall, F1 (IoU 0.5, per-class thresholds), mAP50 and n."""
+    return {k: round(report[k], 4) for k in ("precision", "recall", "f1", "map50")} | {"n": report["n"]}
+
+
+def sahi_row(pipe: Any, root: Path, limit: int) -> Row:
+    """SAHI's sliced prediction (``get_sliced_prediction``) with the pipeline's PyTorch weights, tile
+    geometry and thresholds on the SIXray test split, as ``benchmarks/xray_detect.py sahi`` runs it:
+    its tiles per second (images decoded before timing, as the pipeline's own count leaves out
+    decoding) and its scores."""
+    import logging
+
+    from PIL import Image
+    from sahi import AutoDetectionModel
+    from sahi.predict import get_sliced_prediction
+    from sahi.slicing import get_slice_bboxes
+    from xray_detect import ultralytics_yolo  # benchmarks/ is this script's folder
+
+    from pulmo.data.adapters.voc_xml import read_voc_folder
+    from pulmo.data.remap import apply_mapping
+    from pulmo.metrics.detection import ImageDetections, detection_report
+
+    logging.getLogger("sahi").setLevel(logging.ERROR)
+    records = apply_mapping(read_voc_folder(root, "test"), pipe.mapping)[: limit or None]
+    tile = int(round(pipe.tiling.tile / pipe.data_cfg.image_scale))  # in the original image's pixels
+    overlap = pipe.tiling.overlap / pipe.tiling.tile
+    model = AutoDetectionModel.from_pretrained(model_type="ultralytics", model=ultralytics_yolo(pipe), device="cpu",
+                                               confidence_threshold=pipe.inference.conf, image_size=pipe.tiling.tile)
+    images = [np.asarray(Image.open(r.path).convert("RGB")) for r in records]
+    found, t0 = [], time.perf_counter()
+    for image in images:
+        found.append(get_sliced_prediction(image, model, slice_height=tile, slice_width=tile, overlap_height_ratio=overlap,
+                                           overlap_width_ratio=overlap, perform_standard_pred=False, verbose=0,
+                                           postprocess_type="GREEDYNMM", postprocess_match_metric="IOS",
+                                           postprocess_match_threshold=0.5).object_prediction_list)
+    seconds = time.perf_counter() - t0
+    n_tiles = sum(len(get_slice_bboxes(im.shape[0], im.shape[1], tile, tile, True, overlap, overlap)) for im in images)
+    dets = [ImageDetections(np.array([p.bbox.to_xyxy() for p in preds], dtype=float).reshape(-1, 4),
+                            np.array([p.score.value for p in preds], dtype=float),
+                            np.array([p.category.name for p in preds], dtype=object), r.boxes,
+                            np.array(r.labels, dtype=object)) for r, preds in zip(records, found)]
+    return {"runtime": "SAHI get_sliced_prediction (PyTorch eager, same weights)", "tiled_tiles_per_s": round(n_tiles / seconds, 1),
+            **scores(detection_report(dets, pipe.thresholds, classes=pipe.labels))}
+
+
 def bench_detect(args: argparse.Namespace) -> list[Row]:
     from pulmo.inference.onnx import OnnxModule
     from pulmo.inference.detect import DetectPipeline
@@ -188,8 +235,7 @@ def bench_detect(args: argparse.Namespace) -> list[Row]:
         det.net = net
         if data.is_dir():
             report = pipe.evaluate_folder(data, "test", limit=args.limit, progress=True)
-            row.update(precision=round(report["precision"], 4), recall=round(report["recall"], 4), f1=round(report["f1"], 4),
-                       map50=round(report["map50"], 4), n=report["n"], tiled_tiles_per_s=round(report["tiles_per_s"], 1))
+            row.update(scores(report), tiled_tiles_per_s=round(report["tiles_per_s"], 1))
         with torch.no_grad():
             raw = net.eval()(tiles[:8])
         raw = (raw[0] if isinstance(raw, (tuple, list)) else raw).numpy()
@@ -197,6 +243,14 @@ def bench_detect(args: argparse.Namespace) -> list[Row]:
         row["max_prob_diff_vs_torch"] = float(f"{np.abs(raw[:, 4:] - reference[:, 4:]).max():.2e}")
         row["max_box_diff_px_vs_torch"] = float(f"{np.abs(raw[:, :4] - reference[:, :4]).max():.2e}")
         print(row, file=sys.stderr)
+    if not importlib.util.find_spec("sahi"):
+        print("SAHI left out: pip install 'pulmo[detect-bench]'", file=sys.stderr)
+    elif data.is_dir():
+        det.net = nets[0]
+        rows.append(sahi_row(pipe, data, args.limit))
+        for row in rows:
+            row["tiled_vs_sahi"] = round(row["tiled_tiles_per_s"] / rows[-1]["tiled_tiles_per_s"], 2)
+        print(rows[-1], file=sys.stderr)
     return rows
 
 
@@ -222,7 +276,7 @@ SECTIONS = {
                     "accuracy", "macro_f1", "n", "max_prob_diff_vs_torch", "same_class_as_torch"], bench_cxr, "batch64_images_per_s"),
     "detect": Section("Detector (YOLOv5n, tiled)", "speed_detect.csv",
                       ["runtime", "batch1_ms_per_tile", "batch8_ms_per_tile", "batch64_ms_per_tile", "batch8_tiles_per_s",
-                       "speedup_batch8", "tiled_tiles_per_s", "precision", "recall", "f1", "map50", "n",
+                       "speedup_batch8", "tiled_tiles_per_s", "tiled_vs_sahi", "precision", "recall", "f1", "map50", "n",
                        "max_prob_diff_vs_torch", "max_box_diff_px_vs_torch"], bench_detect, "batch8_tiles_per_s"),
 }
 
@@ -270,10 +324,11 @@ def main(argv: list[str] | None = None) -> int:
         rows = spec.bench(args)
         speedup = "speedup_" + spec.throughput.split("_")[0]  # the throughput's ratio to PyTorch eager's
         for row in rows:
-            row[speedup] = round(float(row[spec.throughput]) / float(rows[0][spec.throughput]), 2)
+            if spec.throughput in row:  # not in a row of another tool (SAHI)
+                row[speedup] = round(float(row[spec.throughput]) / float(rows[0][spec.throughput]), 2)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         with (args.out.parent / spec.csv).open("w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
             w.writeheader()
             w.writerows(rows)
         sections[spec.title] = section(task, rows, args)
