@@ -93,6 +93,11 @@ def test_int8_export_calibrates_and_stays_close(tiny, tmp_path, monkeypatch):
         expected = torch.softmax(pipe.net.eval()(x), 1).numpy()
     got = torch.softmax(OnnxClassifier(path)(x), 1).numpy()
     assert not (tmp_path / "m8.fp32.onnx").exists() and np.abs(got - expected).max() < 0.1
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    fp32_1d = {i.name for i in graph.initializer if len(i.dims) == 3 and i.data_type == onnx.TensorProto.FLOAT}
+    assert any(node.op_type == "Conv" and node.input[1] in fp32_1d for node in graph.node)  # the STFT's kernels
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@
 Batch size dynamic in every export:
 
 - lung sounds: the whole :class:`~pulmo.engine.task.AudioClassifier`, feature extraction (STFT,
-  log power, normalisation) included: input ``(batch, samples)`` float32 at the model's sample
-  rate, output ``(batch, classes)`` logits;
+  log power, normalisation) included, the STFT as a convolution (:mod:`pulmo.export_stft`): input
+  ``(batch, samples)`` float32 at the model's sample rate, output ``(batch, classes)`` logits;
 - chest X-ray: the network after preprocessing: input ``(batch, channels, size, size)``, the
   normalised image tensor ``CxrPipeline.logits`` builds, output logits (temperature and the
   "uncertain" threshold stay in the pipeline);
@@ -43,6 +43,7 @@ RUNTIMES = ("torch", "onnx", "onnx-int8")
 INT8_WITHHELD = {"cxr": "on the bundled model, int8 changes the most likely class of about a third of the validation "
                         "images (results/speed.md); use --runtime onnx"}
 OPSET = 18  # STFT needs opset 17 or later
+EXPORT_FORMAT = 2  # in cached file names; 2: the lung-sound STFT as a convolution (pulmo.export_stft)
 
 
 def _network(task: str, checkpoint: str | Path | None) -> tuple[Any, Any]:
@@ -50,10 +51,11 @@ def _network(task: str, checkpoint: str | Path | None) -> tuple[Any, Any]:
     import torch
 
     if task == "lung-sounds":
+        from pulmo.export_stft import ExportedClassifier
         from pulmo.inference.lung_sounds import LungSoundPipeline
 
         pipe = LungSoundPipeline.from_checkpoint(checkpoint)
-        return pipe.net.eval(), torch.zeros(2, pipe.audio.cycle_samples)
+        return ExportedClassifier(pipe.net).eval(), torch.zeros(2, pipe.audio.cycle_samples)
     from pulmo.cxr.preprocess import normalize_tensor
     from pulmo.inference.cxr import CxrPipeline
 
@@ -93,15 +95,20 @@ def export_model(task: str, checkpoint: str | Path | None, out: str | Path, int8
 
 
 def quantize_int8(fp32: Path, out: Path, batches: list[np.ndarray]) -> None:
-    """Static QDQ quantisation of ``fp32``'s convolutions into ``out``, activation ranges from ``batches``."""
+    """Static QDQ quantisation of ``fp32``'s 2-D convolutions into ``out``, activation ranges from
+    ``batches``. 1-D convolutions (the lung-sound STFT's DFT kernels on raw audio,
+    :mod:`pulmo.export_stft`) stay FP32: 256 levels of raw audio (about 48 dB) would not carry
+    the 80 dB range of the log power."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = fp32.with_name(fp32.stem + ".pre.onnx")
     quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-    name = onnx.load(str(prepared), load_external_data=False).graph.input[0].name
-    feed = iter({name: b} for b in batches)
+    graph = onnx.load(str(prepared), load_external_data=False).graph
+    ranks = {init.name: len(init.dims) for init in graph.initializer}
+    one_d = [node.name for node in graph.node if node.op_type == "Conv" and ranks.get(node.input[1]) == 3]
+    feed = iter({graph.input[0].name: b} for b in batches)
 
     class Reader(CalibrationDataReader):
         def get_next(self) -> dict[str, np.ndarray] | None:
@@ -109,7 +116,7 @@ def quantize_int8(fp32: Path, out: Path, batches: list[np.ndarray]) -> None:
 
     try:
         quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                        nodes_to_exclude=one_d, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     finally:
         prepared.unlink(missing_ok=True)
 
@@ -184,13 +191,13 @@ class OnnxClassifier:
 
 def cached_export(checkpoint: str | Path | None, int8: bool = False, task: str = "lung-sounds") -> Path:
     """The ONNX file of ``task``'s model in ``checkpoint`` (bundled when None), exported once into
-    ``$PULMO_CACHE`` (default ``~/.cache/pulmo``) under the checkpoint's SHA-256."""
+    ``$PULMO_CACHE`` (default ``~/.cache/pulmo``) under the checkpoint's SHA-256 and :data:`EXPORT_FORMAT`."""
     from pulmo.inference.bundled import default_checkpoint
 
     source = Path(checkpoint) if checkpoint else default_checkpoint(task)
     digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
     cache = Path(os.environ.get("PULMO_CACHE", Path.home() / ".cache" / "pulmo")) / "onnx"
-    path = cache / f"{task}-{digest}{'-int8' if int8 else ''}.onnx"
+    path = cache / f"{task}-{digest}-v{EXPORT_FORMAT}{'-int8' if int8 else ''}.onnx"
     if not path.is_file():
         export_model(task, source, path, int8)
     return path
