@@ -17,7 +17,7 @@ Batch size dynamic in every export:
 
 The first two go through ``torch.onnx.export(dynamo=True)``.
 
-``--int8`` quantises the convolutions statically (onnxruntime QDQ: int8 weights, uint8
+``--int8`` quantises the 2-D convolutions statically (onnxruntime QDQ: int8 weights, uint8
 activations) with activation ranges calibrated on real inputs of the training side only: ICBHI
 training cycles for lung sounds, ``covid19_3class/train`` images for the chest model, one tile
 each of ``xray_det`` training images for the detector, read from the data root; where that data
