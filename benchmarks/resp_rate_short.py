@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 from resp_rate import cv_dir, load_rr_config_folds, pooled_report
-from resp_rate_composite import SYNTHETIC_VAL_SEED, Scored, choose_gate, fold_items, gate_name, predictions_report
+from resp_rate_composite import MIXED_VOTE, SYNTHETIC_VAL_SEED, Scored, choose_gate, fold_items, gate_name, predictions_report
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -82,14 +82,15 @@ def member_bundles(paths: list[Path], post_processing: bool) -> list[dict[str, A
 
 
 def clip_predictions(clips: list[Any], rate_nets: list[Any], breathing_nets: list[Any],
-                     gate_check: tuple[float | None, bool | None] | None) -> dict[str, list[float]]:
-    """Per-clip rates (bpm) of ``chosen`` (the composites' vote with ``gate_check``, or the
-    breathing vote alone when None), of ``breathing`` alone and of the ``dsp`` baseline."""
+                     gate_check: tuple[str, float | None, bool | None] | None) -> dict[str, list[float]]:
+    """Per-clip rates (bpm) of ``chosen`` (with ``gate_check`` = who votes, the gate and the check as
+    ``choose_gate`` returns them; the breathing vote alone when None), of ``breathing`` alone and
+    of the ``dsp`` baseline."""
     from pulmo.resp_rate.dsp import estimate_rate_dsp
 
     scored = Scored(clips, rate_nets, breathing_nets)
     breathing = scored.rates("breathing")
-    return {"chosen": scored.rates("composite", *gate_check) if gate_check else breathing, "breathing": breathing,
+    return {"chosen": scored.rates(*gate_check) if gate_check else breathing, "breathing": breathing,
             "dsp": [estimate_rate_dsp(c.samples, 2000) for c in clips]}
 
 
@@ -113,9 +114,9 @@ def cross_validate(runs: Path, rate_row: str | None, breathing: tuple[str, bool]
         r_nets = [predictor_from_checkpoint(b) for b in member_bundles(run_paths(runs, rate_row, fold), False)] if rate_row else b_nets
         gate_check = None
         if rate_row:
-            gate, check, _ = choose_gate(Scored(val, r_nets, b_nets), Scored(syn_val, r_nets, b_nets))
-            gates.append(gate_name(gate, check))
-            gate_check = (gate, check)
+            vote, gate, check, _ = choose_gate(Scored(val, r_nets, b_nets), Scored(syn_val, r_nets, b_nets))
+            gates.append(gate_name(gate, check, vote))
+            gate_check = (vote, gate, check)
         for who, rates in clip_predictions(test, r_nets, b_nets, gate_check).items():
             preds[who] += [(c.key, c.rate_bpm, r) for c, r in zip(test, rates)]
         print(f"fold {fold}: {len(test)} test clips", flush=True)
@@ -165,10 +166,10 @@ def main() -> None:
     for row in RATE_ROWS:
         r_bundles, r_nets = nets(row, False)
         sc = {split: Scored(clips[split], r_nets, b_nets) for split in ("val", "synthetic_val")}
-        gate, check, table = choose_gate(sc["val"], sc["synthetic_val"])
-        name = f"composite {row} + {b_row}, {gate_name(gate, check)}"
-        candidates[name] = {"val": table[gate_name(gate, check)]["rrujo_val_mae"],
-                            "synthetic_val": table[gate_name(gate, check)]["synthetic_val_mae"],
+        vote, gate, check, table = choose_gate(sc["val"], sc["synthetic_val"])
+        name = f"composite {row} + {b_row}, {gate_name(gate, check, vote)}"
+        candidates[name] = {"val": table[gate_name(gate, check, vote)]["rrujo_val_mae"],
+                            "synthetic_val": table[gate_name(gate, check, vote)]["synthetic_val_mae"], "vote": vote,
                             "rate": (row, r_bundles, r_nets), "gate": gate, "check": check}
     # 3. the choice, then the test clips
     chosen_name = min(candidates, key=lambda n: candidates[n]["val"])
@@ -176,7 +177,8 @@ def main() -> None:
     rate_nets = chosen["rate"][2] if chosen["rate"] else b_nets
     test: dict[str, dict[str, Any]] = {}
     for split in ("test", "synthetic"):
-        rates = clip_predictions(clips[split], rate_nets, b_nets, (chosen["gate"], chosen["check"]) if chosen["rate"] else None)
+        rates = clip_predictions(clips[split], rate_nets, b_nets,
+                                 (chosen["vote"], chosen["gate"], chosen["check"]) if chosen["rate"] else None)
         test[split] = {who: predictions_report(clips[split], r) for who, r in rates.items()}
         for rep in test[split].values():
             rep.pop("predictions")
@@ -236,7 +238,7 @@ def main() -> None:
             if chosen["check"] is not None:
                 r_bundles = [{**b, "audio": {**b["audio"], "three_halves_check": chosen["check"]}} for b in r_bundles]
             members = [composite_checkpoint(f"composite({row}+{b_row})", r, b, chosen["gate"], {})
-                       for r, b in zip(r_bundles, b_bundles)]
+                       for r, b in zip(r_bundles, b_bundles)] + (b_bundles if chosen["vote"] == MIXED_VOTE else [])
         save_vote(args.bundle, f"vote({chosen_name.split(',')[0]}, seeds {', '.join(map(str, SEEDS))}, short clips)", members, metrics)
         where = args.bundle.relative_to(ROOT) if args.bundle.is_relative_to(ROOT) else args.bundle
         L += ["", f"Bundled: `{where}` ({args.bundle.stat().st_size / 1e3:.0f} kB): what `pulmo analyze` uses for audio"

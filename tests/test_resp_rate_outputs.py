@@ -29,3 +29,23 @@ def test_short_clip_rules_offer_the_distribution_fit_only_to_networks_with_the_h
     with_bins = clip_rules(clip, has_bins=True)
     assert len(with_bins) == len(plain) + len(clip.posterior_grid)
     assert with_bins["distribution fit, weight 2"].posterior_weight == 2.0
+
+
+def test_short_clip_predictions_follow_who_votes_as_choose_gate_returns_it():
+    import numpy as np
+    from resp_rate_composite import MIXED_VOTE
+    from resp_rate_short import clip_predictions
+
+    from pulmo.resp_rate.config import RespRateConfig
+    from pulmo.resp_rate.evaluate import LabelledAudio
+    from pulmo.resp_rate.net import build_net
+    from pulmo.resp_rate.predictor import NetPredictor
+
+    cfg = RespRateConfig.from_dict({"model": {"name": "rr_lstm", "params": {"variant": "lstm", "hidden": 8, "embed": 8}}})
+    nets = [NetPredictor(build_net(cfg).eval(), cfg.clip) for _ in range(2)]
+    rng = np.random.default_rng(0)
+    clips = [LabelledAudio(f"c{i}", rng.standard_normal(2000 * 5).astype(np.float32), 12.0) for i in range(2)]
+    for vote in ("composite", MIXED_VOTE):
+        out = clip_predictions(clips, nets[:1], nets[1:], (vote, None, None))
+        assert len(out["chosen"]) == len(out["breathing"]) == len(out["dsp"]) == 2
+        assert all(np.isfinite(out["chosen"]))
