@@ -48,8 +48,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/icbhi_attentive_resnet.py --seeds 0 1 2 --jobs 2 --bundle src/pulmo/assets/lung_sounds_resnet18_attn.pt
+	$(BIN)/python benchmarks/icbhi_attentive_resnet.py --seeds 0 1 2 --jobs 2
 	$(BIN)/python benchmarks/icbhi_conv_vit.py --seeds 0 1 2 --jobs 2
+	$(BIN)/python benchmarks/icbhi_multidataset.py pretrain
+	$(BIN)/python benchmarks/icbhi_multidataset.py run --jobs 2
+	$(BIN)/python benchmarks/icbhi_multidataset.py report --bundle src/pulmo/assets/lung_sounds_small_cnn.pt
 
 clean:
 	rm -rf $(VENV) out runs .pytest_cache
