@@ -129,3 +129,16 @@ def test_an_oserror_on_a_users_path_is_one_line_and_a_bug_keeps_its_traceback(tm
     monkeypatch.setattr(cli, "cmd_analyze", fails_on("/usr/lib/pulmo-internal/model.bin"))
     with pytest.raises(OSError, match="No space left"):
         main(["analyze", "a.wav", "--out", str(tmp_path / "out")])
+
+
+def test_analyze_windows_flag_asks_for_the_per_window_rate_table(capsys):
+    from pulmo.catalog import ASSETS
+
+    breath = str(ASSETS / "demo_breath.flac")
+    assert main(["analyze", breath, "--task", "resp-rate", "--json"]) == 0
+    default = json.loads(capsys.readouterr().out)[0]
+    assert main(["analyze", breath, "--task", "resp-rate", "--windows", "--json"]) == 0
+    by_window = json.loads(capsys.readouterr().out)[0]
+    assert len(by_window["table"]["rows"]) == len(by_window["windows"]) >= 2
+    assert default["table"]["columns"][:2] == ["estimate", "breaths/min"]  # without the flag: one row per estimator
+    assert by_window["table"]["columns"] != default["table"]["columns"]

@@ -249,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotation", help="ICBHI-style cycle annotation (default: FILE's stem + .txt if present)")
     p.add_argument("--unannotated", choices=["segmenter", "windows"], default="segmenter",
                    help="lung sounds without annotation: automatic cycles (default) or sliding windows of the model's cycle length")
+    p.add_argument("--windows", action="store_true",
+                   help="breathing rate: show the rate of every window in the printed and HTML table (the JSON always "
+                   "lists them), instead of each estimator's rate")
     p.add_argument("--out", help="write STEM.json, STEM.html (report) and STEM_<figure>.png per file, and "
                    "summary.csv (one row a file, refusals included) here")
     p.add_argument("--json", action="store_true", help="print one JSON list: a result or a refusal per file")

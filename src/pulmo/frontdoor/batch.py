@@ -142,7 +142,8 @@ def analyze_files(args: argparse.Namespace) -> int:
     from pulmo.frontdoor.report import write_atomic, write_outputs
 
     paths = expand(args.files)
-    options = {"annotation": getattr(args, "annotation", None), "unannotated": getattr(args, "unannotated", None)}
+    options = {"annotation": getattr(args, "annotation", None), "unannotated": getattr(args, "unannotated", None),
+               "windows": getattr(args, "windows", False)}
     out = Path(args.out) if args.out else None
     if out is not None:
         writable_out(out)
