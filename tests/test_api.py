@@ -99,3 +99,22 @@ def test_every_command_line_option_says_what_it_does():
 
     walk(build_parser(), "pulmo")
     assert not missing, f"options without help: {missing}"
+
+
+def test_load_runs_a_lung_sound_model_in_onnxruntime_with_the_same_probabilities(tiny_lung_checkpoint, tmp_path,
+                                                                                  monkeypatch):
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("PULMO_CACHE", str(tmp_path / "cache"))
+    root, ckpt = tiny_lung_checkpoint
+    audio = sorted((root / "audio").glob("*.wav"))[0]
+    eager = pulmo.load(ckpt).predict(audio)
+    onnx = pulmo.load(ckpt, runtime="onnx")
+    assert onnx.pipeline.model_info["runtime"] == "onnx"
+    exported = onnx.predict(audio)
+    assert len(exported.cycles) == len(eager.cycles) >= 1
+    for a, b in zip(eager.cycles, exported.cycles, strict=True):
+        assert max(abs(a.probabilities[k] - b.probabilities[k]) for k in a.probabilities) < 1e-4
+    with pytest.raises(ConfigError, match="resp-rate"):
+        pulmo.load("resp-rate", runtime="onnx")
+    with pytest.raises(ConfigError, match="unknown runtime"):
+        pulmo.load(ckpt, runtime="tensorrt")

@@ -112,15 +112,18 @@ class Model:
         return self.pipeline.analyze_file(path)
 
 
-def load(model: str | Path = "lung-sounds", device: str = "cpu") -> Model:
+def load(model: str | Path = "lung-sounds", device: str = "cpu", runtime: str = "torch") -> Model:
     """Load a bundled model by name (``pulmo.list_models()``), a task's default model by the
     task's name, or a checkpoint file.
 
     ``device``: where the model runs; this version runs every pipeline on the CPU and refuses
-    another device rather than ignoring it.
+    another device rather than ignoring it. ``runtime``: ``torch``, or ``onnx`` / ``onnx-int8``
+    to run the network exported to ONNX in onnxruntime (the export is made once and cached, as
+    for ``pulmo analyze --runtime``; needs the ``onnx`` extra).
 
     Raises:
-        CheckpointError: unknown name or unreadable file. ConfigError: an unsupported device.
+        CheckpointError: unknown name or unreadable file. ConfigError: an unsupported device, or a
+        runtime the task has no export for.
     """
     if str(device) != "cpu":
         raise ConfigError(f"device {device!r}: this version of pulmo runs its inference pipelines on the CPU only")
@@ -128,7 +131,10 @@ def load(model: str | Path = "lung-sounds", device: str = "cpu") -> Model:
     task = BUNDLED[name][1] if name in BUNDLED else str(checkpoint_metadata(path)["task"])
     if task not in TASKS:
         raise ConfigError(f"{path.name}: task {task!r} has no pipeline; tasks: {', '.join(TASKS)}")
-    return Model(name, task, path, _pipeline(task, path))
+    from pulmo.export import check_runtime, use_runtime
+
+    check_runtime(task, runtime)
+    return Model(name, task, path, use_runtime(task, _pipeline(task, path), path, runtime))
 
 
 def _pipeline(task: str, path: Path) -> Any:
