@@ -161,3 +161,12 @@ def test_run_with_kauh_bags_reports_both_datasets(tmp_path, protocol):
     assert test_p and not test_p & train_p
     logged = (tmp_path / "run/logs/metrics.csv").read_text()
     assert "train_bag_loss" in logged
+
+
+def test_config_refuses_device_augmentation_it_could_not_apply():
+    with pytest.raises(ConfigError, match="precompute_features"):
+        ExperimentConfig.from_dict({"train": {"device_augment": 0.5, "precompute_features": True}})
+    with pytest.raises(ConfigError, match="probability"):
+        ExperimentConfig.from_dict({"train": {"device_augment": 2.0}})
+    with pytest.raises(ConfigError, match="pooled_cv"):
+        ExperimentConfig.from_dict({"data": {"protocol": "random"}})

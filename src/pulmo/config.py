@@ -154,6 +154,10 @@ class TrainConfig:
             raise ConfigError(f"train.sampler must be 'shuffle' or 'device_balanced', got {self.sampler!r}")
         if self.schedule not in ("cosine", "constant"):
             raise ConfigError(f"train.schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+        if not 0.0 <= self.device_augment <= 1.0:
+            raise ConfigError(f"train.device_augment is a probability in [0, 1], got {self.device_augment}")
+        if self.device_augment and self.precompute_features:
+            raise ConfigError("train.device_augment filters waveforms: it cannot be combined with train.precompute_features")
 
 
 class ExperimentFile:
