@@ -218,8 +218,11 @@ def plot_report(report: dict[str, Any], title: str, path: Path) -> None:
     plt.close(fig)
 
 
-def bundle_run(run: dict[str, Any], selected_by: str, row: str, dest: Path, figure: Path) -> dict[str, Any]:
+def bundle_run(
+    run: dict[str, Any], selected_by: str, row: str, dest: Path, figure: Path, display_name: str | None = None
+) -> dict[str, Any]:
     """Ship ``run``'s checkpoint as fp16, re-scored on the official test split; numbers stored in it.
+    ``display_name`` replaces the experiment's name as the model's name that users see.
 
     The fp16 copy is what users get, so its own test numbers (not the fp32 run's) are stored
     and drawn as a confusion matrix. Returns the test report.
@@ -232,6 +235,7 @@ def bundle_run(run: dict[str, Any], selected_by: str, row: str, dest: Path, figu
 
     bundle = torch.load(ROOT / run["run_dir"] / "model.pt", map_location="cpu", weights_only=True)
     bundle["state_dict"] = half_precision(bundle["state_dict"])
+    bundle["name"] = display_name or bundle["name"]
     bundle["metrics"]["selected_by"] = selected_by
     bundle["metrics"]["run"] = {"row": row, "seed": run["seed"], "fp32_test_score": run["test"]["score"]}
     dest.parent.mkdir(parents=True, exist_ok=True)
