@@ -61,19 +61,15 @@ def encoder_embeddings(waves: list[np.ndarray], encoder: Path, config: Any) -> n
     """``(N, D)`` pooled embeddings of 2.5 s cycles (repeat-padded) from a pretrained encoder."""
     import torch
 
-    from pulmo.data.audio_io import fix_length
+    from pulmo.engine.evaluate import fixed_length_batches
     from pulmo.engine.pretrain import load_pretrained_encoder
     from pulmo.engine.train import build_net
 
     net = build_net(config, len(config.data.classes)).eval()
     load_pretrained_encoder(net, encoder)
-    n = config.audio.cycle_samples
-    out = []
     with torch.no_grad():
-        for i in range(0, len(waves), 64):
-            batch = torch.from_numpy(np.stack([fix_length(w, n, start=0, pad="repeat") for w in waves[i : i + 64]]))
-            out.append(net.model.embed(net.features(batch)).numpy())
-    return np.concatenate(out)
+        return np.concatenate([net.model.embed(net.features(batch)).numpy() for batch in
+                               fixed_length_batches(waves, config.audio.cycle_samples, 64, "repeat", "embedding", False)])
 
 
 def auc(y: np.ndarray, p: np.ndarray) -> float | None:

@@ -176,3 +176,14 @@ def fix_length(
     out = np.zeros(n, dtype=np.float32)
     out[: len(samples)] = samples
     return out
+
+
+def window_starts_samples(n: int, window: int, hop: int) -> list[int]:
+    """Sample offsets of windows of ``window`` every ``hop`` covering ``n`` samples (last one
+    aligned to the end); a recording shorter than one window raises."""
+    if n < window:
+        raise DataError(f"audio of {n} samples is shorter than one window of {window}")
+    starts = list(range(0, n - window + 1, hop))
+    if starts[-1] != n - window:
+        starts.append(n - window)
+    return starts

@@ -104,3 +104,12 @@ def patient_folds(
             for i in test_idx:
                 folds[i] = fold
     return folds
+
+
+def hold_out_fold(
+    records: Sequence[AudioRecord], folds: Sequence[int], fold: int
+) -> tuple[list[AudioRecord], list[AudioRecord]]:
+    """``(the other folds' records, fold ``fold``'s records)``, each in the records' order."""
+    rest = [r for r, f in zip(records, folds, strict=True) if f != fold]
+    held = [r for r, f in zip(records, folds, strict=True) if f == fold]
+    return rest, held

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pulmo.data.audio_io import fix_length
+from pulmo.data.audio_io import fix_length, window_starts_samples
 from pulmo.data.records import AudioRecord
 from pulmo.features.base import FeatureExtractor
 from pulmo.metrics.icbhi import confusion_matrix, icbhi_breakdown, icbhi_scores
@@ -99,10 +99,7 @@ def recording_windows(wave: np.ndarray, n_samples: int) -> list[np.ndarray]:
     """Windows of ``n_samples`` at half-window hops covering ``wave`` (the last one ends at its end)."""
     if len(wave) <= n_samples:
         return [wave]
-    starts = list(range(0, len(wave) - n_samples + 1, n_samples // 2))
-    if starts[-1] != len(wave) - n_samples:
-        starts.append(len(wave) - n_samples)
-    return [wave[s : s + n_samples] for s in starts]
+    return [wave[s : s + n_samples] for s in window_starts_samples(len(wave), n_samples, n_samples // 2)]
 
 
 def kauh_report(
@@ -118,13 +115,13 @@ def kauh_report(
     """
     from sklearn.metrics import roc_auc_score
 
-    from pulmo.losses.mil import bag_presence, window_presence
+    from pulmo.losses.mil import bag_presence, presence_probabilities
 
     index = [labels.index(c) for c in ("crackle", "wheeze", "both")]
     scores = []
     for wave in waveforms:
         probs = predict_probabilities(net, recording_windows(wave, n_samples), n_samples, pad="repeat")
-        scores.append(bag_presence(window_presence(torch.from_numpy(np.log(probs + 1e-12))[None], *index))[0].numpy())
+        scores.append(bag_presence(presence_probabilities(torch.from_numpy(probs)[None], *index))[0].numpy())
     score = np.asarray(scores).reshape(len(records), 2)
     truth = np.asarray([presence(r.label) for r in records]).reshape(len(records), 2)
     report: dict[str, Any] = {"n": len(records)}

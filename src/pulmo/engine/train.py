@@ -32,7 +32,7 @@ from pulmo.data.cycles import load_cycle_waveforms
 from pulmo.data.datasets import BagDataset, CycleDataset, FeatureDataset
 from pulmo.data.records import AudioRecord, save_manifest
 from pulmo.data.sampling import device_balanced_weights
-from pulmo.data.splits import official_split, patient_disjoint_split, patient_folds
+from pulmo.data.splits import hold_out_fold, official_split, patient_disjoint_split, patient_folds
 from pulmo.engine.checkpoint import save_checkpoint
 from pulmo.engine.evaluate import (
     extract_features,
@@ -83,17 +83,15 @@ def make_splits(config: ExperimentConfig, split_seed: int = 0) -> tuple[Splits, 
     if dc.protocol == "official":
         train_all, test = official_split(keep, "train"), official_split(keep, "test")
     else:
-        folds = patient_folds(keep, dc.folds, seed=FOLD_SEED)
-        train_all = [r for r, f in zip(keep, folds, strict=True) if f != dc.fold]
-        test = [r for r, f in zip(keep, folds, strict=True) if f == dc.fold]
+        train_all, test = hold_out_fold(keep, patient_folds(keep, dc.folds, seed=FOLD_SEED), dc.fold)
     train, val = patient_disjoint_split(train_all, dc.val_fraction, seed=split_seed)
     splits = Splits(train, val, test)
     if dc.extra or dc.evaluate_on:
         kauh = load_kauh(dc.sibling_root("kauh"))
-        kauh_folds = patient_folds(kauh, dc.folds, seed=FOLD_SEED, strata=("label",))
-        splits.kauh_test = [r for r, f in zip(kauh, kauh_folds, strict=True) if f == dc.fold]
+        kauh_rest, splits.kauh_test = hold_out_fold(kauh, patient_folds(kauh, dc.folds, seed=FOLD_SEED, strata=("label",)),
+                                                    dc.fold)
         if "kauh" in dc.extra:
-            splits.kauh_train = [r for r, f in zip(kauh, kauh_folds, strict=True) if f != dc.fold]
+            splits.kauh_train = kauh_rest
     shared = sorted({r.patient_id for r in splits.train + splits.val} & {r.patient_id for r in splits.test})
     info = {
         "protocol": dc.protocol if dc.protocol == "official" else f"pooled_cv fold {dc.fold} of {dc.folds}",

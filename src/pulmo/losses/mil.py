@@ -12,13 +12,18 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def window_presence(logits: torch.Tensor, crackle: int, wheeze: int, both: int) -> torch.Tensor:
-    """Four-class window logits ``(..., K)`` -> presence probabilities ``(..., 2)``.
+def presence_probabilities(probs: torch.Tensor, crackle: int, wheeze: int, both: int) -> torch.Tensor:
+    """Four-class window probabilities ``(..., K)`` -> presence probabilities ``(..., 2)``.
 
     ``[..., 0]`` = P(crackle) + P(both), ``[..., 1]`` = P(wheeze) + P(both).
     """
-    p = logits.float().softmax(dim=-1)
-    return torch.stack([p[..., crackle] + p[..., both], p[..., wheeze] + p[..., both]], dim=-1)
+    return torch.stack([probs[..., crackle] + probs[..., both], probs[..., wheeze] + probs[..., both]], dim=-1)
+
+
+def window_presence(logits: torch.Tensor, crackle: int, wheeze: int, both: int) -> torch.Tensor:
+    """Four-class window logits ``(..., K)`` -> presence probabilities ``(..., 2)`` (see
+    :func:`presence_probabilities`)."""
+    return presence_probabilities(logits.float().softmax(dim=-1), crackle, wheeze, both)
 
 
 def bag_presence(window_probs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

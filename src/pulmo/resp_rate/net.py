@@ -24,7 +24,7 @@ from pulmo.features import create_features
 from pulmo.features.base import FeatureExtractor
 from pulmo.models import create_model
 from pulmo.resp_rate.config import ClipConfig, RespRateConfig
-from pulmo.resp_rate.data import window_starts_samples
+from pulmo.data.audio_io import window_starts_samples
 from pulmo.resp_rate.dsp import posterior_rate, refine_rate, three_halves_check
 
 NOISE_CLASSES: tuple[str, ...] = ("clean", "noisy")
