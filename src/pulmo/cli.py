@@ -256,6 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "summary.csv (one row a file, refusals included) here")
     p.add_argument("--json", action="store_true", help="print one JSON list: a result or a refusal per file")
     p.add_argument("--runtime", choices=RUNTIMES, default=None, help=RUNTIME_HELP + " (default: $PULMO_RUNTIME or torch)")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this process; ray: Ray workers, each loading the models once (needs the ray extra; "
+                   "the same outputs, file for file)")
+    p.add_argument("--address", default=None,
+                   help="with --engine ray: the Ray cluster to join (e.g. ray://head:10001, or auto on a cluster "
+                   "node); default: a local cluster for this run")
+    p.add_argument("--workers", type=int, default=None,
+                   help="with --engine ray: Ray workers (default: one per CPU of the cluster)")
     p.set_defaults(func=cmd_analyze)
 
     p = add_parser("serve", help="HTTP service and web page (needs the serve extra)")

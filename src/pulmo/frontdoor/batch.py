@@ -13,6 +13,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -135,10 +136,36 @@ def summary_csv(entries: Sequence[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
+@dataclass
+class Outcome:
+    """One file of a batch: its ``result`` (the JSON envelope, or the refused entry), its
+    figures (``name -> PNG bytes``) and, for a file that was not analysed, the one-line reason."""
+
+    result: dict[str, Any]
+    figures: dict[str, bytes] = field(default_factory=dict)
+    failure: str | None = None
+
+
+def analyze_one(path: Path, task: str | None, checkpoint: str | None, options: dict[str, Any]) -> Outcome:
+    """``path`` through the front door; a refusal or an unreadable file is an :class:`Outcome`
+    with ``failure`` set (any other error is a bug and propagates)."""
+    from pulmo.frontdoor.capabilities import analyze_path
+
+    try:
+        result, figures = analyze_path(path, task, checkpoint, options)
+    except (PulmoError, OSError) as err:
+        if isinstance(err, OSError) and not _is_input_error(err, path):
+            raise
+        message = refusal(path, err)
+        return Outcome(refused_entry(path, err, message), failure=message)
+    result["input"]["path"] = str(path)  # which file, where names repeat across folders
+    return Outcome(result, figures)
+
+
 def analyze_files(args: argparse.Namespace) -> int:
     """Exit status: 0 all analysed, 1 some refused or failed, 2 none analysed (a usage error
-    raises :class:`PulmoError` before any file is read)."""
-    from pulmo.frontdoor.capabilities import analyze_path
+    raises :class:`PulmoError` before any file is read). ``args.engine`` ``ray`` runs the files
+    on a Ray cluster (:mod:`pulmo.frontdoor.ray_engine`), with the same outputs."""
     from pulmo.frontdoor.report import write_atomic, write_outputs
 
     paths = expand(args.files)
@@ -147,27 +174,27 @@ def analyze_files(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if out is not None:
         writable_out(out)
+    if getattr(args, "engine", "local") == "ray":
+        from pulmo.frontdoor.ray_engine import ray_outcomes
+
+        outcomes: Iterable[Outcome] = ray_outcomes(paths, args.task, args.checkpoint, options,
+                                                   address=args.address, workers=args.workers)
+    else:
+        outcomes = (analyze_one(p, args.task, args.checkpoint, options) for p in paths)
     results, failures = [], []
-    bar = tqdm(list(zip(paths, unique_stems(paths))), desc="analysing", unit="file", file=sys.stderr,
-               disable=len(paths) < 2 or args.json)
-    for path, stem in bar:
-        try:
-            result, figures = analyze_path(path, args.task, args.checkpoint, options)
-        except (PulmoError, OSError) as err:
-            if isinstance(err, OSError) and not _is_input_error(err, path):
-                raise
-            failures.append((str(path), refusal(path, err)))
-            tqdm.write(f"pulmo: skipped {path}: {failures[-1][1]}", file=sys.stderr)
-            refused = refused_entry(path, err, failures[-1][1])
-            results.append(refused)
+    bar = tqdm(zip(paths, unique_stems(paths), outcomes), total=len(paths), desc="analysing", unit="file",
+               file=sys.stderr, disable=len(paths) < 2 or args.json)
+    for path, stem, outcome in bar:
+        results.append(outcome.result)
+        if outcome.failure is not None:
+            failures.append((str(path), outcome.failure))
+            tqdm.write(f"pulmo: skipped {path}: {outcome.failure}", file=sys.stderr)
             if out is not None:
-                write_atomic(out / f"{stem}.json", json.dumps(refused, indent=2).encode())
+                write_atomic(out / f"{stem}.json", json.dumps(outcome.result, indent=2).encode())
             continue
-        result["input"]["path"] = str(path)  # which file, where names repeat across folders
-        results.append(result)
-        written = write_outputs(out, stem, result, figures) if out else []
+        written = write_outputs(out, stem, outcome.result, outcome.figures) if out else []
         if not args.json:
-            lines = summary_lines(path, result)
+            lines = summary_lines(path, outcome.result)
             if written:
                 lines.append(f"  report: {written[1]}")
             tqdm.write("\n".join(lines))
