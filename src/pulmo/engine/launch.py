@@ -1,0 +1,69 @@
+"""Where a training run runs: devices, distributed strategy and nodes (Lightning's own
+launchers do the work), and the check that every process ended with the same weights.
+
+``pulmo train CONFIG --devices 2 --strategy ddp`` on a CPU machine starts two processes that
+average gradients over gloo; on GPUs the same flags use NCCL; ``--num-nodes M`` with the
+cluster environment Lightning detects (SLURM, torchelastic, or ``MASTER_ADDR``/``NODE_RANK``
+set by hand) spans machines. Only rank 0 scores the test split and writes the run folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+
+from pulmo.errors import ConfigError
+
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp")
+
+
+@dataclass(frozen=True)
+class Launch:
+    """``devices``: processes (or GPUs) per node, ``"auto"`` for all; ``strategy``: one of
+    :data:`STRATEGIES`; ``num_nodes``: machines; ``accelerator``: ``auto``, ``cpu`` or ``gpu``."""
+
+    devices: int | str = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    accelerator: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.devices != "auto" and int(self.devices) < 1:
+            raise ConfigError(f"--devices must be at least 1 (or auto), got {self.devices}")
+        if self.num_nodes < 1:
+            raise ConfigError(f"--num-nodes must be at least 1, got {self.num_nodes}")
+
+    def trainer_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``lightning.Trainer``."""
+        return {"devices": self.devices, "strategy": self.strategy, "num_nodes": self.num_nodes,
+                "accelerator": self.accelerator}
+
+
+def weights_sha256(module: torch.nn.Module) -> str:
+    """SHA-256 of a module's state (names and float32 bytes), independent of the process."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def ranks_agree(trainer: L.Trainer, module: torch.nn.Module) -> dict[str, Any] | None:
+    """Every process's weights hash, gathered from all of them (a collective: every rank must
+    call it). Returns ``{"world_size", "weights_sha256": [one per rank], "agree"}`` in a
+    multi-process run, ``None`` in a single-process one."""
+    if trainer.world_size < 2:
+        return None
+    own = torch.tensor(list(bytes.fromhex(weights_sha256(module))), dtype=torch.int64)
+    gathered = trainer.strategy.all_gather(own).reshape(trainer.world_size, -1).cpu()
+    hashes = [bytes(row.tolist()).hex() for row in gathered]
+    return {"world_size": trainer.world_size, "weights_sha256": hashes, "agree": len(set(hashes)) == 1}
+
+
+__all__ = ["Launch", "STRATEGIES", "ranks_agree", "weights_sha256"]
