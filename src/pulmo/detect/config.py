@@ -72,12 +72,18 @@ class DetectorConfig:
     pretrained: str = ""
 
 
+MONITORS = ("val_loss", "val_f1", "val_map50")
+
+
 @dataclass
 class DetectTrainConfig:
     """Optimisation (paper: Adam, lr 1e-3, batch 8) and validation-only selection.
 
     ``lr_final`` is the learning rate of the last epoch as a fraction of ``lr``, reached by
     cosine decay (ultralytics' ``lrf``); 1.0 keeps the rate constant, as the paper does.
+    ``monitor`` picks the kept epoch on validation: ``val_loss``, ``val_f1`` or ``val_map50``
+    (F1 / mAP50 of tiled inference on the validation images). ``patience`` > 0 stops training
+    after that many evaluations without a better ``monitor`` value (``epochs`` is then a cap).
     """
 
     seed: int = 0
@@ -89,15 +95,18 @@ class DetectTrainConfig:
     augment: list[str] = field(default_factory=list)
     augment_p: float = 0.5
     eval_every: int = 2
-    monitor: str = "val_loss"  # or "val_f1" (fitness: F1 of tiled inference on validation images)
+    monitor: str = "val_loss"
+    patience: int = 0  # evaluations without improvement before stopping; 0: train all epochs
     threads: int = 1
 
     def __post_init__(self) -> None:
         unknown = [a for a in self.augment if a not in AUGMENTATIONS]
         if unknown:
             raise ConfigError(f"train.augment has unknown names {unknown}; known: {list(AUGMENTATIONS)}")
-        if self.monitor not in ("val_loss", "val_f1"):
-            raise ConfigError(f"train.monitor must be 'val_loss' or 'val_f1', got {self.monitor!r}")
+        if self.monitor not in MONITORS:
+            raise ConfigError(f"train.monitor must be one of {list(MONITORS)}, got {self.monitor!r}")
+        if self.patience < 0:
+            raise ConfigError(f"train.patience counts evaluations (0: off), got {self.patience}")
         if not 0 < self.lr_final <= 1:
             raise ConfigError(f"train.lr_final is a fraction of train.lr in (0, 1], got {self.lr_final}")
         if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:

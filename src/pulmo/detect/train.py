@@ -12,6 +12,7 @@ import copy
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,29 @@ def epoch_learning_rates(lr: float, lr_final: float, epochs: int) -> list[float]
     return [low + (lr - low) * 0.5 * (1 + math.cos(math.pi * e / (epochs - 1))) for e in range(epochs)]
 
 
+@dataclass
+class BestEpoch:
+    """The epoch kept on validation (``value``: lower is better) and early stopping:
+    ``exhausted`` once ``patience`` evaluations in a row (0: never) brought no better value."""
+
+    patience: int = 0
+    epoch: int = 0
+    value: float | None = None
+    stale: int = 0
+
+    def update(self, epoch: int, value: float) -> bool:
+        """Record one evaluation; True when it is the new best."""
+        if self.value is None or value < self.value:
+            self.epoch, self.value, self.stale = epoch, value, 0
+            return True
+        self.stale += 1
+        return False
+
+    @property
+    def exhausted(self) -> bool:
+        return self.patience > 0 and self.stale >= self.patience
+
+
 def _batches(samples: list[Sample], batch_size: int):
     for i in range(0, len(samples), batch_size):
         chunk = samples[i:i + batch_size]
@@ -122,7 +146,7 @@ def run_detect_experiment(cfg: DetectExperimentConfig, out_dir: str | Path, prog
     opt = torch.optim.Adam(detector.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     schedule = epoch_learning_rates(cfg.train.lr, cfg.train.lr_final, cfg.train.epochs)
     augment = BoxAugment(tuple(cfg.train.augment), cfg.train.augment_p)
-    best = {"epoch": 0, "value": None, "state": copy.deepcopy(detector.state_dict())}
+    keeper, best_state = BestEpoch(cfg.train.patience), copy.deepcopy(detector.state_dict())
     log = (out_dir / "log.jsonl").open("w")
     for epoch in range(1, cfg.train.epochs + 1):
         detector.train()
@@ -142,20 +166,24 @@ def run_detect_experiment(cfg: DetectExperimentConfig, out_dir: str | Path, prog
         if epoch % cfg.train.eval_every == 0 or epoch == cfg.train.epochs:
             row["val_loss"] = validation_loss(detector, val_samples, cfg.train.batch_size)
             value = row["val_loss"]
-            if cfg.train.monitor == "val_f1":
+            if cfg.train.monitor in ("val_f1", "val_map50"):
                 dets = detect_split(detector, val, cfg.tiling, classes, cfg.inference.conf, cfg.inference.iou)
-                row["val_f1"] = detection_report(dets, cfg.inference.score_threshold)["f1"]
-                value = -row["val_f1"]
-            if best["value"] is None or value < best["value"]:
-                best = {"epoch": epoch, "value": value, "state": copy.deepcopy(detector.state_dict())}
+                rep = detection_report(dets, cfg.inference.score_threshold)
+                row["val_f1"], row["val_map50"] = rep["f1"], rep["map50"]
+                value = -row[cfg.train.monitor]
+            if keeper.update(epoch, value):
+                best_state = copy.deepcopy(detector.state_dict())
         log.write(json.dumps(row) + "\n")
         log.flush()
         if progress:
             print(f"[{cfg.name}] " + " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
+        if keeper.exhausted:
+            break
     log.close()
-    detector.load_state_dict(best["state"])
+    detector.load_state_dict(best_state)
     detector.eval()
-    info = {"best_epoch": best["epoch"], "monitor": cfg.train.monitor, "train_seconds": round(time.time() - t_start, 1),
+    info = {"best_epoch": keeper.epoch, "monitor": cfg.train.monitor, "train_seconds": round(time.time() - t_start, 1),
+            "epochs_run": epoch, "patience": cfg.train.patience,
             "pretrained": pretrained_report and {k: len(v) for k, v in pretrained_report.items()}}
     return evaluate_trained(detector, cfg, classes, mapping, val, out_dir, info, eval_test)
 
@@ -224,7 +252,7 @@ def rescore_run(run_dir: str | Path, inference: dict[str, Any], data: dict[str, 
     classes, mapping = list(bundle["labels"]), dict(bundle["mapping"])
     val_raw = _limit(load_split(cfg.data, "val"), cfg.data.max_val_images)
     val = [prepare_image(r, cfg.data, cfg.tiling, classes) for r in mapped(val_raw, mapping)]
-    info = {k: old[k] for k in ("best_epoch", "monitor", "train_seconds", "pretrained") if k in old}
+    info = {k: old[k] for k in ("best_epoch", "monitor", "train_seconds", "epochs_run", "patience", "pretrained") if k in old}
     return evaluate_trained(build_detector(bundle), cfg, classes, mapping, val, into or run_dir, info)
 
 
