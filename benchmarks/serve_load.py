@@ -13,6 +13,10 @@ runs bounded loops from this process (each a fixed count, and stopped at ``--max
 The first analysis of each capability (model load) is timed and reported apart.
 
     python benchmarks/serve_load.py --analyses 30 --clients 4 --workers 2
+
+:func:`replica_rows` compares one replica of two workers with two replicas of one worker
+sharing one PostgreSQL database and storage folder, under the same client load; it is the
+service section of ``results/speed.md`` (``python benchmarks/speed.py --tasks serve``).
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ import argparse
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,8 +33,12 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -65,10 +72,16 @@ DEMO_SAMPLES = [
 
 
 def recording(seconds: float, seed: int, rate: int = 4000) -> bytes:
-    """Synthetic breath-like noise with a few clicks, FLAC-encoded."""
+    """Synthetic breath-like sound, FLAC-encoded: noise below 500 Hz whose level rises and falls
+    at 15 breaths/min (what the front door takes for a recording), with a few clicks."""
+    from scipy.signal import butter, sosfilt
+
     rng = np.random.default_rng(seed)
-    x = 0.1 * rng.standard_normal(int(seconds * rate)).astype(np.float32)
-    x[rng.integers(0, len(x), 20)] += 0.8
+    n = int(seconds * rate)
+    breathing = 0.15 + 0.85 * np.sin(np.pi * 0.25 * np.arange(n) / rate) ** 2
+    x = sosfilt(butter(4, 500.0, fs=rate, output="sos"), rng.standard_normal(n)) * breathing
+    x = (0.3 * x / (np.abs(x).max() + 1e-9)).astype(np.float32)
+    x[rng.integers(0, n, 20)] += 0.5
     buf = io.BytesIO()
     sf.write(buf, x, rate, format="FLAC")
     return buf.getvalue()
@@ -108,6 +121,144 @@ def analyse(base: str, data: bytes, name: str, task: str | None = None) -> tuple
         time.sleep(0.02)
 
 
+def start_service(storage: str, workers: int, db: str | None = None, threads: int = 1) -> tuple[subprocess.Popen, str]:
+    """``pulmo serve`` in its own process on a free loopback port (``OMP_NUM_THREADS`` from the
+    environment, else ``threads``); returns the process and its base URL once ``/health`` answers."""
+    from pulmo.serve.localpg import free_port
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}
+    cmd = [sys.executable, "-m", "pulmo.cli", "serve", "--port", str(port), "--storage", storage, "--workers",
+           str(workers), *(["--db", db] if db else [])]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            if request("GET", base + "/health")[0] == 200:
+                return proc, base
+        except OSError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("pulmo serve did not start")
+
+
+Timings = list[tuple[float, float]]  # (ms to 202, ms to result) per finished analysis
+
+
+def busy_clients(bases: list[str], datas: list[bytes], clients: int, max_s: float) -> tuple[Timings, float]:
+    """``clients`` threads upload ``datas`` (recording ``i`` to ``bases[i % len(bases)]``) and
+    poll each until done, stopping new uploads after ``max_s``. Returns ``(ms to 202, ms to
+    result)`` per finished analysis, and the wall time (s)."""
+    t0 = time.perf_counter()
+    stop_at = t0 + max_s
+    done: Timings = []
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        if time.perf_counter() > stop_at:
+            return
+        r = analyse(bases[i % len(bases)], datas[i], f"rec{i}.flac")
+        with lock:
+            done.append(r)
+
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(one, range(len(datas))))
+    return done, time.perf_counter() - t0
+
+
+# Replicas against workers, under the same client load: (name, service processes, worker threads each).
+REPLICA_SETUPS = (("1 replica x 2 workers", 1, 2), ("2 replicas x 1 worker", 2, 1))
+
+
+@contextmanager
+def replica_set(admin_url: str, name: str, replicas: int, workers: int,
+                threads: int) -> Iterator[tuple[str, list[str]]]:
+    """``replicas`` service processes of ``workers`` workers sharing a new database on the
+    PostgreSQL server at ``admin_url`` and one new storage folder; yields ``(database URL, base URLs)``."""
+    from sqlalchemy import create_engine, text
+
+    db = "pulmo_" + "".join(c if c.isalnum() else "_" for c in name)
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {db}"))
+    admin.dispose()
+    url = admin_url.rsplit("/", 1)[0] + "/" + db
+    storage = tempfile.mkdtemp(prefix="pulmo-replicas-")
+    started: list[tuple[subprocess.Popen, str]] = []
+    try:
+        for _ in range(replicas):
+            started.append(start_service(storage, workers, url, threads))
+        yield url, [base for _, base in started]
+    finally:
+        for proc, _ in started:
+            proc.terminate()
+            proc.wait(timeout=60)
+
+
+def claims(url: str) -> tuple[Counter[str], Counter[str], set[str]]:
+    """From the service database at ``url``: claims per analysis ('start' rows of the audit
+    trail), analyses per status, and the replicas that finished analyses."""
+    from sqlalchemy import create_engine, select
+
+    from pulmo.serve.db import analyses, audit
+
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        starts = Counter(conn.execute(select(audit.c.analysis_id).where(audit.c.action == "start")).scalars())
+        statuses = Counter(conn.execute(select(analyses.c.status)).scalars())
+        finishers = set(conn.execute(select(analyses.c.claimed_by).where(analyses.c.status == "done")).scalars())
+    engine.dispose()
+    return starts, statuses, finishers
+
+
+def warm_up(url: str, bases: list[str], data: bytes, replicas: int, tries: int = 6) -> None:
+    """Send analyses until every replica has finished one (each loads its model on its first)."""
+    for _ in range(tries):
+        with ThreadPoolExecutor(len(bases)) as pool:
+            list(pool.map(lambda base: analyse(base, data, "warmup.flac"), bases))
+        if len(claims(url)[2]) >= replicas:
+            return
+    raise RuntimeError("a replica never took an analysis while warming up")
+
+
+def replica_rows(analyses: int = 30, clients: int = 4, seconds: float = 10.0, rounds: int = 3, threads: int = 1,
+                 max_s: float = 240.0) -> list[dict[str, Any]]:
+    """One row per :data:`REPLICA_SETUPS` entry, all on one throwaway PostgreSQL cluster (a
+    database and a storage folder per set-up): ``rounds`` times, each set-up in turn gets
+    ``analyses`` recordings of ``seconds`` s from ``clients`` client threads (spread over its
+    replicas); throughput is the median over rounds, latency (upload to result) pooled. Then
+    each database shows how many analyses were claimed more than once (``run_twice``) and how
+    many have no result (``lost``), warm-up analyses included."""
+    from pulmo.serve.localpg import local_postgres
+
+    datas = [recording(seconds, i + 1) for i in range(analyses)]
+    with local_postgres() as admin_url, ExitStack() as stack:
+        sets = [(name, n, w, *stack.enter_context(replica_set(admin_url, name, n, w, threads)))
+                for name, n, w in REPLICA_SETUPS]
+        for _, n, _, url, bases in sets:
+            warm_up(url, bases, recording(seconds, 0), n)
+        timed: dict[str, list[tuple[Timings, float]]] = {name: [] for name, *_ in sets}
+        for _ in range(rounds):
+            for name, _, _, _, bases in sets:
+                timed[name].append(busy_clients(bases, datas, clients, max_s))
+        rows = []
+        for name, n, w, url, _ in sets:
+            starts, statuses, finishers = claims(url)
+            total = [t for finished, _ in timed[name] for _, t in finished]
+            per_s = [len(finished) / wall for finished, wall in timed[name]]
+            rows.append({"service": name, "replicas": n, "workers_per_replica": w, "clients": clients,
+                         "rounds": rounds, "per_round": analyses, "recording_s": seconds,
+                         "analyses": len(total), "analyses_per_s": round(float(np.median(per_s)), 3),
+                         "rounds_per_s": " / ".join(f"{x:.2f}" for x in per_s),
+                         "p50_ms": round(percentiles(total)[0], 1), "p95_ms": round(percentiles(total)[1], 1),
+                         "run_twice": sum(k > 1 for k in starts.values()),
+                         "lost": sum(statuses.values()) - statuses["done"],
+                         "replicas_that_finished": len(finishers)})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--analyses", type=int, default=30)
@@ -124,26 +275,10 @@ def main() -> None:
 
     wall0 = time.perf_counter()
     load0 = os.getloadavg()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
     storage = tempfile.mkdtemp(prefix="pulmo-serve-load-")
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    proc = subprocess.Popen([sys.executable, "-m", "pulmo.cli", "serve", "--port", str(port), "--storage", storage,
-                             "--workers", str(args.workers)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    proc, base = start_service(storage, args.workers)
     rows = []
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if request("GET", base + "/health")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("pulmo serve did not start")
-            time.sleep(0.1)
         startup_s = time.perf_counter() - wall0
 
         ms, wall = loop(args.light, args.max_seconds, lambda: request("GET", base + "/health"))
@@ -158,21 +293,7 @@ def main() -> None:
         rows.append((f"upload -> result ({args.seconds:.0f} s recording), one at a time", "lung-sounds", len(alone), 1,
                      len(alone) / wall, *percentiles(alone)))
         datas = [recording(args.seconds, i + 1) for i in range(args.analyses)]
-        t0 = time.perf_counter()
-        stop_at = t0 + args.max_seconds
-        done: list[tuple[float, float]] = []
-        lock = threading.Lock()
-
-        def one(i: int) -> None:
-            if time.perf_counter() > stop_at:
-                return
-            r = analyse(base, datas[i], f"rec{i}.flac")
-            with lock:
-                done.append(r)
-
-        with ThreadPoolExecutor(args.clients) as pool:
-            list(pool.map(one, range(args.analyses)))
-        wall = time.perf_counter() - t0
+        done, wall = busy_clients([base], datas, args.clients, args.max_seconds)
         accepted = [a for a, _ in done]
         total = [t for _, t in done]
         rows.append(("POST /analyses, accepted (202)", "lung-sounds", len(done), args.clients, float("nan"),

@@ -1,6 +1,6 @@
 """Inference speed and accuracy per runtime: PyTorch eager, ONNX FP32, ONNX int8.
 
-    python benchmarks/speed.py [--tasks lung-sounds cxr detect] [--repeats 5] [--threads 2] [--limit 0]
+    python benchmarks/speed.py [--tasks lung-sounds cxr detect serve] [--repeats 5] [--threads 2] [--limit 0]
 
 Lung sounds: per-cycle latency and throughput at batch 1 and batch 64 (2.5 s cycles at the
 model's rate, random but fixed waveforms), and the ICBHI score on the covered official test split.
@@ -10,12 +10,16 @@ Detector: per-tile latency and throughput of the network with its NMS at batch 1
 pipeline's batch) and 64 (the model's tiles of the first SIXray test images), and tiled detection
 of the SIXray test split (``xray_det``: precision, recall, F1 at IoU 0.5, the pipeline's tiles/s),
 beside SAHI's sliced prediction with the same weights (the ``detect-bench`` extra).
+Service: analyses per second of ``pulmo serve`` as one replica of two workers and as two
+replicas of one worker on one local PostgreSQL, under the same client load, ``--repeats``
+rounds (``benchmarks/serve_load.py``), with how many analyses ran twice or were lost.
 Timings are the median of ``--repeats`` timed passes after one warm-up, the runtimes timed in
 turn within each round (:func:`speed_rows`); every runtime gets the same number of threads; the
 largest output difference from PyTorch, and the share of the same most likely class, are on the
 same inputs.
 Writes one section per task into ``results/speed.md`` (a task not run keeps its section from
-the last run that had it) and ``results/speed.csv`` (lung sounds) / ``results/speed_<task>.csv``.
+the last run that had it) and ``results/speed.csv`` (lung sounds) / ``results/speed_<task>.csv``
+(``speed_serve.csv`` for the service).
 """
 
 from __future__ import annotations
@@ -254,15 +258,45 @@ def bench_detect(args: argparse.Namespace) -> list[Row]:
     return rows
 
 
+def bench_serve(args: argparse.Namespace) -> list[Row]:
+    """``pulmo serve`` as one replica of two workers and as two replicas of one worker, on one
+    local PostgreSQL, under the same client load (``benchmarks/serve_load.py``)."""
+    from serve_load import replica_rows
+
+    load = os.getloadavg()[0]
+    return [{**row, "load_at_start": round(load, 1)} for row in replica_rows(rounds=args.repeats, threads=args.threads)]
+
+
+def serve_notes(rows: list[Row]) -> list[str]:
+    """The ratio of two replicas to one (target at least 0.9x) and the duplicate and loss checks."""
+    ratio = float(rows[-1]["analyses_per_s"]) / float(rows[0]["analyses_per_s"])
+    twice, lost = sum(int(r["run_twice"]) for r in rows), sum(int(r["lost"]) for r in rows)
+    return ["", f"Two replicas of one worker hold {ratio:.2f}x the throughput of one replica of two workers "
+            f"(target: at least 0.9x, {'met' if ratio >= 0.9 else 'not met'}). Analyses claimed more than once: "
+            f"{twice}; without a result: {lost} (every analysis of both set-ups, warm-ups included, from the "
+            f"service databases' audit trail). Each set-up: {rows[0]['per_round']} synthetic "
+            f"{rows[0]['recording_s']:.0f} s stethoscope-like recordings (lung sounds and breathing rate each) in each "
+            f"of {rows[0]['rounds']} rounds from {rows[0]['clients']} client threads (spread over the replicas), one "
+            "PostgreSQL 15 cluster made for the run (fsync off), one storage folder per set-up; the set-ups take turns in each round after every replica has loaded "
+            f"its model. The machine was shared (load average {rows[0]['load_at_start']} at the start): both "
+            "set-ups saw the same load, so their ratio holds, not their absolute rates."]
+
+
+TIMED_IN_TURN = "Latency and throughput: median of the timed passes, the runtimes timed in turn in each round."
+
+
 @dataclass(frozen=True)
 class Section:
-    """One task's table: its title, csv file, columns, benchmark, and the throughput column its speed-up is of."""
+    """One task's table: its title, csv file, columns, benchmark, the throughput column its
+    speed-up is of, how it was timed (one sentence), and lines under the table made from its rows."""
 
     title: str
     csv: str
     cols: list[str]
     bench: Callable[[argparse.Namespace], list[Row]]
     throughput: str
+    how: str = TIMED_IN_TURN
+    notes: Callable[[list[Row]], list[str]] = lambda rows: []
 
 
 SECTIONS = {
@@ -278,6 +312,13 @@ SECTIONS = {
                       ["runtime", "batch1_ms_per_tile", "batch8_ms_per_tile", "batch64_ms_per_tile", "batch8_tiles_per_s",
                        "speedup_batch8", "tiled_tiles_per_s", "tiled_vs_sahi", "precision", "recall", "f1", "map50", "n",
                        "max_prob_diff_vs_torch", "max_box_diff_px_vs_torch"], bench_detect, "batch8_tiles_per_s"),
+    "serve": Section("Service: two replicas against two workers (PostgreSQL)", "speed_serve.csv",
+                     ["service", "replicas", "workers_per_replica", "clients", "analyses", "analyses_per_s",
+                      "speedup_analyses", "rounds_per_s", "p50_ms", "p95_ms", "run_twice", "lost",
+                      "replicas_that_finished"], bench_serve, "analyses_per_s",
+                     how="Throughput: analyses finished per second with every client busy, median of the rounds "
+                     "(--repeats), the set-ups loaded in turn in each round; latency: upload to result.",
+                     notes=serve_notes),
 }
 
 
@@ -291,9 +332,9 @@ def section(task: str, rows: list[Row], args: argparse.Namespace) -> list[str]:
             f"`nice -n 10 python benchmarks/speed.py --tasks {' '.join(args.tasks)} --repeats {args.repeats} --threads {args.threads}{limit}` "
             f"({when}) on {cpu_name()}, {os.cpu_count()} cores, {args.threads} threads per runtime, load average "
             f"{load:.1f} when it finished (other jobs shared the CPU: compare rows of this table, not with other runs). "
-            "Latency and throughput: median of the timed passes, the runtimes timed in turn in each round.", "",
+            f"{SECTIONS[task].how}", "",
             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols),
-            *("| " + " | ".join(str(r.get(c, "-")) for c in cols) + " |" for r in rows)]
+            *("| " + " | ".join(str(r.get(c, "-")) for c in cols) + " |" for r in rows), *SECTIONS[task].notes(rows)]
 
 
 def kept_sections(md: Path) -> dict[str, list[str]]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -108,6 +110,23 @@ class LiveServer:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"analysis {analysis_id} still {body['status']}")
             time.sleep(0.05)
+
+
+def serve_process(storage: Path, port: int, url: str, *options: str) -> subprocess.Popen:
+    """``pulmo serve`` in its own process on ``port`` (one thread for the models); returns once
+    ``/health`` answers. Its stderr is a pipe: the service's own log lines."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "pulmo.cli", "serve", "--port", str(port), "--storage", str(storage),
+                             "--db", url, *options], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if http("GET", f"http://127.0.0.1:{port}/health")[0] == 200:
+                return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"pulmo serve did not start: {proc.stderr.read().decode()[-2000:]}")
 
 
 def http(method: str, url: str, token: str | None = None, body: bytes | None = None,

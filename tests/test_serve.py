@@ -7,12 +7,8 @@ import hashlib
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import re
 import time
-from pathlib import Path
 
 import pytest
 
@@ -25,9 +21,11 @@ from pulmo.data.segmentation import segment_cycles
 from pulmo.serve.app import ServeSettings
 from pulmo.serve.db import analyses, audit, tokens
 from pulmo.serve.storage import Storage, TooLarge
+from pulmo.serve.localpg import free_port
 from tests.frontdoor_fixtures import (BlockingCapability, FakeImageCapability, chest_phantom, image_file, png,
                                      png_header_only, truncated, wav)
-from tests.serve_helpers import POSTGRES, LiveServer, announce_only, db_rows, fresh_db, http, multipart
+from tests.serve_helpers import (POSTGRES, LiveServer, announce_only, db_rows, fresh_db, http, multipart,
+                                 serve_process)
 
 DEMO = ASSETS / "demo_lung_sounds.flac"
 LIMITS = Limits(max_upload_bytes=512 * 1024, max_audio_seconds=30.0)
@@ -276,37 +274,16 @@ def _restart_requeues(tmp_path, extra_capabilities, url):  # type: ignore[no-unt
     assert [r["status"] for r in db_rows(url, analyses)] == ["done", "done", "done"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(storage: Path, port: int, url: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "pulmo.cli", "serve", "--port", str(port), "--storage", str(storage),
-                             "--db", url],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if http("GET", f"http://127.0.0.1:{port}/health")[0] == 200:
-                return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"pulmo serve did not start: {proc.stderr.read().decode()[-2000:]}")
-
-
 def test_a_killed_service_loses_nothing(tmp_path):
     with fresh_db(tmp_path) as url:
         _killed_service_loses_nothing(tmp_path, url)
 
 
 def _killed_service_loses_nothing(tmp_path, url):  # type: ignore[no-untyped-def]
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     recording = wav(tmp_path / "short.wav", seconds=3.0)
-    proc = _start(tmp_path, port, url)
+    proc = serve_process(tmp_path, port, url, "--lease-seconds", "1")
     try:
         body, ctype = multipart({"file": ("short.wav", recording.read_bytes())}, {})
         status, _, out = http("POST", base + "/analyses", body=body, headers={"Content-Type": ctype})
@@ -318,7 +295,8 @@ def _killed_service_loses_nothing(tmp_path, url):  # type: ignore[no-untyped-def
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-    proc = _start(tmp_path, port, url)
+    time.sleep(1.5)  # the killed service's lease runs out: the next start re-queues its analysis
+    proc = serve_process(tmp_path, port, url)
     try:
         deadline = time.monotonic() + 120
         while (row := json.loads(http("GET", f"{base}/analyses/{analysis_id}")[2]))["status"] != "done":
@@ -327,7 +305,7 @@ def _killed_service_loses_nothing(tmp_path, url):  # type: ignore[no-untyped-def
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    started = re.findall(r"pulmo serve: \w+; (\d+) analyses re-queued, \d+ partial uploads removed",
+    started = re.findall(r"pulmo serve: [\w+]+; (\d+) analyses re-queued, \d+ partial uploads removed",
                          proc.stderr.read().decode())  # the service's own log reaches stderr under uvicorn
     assert started == [str(int(seen == "running"))]
     assert row["attempts"] == (2 if seen == "running" else 1), (seen, row)

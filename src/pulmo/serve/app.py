@@ -68,6 +68,7 @@ class ServeSettings:
     limits: Limits = field(default_factory=Limits)
     checkpoints: dict[str, str] = field(default_factory=dict)
     stop_timeout_s: float = 10.0  # at shutdown, how long to wait for running analyses (they are re-queued later)
+    lease_s: float = 30.0  # a running analysis whose service stops renewing its lease this long is re-queued
 
     @property
     def url(self) -> str:
@@ -153,7 +154,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     url = settings.url
     migrate(url)
     engine = make_engine(url)
-    runner = JobRunner(engine, storage, settings.workers, settings.checkpoints)
+    runner = JobRunner(engine, storage, settings.workers, settings.checkpoints, lease_s=settings.lease_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -35,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (beyond loopback, tokens are required)")
     p.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
     p.add_argument("--workers", type=int, default=1, help="analysis worker threads")
+    p.add_argument("--lease-seconds", type=float, default=30.0, metavar="S",
+                   help="a running analysis is re-queued when its service (replica) has not renewed its claim for "
+                        "this long (renewed every S/3 seconds)")
     p.add_argument("--require-token", action="store_true", help="require an API token on loopback too")
     p.add_argument("--checkpoint", action="append", default=[], metavar="TASK=PATH",
                    help="serve this checkpoint for TASK instead of the bundled model")
@@ -131,6 +134,8 @@ def main(args: argparse.Namespace) -> int:
                 print(f"{row['name']}\t{role}\tcreated {row['created_at']:%Y-%m-%d %H:%M}\t{state}")
         return 0
 
+    if args.lease_seconds <= 0:
+        raise ConfigError(f"--lease-seconds must be positive, got {args.lease_seconds}")
     checkpoints = {}
     for item in args.checkpoint:
         task, sep, path = item.partition("=")
@@ -148,7 +153,7 @@ def main(args: argparse.Namespace) -> int:
     limits = dataclasses.replace(Limits(), max_upload_bytes=int(args.max_upload_mb * 2**20),
                                  max_audio_seconds=args.max_audio_seconds, max_image_pixels=args.max_image_pixels)
     settings = ServeSettings(storage=storage, db_url=args.db, workers=args.workers, require_token=require,
-                             limits=limits, checkpoints=checkpoints)
+                             limits=limits, checkpoints=checkpoints, lease_s=args.lease_seconds)
     show_service_log()
     app = create_app(settings)
     print(f"pulmo serve: http://{args.host}:{args.port}/ (database {url.split('://')[0]}, storage {storage}, "

@@ -17,7 +17,10 @@ metadata = MetaData()
 
 # One row per submitted analysis. status: queued -> running -> done | failed. ``attempts``
 # counts claims by a worker; a worker may only finish the attempt it claimed (fencing), so
-# a job re-queued after a crash can never be overwritten by the old, stale worker.
+# a job re-queued after a crash can never be overwritten by the old, stale worker. A running
+# row is leased: ``claimed_by`` names the service process (replica) whose worker runs it, and
+# ``lease_expires_at`` is pushed forward while that replica lives; any replica re-queues a
+# running row whose lease has run out.
 analyses = Table(
     "analyses", metadata,
     Column("id", String(32), primary_key=True),
@@ -38,6 +41,8 @@ analyses = Table(
     Column("pulmo_version", String(32)),
     Column("result", Text),  # JSON envelope (see pulmo.frontdoor.capabilities.envelope)
     Column("error", Text),
+    Column("claimed_by", String(64)),
+    Column("lease_expires_at", DateTime(timezone=True)),
 )
 
 # Who did what when: one row per event (submit, rejected, start, done, failed, requeued).

@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -98,10 +99,17 @@ class Storage:
         write_atomic(path, data)
         return path
 
-    def clean_tmp(self) -> int:
-        """Remove spooled files left by a service that died mid-upload; returns how many."""
+    def clean_tmp(self, min_age_s: float = 3600.0) -> int:
+        """Remove spooled files left by a service that died mid-upload: those untouched for
+        ``min_age_s`` (another replica sharing this folder may be writing the newer ones).
+        Returns how many."""
         n = 0
+        cutoff = time.time() - min_age_s
         for p in (self.root / "tmp").iterdir():
-            p.unlink(missing_ok=True)
-            n += 1
+            try:
+                if p.stat().st_mtime < cutoff:
+                    p.unlink(missing_ok=True)
+                    n += 1
+            except FileNotFoundError:  # another replica removed it first
+                pass
         return n
