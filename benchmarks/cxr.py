@@ -34,9 +34,8 @@ import torch  # noqa: E402
 
 from pulmo.config import default_data_root  # noqa: E402
 from pulmo.cxr.config import CxrConfig, load_cxr_config  # noqa: E402
-from pulmo.cxr.data import ImageSet, load_covid3, prepare_set  # noqa: E402
-from pulmo.cxr.train import build_model, predict_proba, train_cxr  # noqa: E402
-from pulmo.metrics.classification import classification_report  # noqa: E402
+from pulmo.cxr.experiment import load_data, scores, short_report  # noqa: E402
+from pulmo.cxr.train import build_model, train_cxr  # noqa: E402
 
 CONFIGS = ROOT / "configs" / "experiments" / "vbreathnet"
 RUNS = ROOT / "runs" / "cxr"
@@ -49,21 +48,6 @@ PAPER = {"table4_vbreathnet": "96.84 % val acc; F1 N 0.97 / C 0.95 / P 0.98; 792
          "table3_densenet121": "92.24 % max val acc; 8,217,667 params (1,180,163 trainable)",
          "table3_mobilenet_v2": "92.60 % max val acc; 3,733,059 params (1,475,075 trainable)",
          "table3_vgg16": "92.75 % max val acc; 15,305,027 params (590,339 trainable)"}
-
-
-def load_data(cfg: CxrConfig, seed: int, cache: dict[str, Any]) -> tuple[ImageSet, ImageSet, ImageSet, dict[str, Any]]:
-    """``(train, selection, scored, report)`` sets for one config and seed."""
-    root = default_data_root() / "cxr" / cfg.dataset
-    if cfg.dataset == "pneumoniamnist":
-        from pulmo.data.adapters.image_folder import read_medmnist_npz
-
-        recs = read_medmnist_npz(root / "pneumoniamnist.npz", list(cfg.classes))
-        parts = {s: prepare_set([r for r in recs if r.split == s], cfg.classes, cfg.image) for s in ("train", "val", "test")}
-        return parts["train"], parts["val"], parts["test"], {"scored": "official test"}
-    splits = load_covid3(root, cfg.classes, cfg.image, cfg.gates, cfg.train.val_fraction, seed, cache=cache.setdefault("covid3", {}))
-    report = {k: v for k, v in splits.report.items() if k != "duplicate_pairs"}
-    report["scored"] = "val without near-duplicates of train"
-    return splits.train.subset(splits.inner_train), splits.train.subset(splits.inner_val), splits.val, report
 
 
 def run(rows: list[str], seeds: list[int], force: bool) -> None:
@@ -79,10 +63,8 @@ def run(rows: list[str], seeds: list[int], force: bool) -> None:
             train, sel, scored, data_report = load_data(cfg, seed, cache)
             res = train_cxr(cfg, train, sel)
             labels = list(cfg.classes)
-            probs = predict_proba(res.model, scored.x, cfg.image)
-            sel_probs = predict_proba(res.model, sel.x, cfg.image)
-            metrics = {"scored": classification_report(scored.y.tolist(), probs.argmax(1).tolist(), labels),
-                       "selection": classification_report(sel.y.tolist(), sel_probs.argmax(1).tolist(), labels)}
+            metrics = scores(res, cfg, sel, scored)
+            probs = metrics.pop("probabilities")
             record = {"row": row, "seed": seed, "config": cfg.to_dict(), "best_epoch": res.best_epoch,
                       "train_seconds": res.seconds, "history": res.history, "data": data_report, **metrics,
                       "per_image": [{"id": r.record_id, "label": r.label, "pred": labels[int(p.argmax())],
@@ -93,16 +75,11 @@ def run(rows: list[str], seeds: list[int], force: bool) -> None:
                 from pulmo.cxr.checkpoint import save_cxr_checkpoint
 
                 save_cxr_checkpoint(RUNS / row / f"model_seed{seed}.pt", res.model, cfg,
-                                    {"val": _short(metrics["scored"]), "selection": _short(metrics["selection"]),
+                                    {"val": short_report(metrics["scored"]), "selection": short_report(metrics["selection"]),
                                      "protocol": data_report.get("scored", "")}, half=True)
             s = metrics["scored"]
             print(f"{row} seed {seed}: best epoch {res.best_epoch}, {res.seconds:.0f} s; scored n={s['n']} "
                   f"acc {s['accuracy']:.4f} macro-F1 {s['macro_f1']:.4f}", flush=True)
-
-
-def _short(rep: dict[str, Any]) -> dict[str, Any]:
-    return {"accuracy": rep["accuracy"], "macro_f1": rep["macro_f1"], "n": rep["n"],
-            **{f"f1_{k}": v for k, v in rep["f1"].items()}}
 
 
 def cpu_ms_per_image(cfg: CxrConfig, repeats: int = 20) -> float:

@@ -1,5 +1,5 @@
-"""``pulmo train CONFIG --devices 2 --strategy ddp``: the smoke configs train in two CPU
-processes (DDP over gloo), and both processes end with the same weights."""
+"""``pulmo train CONFIG --devices 2 --strategy ddp``: every smoke config under configs/smoke/
+trains in two CPU processes (DDP over gloo), and both processes end with the same weights."""
 
 from __future__ import annotations
 
@@ -7,35 +7,52 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from pulmo.cxr.synthetic import write_xray_folder
 from pulmo.data.adapters.synthetic import write_icbhi_folder
+from pulmo.data.adapters.synthetic_breath import write_breath_folder
+from pulmo.engine.experiments import ENGINES, engine_for, experiment_task
 from pulmo.engine.launch import Launch
 from pulmo.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke"
 
+#: smoke config -> (the config key of the data folder, a synthetic dataset in its task's layout)
+SMOKE_DATA: dict[str, tuple[str, Callable[[Path], Path]]] = {
+    "lung_sounds.yaml": ("data.root", lambda d: write_icbhi_folder(d / "icbhi", n_patients=6, seed=3)),
+    "resp_rate.yaml": ("data.root", lambda d: write_breath_folder(d / "breaths", subjects=4, seconds=16.0)),
+    "cxr.yaml": ("root", lambda d: write_xray_folder(d / "cxr", per_class=6, size_px=64, splits=("train", "val"), seed=3)),
+}
 
-def _train(config: Path, data_root: Path, out: Path, *launch: str) -> subprocess.CompletedProcess[str]:
+
+def _train(config: Path, data: str, out: Path, *launch: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "pulmo.cli", "train", str(config), "--set", f"data.root={data_root}",
+    cmd = [sys.executable, "-m", "pulmo.cli", "train", str(config), "--set", data,
            "--out", str(out), "--quiet", "--json", *launch]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=out.parent)
 
 
-def test_lung_sounds_smoke_config_trains_with_ddp_on_two_cpu_processes(tmp_path):
-    data = write_icbhi_folder(tmp_path / "icbhi", n_patients=6, seed=3)
-    run = _train(SMOKE / "lung_sounds.yaml", data, tmp_path / "run", "--devices", "2", "--strategy", "ddp")
+def test_every_smoke_config_has_synthetic_data_and_an_engine():
+    assert sorted(p.name for p in SMOKE.glob("*.yaml")) == sorted(SMOKE_DATA)
+    assert {experiment_task(SMOKE / name) for name in SMOKE_DATA} <= set(ENGINES)
+
+
+@pytest.mark.parametrize("name", sorted(SMOKE_DATA))
+def test_smoke_config_trains_with_ddp_on_two_cpu_processes(tmp_path, name):
+    key, make = SMOKE_DATA[name]
+    run = _train(SMOKE / name, f"{key}={make(tmp_path)}", tmp_path / "run", "--devices", "2", "--strategy", "ddp")
     assert run.returncode == 0, run.stderr[-2000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     ranks = metrics["ranks"]
     assert ranks["world_size"] == 2 and len(ranks["weights_sha256"]) == 2
     assert ranks["agree"], ranks
     assert (tmp_path / "run" / "model.pt").is_file()
-    assert json.loads(run.stdout)["test"]["n"] > 0  # rank 0 reports once; rank 1 prints nothing
+    assert set(json.loads(run.stdout)) == {"val", "test"}  # rank 0 reports once; rank 1 prints nothing
 
 
 def test_launch_options_are_checked():
@@ -43,3 +60,10 @@ def test_launch_options_are_checked():
     for bad in ({"strategy": "horovod"}, {"devices": 0}, {"num_nodes": 0}):
         with pytest.raises(ConfigError):
             Launch(**bad)
+
+
+def test_a_task_without_a_training_engine_is_named(tmp_path):
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text("task: detect\n")
+    with pytest.raises(ConfigError, match="task 'detect' does not train through 'pulmo train'"):
+        engine_for(cfg)

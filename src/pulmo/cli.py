@@ -47,8 +47,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """Run each experiment file for each seed; a run folder with metrics.json is skipped."""
-    from pulmo.config import load_config
-    from pulmo.engine.train import run_experiment
+    from pulmo.config import read_experiment
+    from pulmo.engine.experiments import train_experiment
 
     if args.threads:
         import torch
@@ -57,31 +57,27 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     overrides = _overrides(args)
     for path in args.configs:
         for seed in args.seeds:
-            cfg = load_config(path, {**overrides, "train": {**overrides.get("train", {}), "seed": seed}})
-            run_dir = Path(args.out) / cfg.name / f"seed{seed}"
+            seeded = {**overrides, "train": {**overrides.get("train", {}), "seed": seed}}
+            name = read_experiment(path, seeded)["name"]
+            run_dir = Path(args.out) / name / f"seed{seed}"
             if (run_dir / "metrics.json").exists() and not args.force:
                 print(f"skip {run_dir} (done; --force to redo)")
                 continue
-            metrics = run_experiment(cfg, run_dir, progress=not args.quiet)
-            print(
-                f"{cfg.name} seed {seed}: val score {metrics['val']['score']:.4f} | test Se "
-                f"{metrics['test']['sensitivity']:.4f} Sp {metrics['test']['specificity']:.4f} "
-                f"score {metrics['test']['score']:.4f} | {metrics['train_seconds']:.0f} s -> {run_dir}"
-            )
+            _, metrics, engine = train_experiment(path, seeded, run_dir, progress=not args.quiet)
+            print(f"{name} seed {seed}: {engine.summary(metrics)} | {metrics['train_seconds']:.0f} s -> {run_dir}")
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train one experiment file into one run folder."""
-    from pulmo.config import load_config
-    from pulmo.engine.train import run_experiment
+    """Train one experiment file (any task with a training engine) into one run folder."""
+    from pulmo.engine.experiments import train_experiment
 
-    cfg = load_config(args.config, _overrides(args))
-    metrics = run_experiment(cfg, args.out, progress=not args.quiet, launch=_launch(args))
+    _, metrics, engine = train_experiment(args.config, _overrides(args), args.out, progress=not args.quiet,
+                                          launch=_launch(args))
     if not metrics:  # a further process of a distributed run: rank 0 reports
         return 0
     print(json.dumps({k: metrics[k] for k in ("val", "test")}, indent=2) if args.json else
-          f"val score {metrics['val']['score']:.4f}; test score {metrics['test']['score']:.4f}; model: {args.out}/model.pt")
+          f"{engine.summary(metrics)}; model: {args.out}/model.pt")
     return 0
 
 

@@ -256,5 +256,6 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
     return ExperimentConfig.from_dict(read_experiment(path, overrides))
 
 
-def save_config(config: ExperimentConfig, path: str | Path) -> None:
+def save_config(config: ExperimentFile, path: str | Path) -> None:
+    """Write any capability's experiment config as YAML (what ``read_experiment`` reads back)."""
     Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

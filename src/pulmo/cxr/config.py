@@ -104,9 +104,11 @@ class CxrConfig(ExperimentFile):
     """One chest X-ray experiment."""
 
     name: str = "cxr"
+    task: str = "cxr"
     description: str = ""
     paper: dict[str, Any] = field(default_factory=dict)  # the paper's reported values, as fractions
     dataset: str = "covid19_3class"  # folder under <data root>/cxr: covid19_3class or pneumoniamnist
+    root: str = ""  # the dataset's folder, where it is not <data root>/cxr/<dataset>
     classes: list[str] = field(default_factory=lambda: list(COVID3_CLASSES))
     image: ImageConfig = field(default_factory=ImageConfig)
     gates: GateConfig = field(default_factory=GateConfig)

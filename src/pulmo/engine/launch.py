@@ -10,6 +10,8 @@ set by hand) spans machines. Only rank 0 scores the test split and writes the ru
 from __future__ import annotations
 
 import hashlib
+import logging
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +42,9 @@ class Launch:
             raise ConfigError(f"--num-nodes must be at least 1, got {self.num_nodes}")
 
     def trainer_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of ``lightning.Trainer``."""
+        """Keyword arguments of ``lightning.Trainer``. Also quiets Lightning's info lines (tips,
+        "`Trainer.fit` stopped"): pulmo prints its own progress and results."""
+        logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
         return {"devices": self.devices, "strategy": self.strategy, "num_nodes": self.num_nodes,
                 "accelerator": self.accelerator}
 
@@ -61,7 +65,9 @@ def ranks_agree(trainer: L.Trainer, module: torch.nn.Module) -> dict[str, Any] |
     if trainer.world_size < 2:
         return None
     own = torch.tensor(list(bytes.fromhex(weights_sha256(module))), dtype=torch.int64)
-    gathered = trainer.strategy.all_gather(own).reshape(trainer.world_size, -1).cpu()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*all_gather is deprecated.*")  # inside Lightning, not ours to change
+        gathered = trainer.strategy.all_gather(own).reshape(trainer.world_size, -1).cpu()
     hashes = [bytes(row.tolist()).hex() for row in gathered]
     return {"world_size": trainer.world_size, "weights_sha256": hashes, "agree": len(set(hashes)) == 1}
 

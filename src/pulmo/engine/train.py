@@ -191,6 +191,7 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*all_gather is deprecated.*")  # inside Lightning's DDP gather
         trainer.fit(task, train_loader, val_loader)
     if best.best_model_path:
         task.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"])

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from pulmo.config import ExperimentFile, NamedConfig, default_data_root, read_experiment
 from pulmo.errors import ConfigError
@@ -177,7 +176,3 @@ class RespRateConfig(ExperimentFile):
 def load_rr_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RespRateConfig:
     """Read a respiratory-rate experiment YAML (optional one-level ``base:``), overrides last."""
     return RespRateConfig.from_dict(read_experiment(path, overrides))
-
-
-def save_rr_config(config: RespRateConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

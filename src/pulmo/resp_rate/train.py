@@ -7,115 +7,81 @@ test scored once with and without them.
 
 from __future__ import annotations
 
-import copy
 import json
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader
 
+from pulmo.config import save_config
 from pulmo.data.adapters.breath_csv import load_breath_csv
+from pulmo.engine.launch import Launch, ranks_agree
 from pulmo.errors import ConfigError
-from pulmo.losses.ccc import ccc_cost
-from pulmo.losses.focal import focal_loss
-from pulmo.losses.multitask import DynamicWeightAverage, convex_mixture
-from pulmo.losses.rate_bins import rate_bin_loss
 from pulmo.resp_rate.air_data import air_validation_clips
-from pulmo.resp_rate.config import ClipConfig, RespRateConfig, save_rr_config
-from pulmo.resp_rate.data import ClipSampler, Recording, load_recordings, subject_folds
+from pulmo.resp_rate.config import ClipConfig, RespRateConfig
+from pulmo.resp_rate.data import Recording, load_recordings, subject_folds
 from pulmo.resp_rate.evaluate import LabelledAudio, labelled_recordings, score_model
 from pulmo.resp_rate.net import RateNet, build_net, save_rr_checkpoint
 from pulmo.resp_rate.predictor import NetPredictor
-
-TASK_NAMES = ("ccc", "ce_breath", "ce_noise", "focal_breath")
-
-
-def _class_weights(counts: np.ndarray) -> torch.Tensor:
-    """Inverse-frequency weights normalised to mean 1 over the classes seen so far."""
-    seen = counts > 0
-    w = np.zeros_like(counts, dtype=np.float64)
-    w[seen] = counts[seen].sum() / (seen.sum() * counts[seen])
-    return torch.tensor(w, dtype=torch.float32)
+from pulmo.resp_rate.task import ClipBatches, RateTask
 
 
-def task_losses(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], net: RateNet, cfg: RespRateConfig,
-                breath_w: torch.Tensor, noise_w: torch.Tensor) -> torch.Tensor:
-    """``(4,)`` losses: CCC cost (rate and count; plus ``rate_bins_weight`` x the rate-bin
-    cross-entropy for a model with a rate-bin head), weighted CE breathing, weighted CE noise,
-    focal breathing (with the CE weights)."""
-    rate_t, count_t = batch["rate"] / net.rate_scale_bpm, batch["count"] / net.count_scale
-    ccc = ccc_cost(out["rate"], rate_t, out["count"], count_t, cfg.loss.alpha)
-    if cfg.loss.l1_weight:
-        ccc = ccc + cfg.loss.l1_weight * (out["rate"] - rate_t).abs().mean()
-    if "rate_bin_logits" in out:
-        ccc = ccc + cfg.loss.rate_bins_weight * rate_bin_loss(out["rate_bin_logits"], batch["rate"], net.model.rate_bin_bpm,
-                                                              cfg.loss.rate_bins_sigma)
-    ce_b = F.cross_entropy(out["breath_logits"].float(), batch["breath"], weight=breath_w)
-    ce_n = F.cross_entropy(out["noise_logits"].float(), batch["noisy"], weight=noise_w)
-    fl = focal_loss(out["breath_logits"], batch["breath"], cfg.loss.focal_gamma, breath_w)
-    return torch.stack([ccc, ce_b, ce_n, fl])
-
-
-def run_rr_experiment(cfg: RespRateConfig, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Train and select on validation; score validation and test; write ``config.yaml``,
-    ``metrics.json``, ``history.json`` and ``model.pt`` (fp32) under ``out_dir``."""
+def run_rr_experiment(cfg: RespRateConfig, out_dir: str | Path, progress: bool = True,
+                      launch: Launch | None = None) -> dict[str, Any]:
+    """Train through Lightning (:class:`~pulmo.resp_rate.task.RateTask`; ``launch``: devices,
+    strategy and nodes, default one process) and select the epoch on validation; score
+    validation and test; write ``config.yaml``, ``metrics.json``, ``history.json`` and
+    ``model.pt`` (fp32) under ``out_dir``. In a multi-process run only rank 0 scores and
+    writes; the others return ``{}``."""
     if cfg.data.dataset not in ("rrujo", "breath_csv"):
         raise ConfigError(f"data.dataset {cfg.data.dataset!r} is not supported (rrujo, breath_csv)")
+    launch = launch or Launch()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_rr_config(cfg, out / "config.yaml")
+    save_config(cfg, out / "config.yaml")
     started = time.time()
-    torch.manual_seed(cfg.train.seed)
+    L.seed_everything(cfg.train.seed, verbose=False)
     splits = subject_folds(load_breath_csv(cfg.data.resolved_root()), cfg.data)
     recs = {k: load_recordings(v, cfg.clip) for k, v in splits.items()}
-    sampler = ClipSampler(recs["train"], cfg.clip, cfg.data, cfg.augment, seed=cfg.train.seed)
     net = build_net(cfg)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    dwa = DynamicWeightAverage(len(TASK_NAMES), cfg.loss.dwa_temperature)
-    mix = torch.tensor(convex_mixture(cfg.loss.mix), dtype=torch.float32)
-    breath_counts, noise_counts = np.zeros(3), np.zeros(2)
-    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
-    history = []
     val_items = labelled_recordings(recs["val"]) + air_validation_items(cfg)
     val_clip = ClipConfig(**{**cfg.clip.__dict__, "hop_s": cfg.train.val_hop_s})
     steps = max(cfg.train.clips_per_epoch // cfg.train.batch_size, 1)
-    for epoch in range(cfg.train.epochs):
-        net.train()
-        lam = torch.tensor(dwa.weights(), dtype=torch.float32)
-        sums = torch.zeros(len(TASK_NAMES))
-        for _ in range(steps):
-            batch = sampler.batch(cfg.train.batch_size)
-            breath_counts += np.bincount(batch["breath"].numpy(), minlength=3)
-            noise_counts += np.bincount(batch["noisy"].numpy(), minlength=2)
-            losses = task_losses(net(batch["audio"]), batch, net, cfg, _class_weights(breath_counts), _class_weights(noise_counts))
-            loss = (mix * lam * losses).sum()
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-            opt.step()
-            sums += losses.detach()
-        dwa.end_epoch((sums / steps).tolist())
-        val = score_model(NetPredictor(net, val_clip), val_items)
-        score = val["recording"]["ccc"] if cfg.train.select_on == "ccc" else -val["recording"]["mae"]
-        history.append({"epoch": epoch, "losses": dict(zip(TASK_NAMES, (sums / steps).tolist())),
-                        "dwa": lam.tolist(), "val_ccc": val["recording"]["ccc"], "val_mae": val["recording"]["mae"],
-                        "val_window_mae": val["window"]["mae"], "seconds": time.time() - started})
-        if progress:
-            print(f"epoch {epoch:3d} loss {float((sums / steps).sum()):.3f} val CCC {val['recording']['ccc']:.3f} "
-                  f"MAE {val['recording']['mae']:.2f} (window {val['window']['mae']:.2f}) {time.time() - started:.0f} s",
-                  flush=True)
-        if best is None or score > best[0]:
-            best = (score, epoch, copy.deepcopy(net.state_dict()))
-        elif epoch - best[1] >= cfg.train.patience:
-            break
-    assert best is not None
-    net.load_state_dict(best[2])
-    metrics: dict[str, Any] = {"selected_epoch": best[1], "epochs_run": len(history),
+    task = RateTask(net, cfg, val_items, val_clip, progress)
+    best = ModelCheckpoint(dirpath=out / "lightning", monitor="val_score", mode="max", save_top_k=1, filename="best",
+                           save_on_train_epoch_end=True)
+    trainer = L.Trainer(max_epochs=cfg.train.epochs, gradient_clip_val=5.0, **launch.trainer_kwargs(),
+                        callbacks=[best, EarlyStopping(monitor="val_score", mode="max", patience=cfg.train.patience,
+                                                       check_on_train_epoch_end=True)],
+                        logger=CSVLogger(out, name="logs", version=""), enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+                        log_every_n_steps=min(50, steps))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*`IterableDataset` has `__len__` defined.*")
+        warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated.*")
+        # its own generator: the loader's per-epoch seed must not draw on the global stream that dropout uses
+        loader = DataLoader(ClipBatches(recs["train"], cfg, steps), batch_size=None, generator=torch.Generator())
+        trainer.fit(task, loader)
+    task.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"])
+    ranks = ranks_agree(trainer, task)
+    if not trainer.is_global_zero:
+        return {}
+    net = task.net.eval()
+    history = task.history
+    selected = int(np.argmax([h["val_ccc"] if cfg.train.select_on == "ccc" else -h["val_mae"] for h in history]))
+    metrics: dict[str, Any] = {"selected_epoch": selected, "epochs_run": len(history),
                                "subjects": {k: sorted({r.patient_id for r in v}) for k, v in splits.items()}}
+    if ranks is not None:
+        metrics["ranks"] = ranks
     finish_run(net, cfg, recs, metrics)
     metrics["train_seconds"] = time.time() - started
     write_run(out, net, cfg, metrics)
