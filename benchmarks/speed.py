@@ -347,6 +347,9 @@ def kept_sections(md: Path) -> dict[str, list[str]]:
             out[title] = []
         if title is not None:
             out[title].append(line)
+    for lines in out.values():  # main() puts one blank line between sections
+        while lines and not lines[-1].strip():
+            lines.pop()
     return out
 
 
