@@ -32,7 +32,9 @@ from bench_jobs import run_logged
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 CONFIGS = ROOT / "configs/experiments/multidataset"
-ROWS = ("icbhi_only", "kauh_mil", "kauh_mil_device_aug", "kauh_mil_device_aug_pretrained")
+ROWS = ("icbhi_only", "kauh_mil", "kauh_mil_device_aug", "kauh_mil_device_aug_pretrained",
+        # each adds one thing to the pretrained row (not to each other); added after the first four had run
+        "kauh_mil_device_aug_pretrained_devbal", "kauh_mil_device_aug_pretrained_adv")
 RUNS = ROOT / "runs/icbhi_multidataset"
 FOLDS = 5
 DEVICES = ("AKGC417L", "Litt3200", "LittC2SE", "Meditron")

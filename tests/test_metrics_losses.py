@@ -78,3 +78,20 @@ def test_ccc_and_pearson_match_the_libraries_and_the_report_matches_scikit_learn
     y_true, y_pred = rng.integers(0, 3, 100), rng.integers(0, 3, 100)
     report = classification_report(y_true, y_pred, ["a", "b", "c"])
     assert report["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro"))
+
+
+def test_conditional_adversary_reverses_the_gradient_it_sends_back():
+    from pulmo.losses.adversarial import ConditionalAdversary
+
+    torch.manual_seed(0)
+    emb = torch.randn(6, 5, requires_grad=True)
+    labels, nuisance = torch.tensor([0, 1, 2, 0, 1, 2]), torch.tensor([0, 1, 1, 0, 2, 2])
+    adv = ConditionalAdversary(5, 3, 3, lam=0.5)
+    adv.loss(emb, labels, nuisance).backward()
+    # reference: the same linear layer on [embedding, one-hot label], no reversal
+    ref_emb = emb.detach().clone().requires_grad_(True)
+    onehot = torch.nn.functional.one_hot(labels, 3).float()
+    ref = torch.nn.functional.cross_entropy(adv.linear(torch.cat([ref_emb, onehot], 1)), nuisance)
+    ref.backward()
+    assert torch.allclose(emb.grad, -0.5 * ref_emb.grad)  # the encoder is pushed the other way, scaled
+    assert adv.linear.weight.grad is not None  # the adversary itself learns normally

@@ -163,7 +163,20 @@ def test_run_with_kauh_bags_reports_both_datasets(tmp_path, protocol):
     assert "train_bag_loss" in logged
 
 
+def test_device_adversary_trains_beside_the_classifier(tmp_path):
+    icbhi = write_icbhi_folder(tmp_path / "icbhi", n_patients=8, seed=3)
+    config = ExperimentConfig.from_dict({**_config(icbhi).to_dict(), "train": {
+        **_config(icbhi).to_dict()["train"], "device_adversary": 0.5}})
+    metrics = run_experiment(config, tmp_path / "run", progress=False)
+    assert metrics["test"]["n"] > 0
+    assert "train_device_loss" in (tmp_path / "run/logs/metrics.csv").read_text()
+
+
 def test_config_refuses_device_augmentation_it_could_not_apply():
+    with pytest.raises(ConfigError, match="mixup"):
+        ExperimentConfig.from_dict({"train": {"device_adversary": 0.5, "mixup_alpha": 0.2}})
+    with pytest.raises(ConfigError, match="weight >= 0"):
+        ExperimentConfig.from_dict({"train": {"device_adversary": -1.0}})
     with pytest.raises(ConfigError, match="precompute_features"):
         ExperimentConfig.from_dict({"train": {"device_augment": 0.5, "precompute_features": True}})
     with pytest.raises(ConfigError, match="probability"):

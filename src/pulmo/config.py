@@ -144,6 +144,7 @@ class TrainConfig:
     device_augment: float = 0.0  # probability that a training item goes through a random stethoscope response
     mil_weight: float = 1.0  # weight of the KAUH bag loss beside the cycle loss (with data.extra: [kauh])
     init_encoder: str = ""  # a pretrained encoder file (pulmo.engine.pretrain) loaded before training
+    device_adversary: float = 0.0  # weight of a gradient-reversed, class-conditional stethoscope classifier (0: off)
     limit_train_batches: float | int = 1.0
     limit_val_batches: float | int = 1.0
 
@@ -156,6 +157,10 @@ class TrainConfig:
             raise ConfigError(f"train.schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         if not 0.0 <= self.device_augment <= 1.0:
             raise ConfigError(f"train.device_augment is a probability in [0, 1], got {self.device_augment}")
+        if self.device_adversary < 0:
+            raise ConfigError(f"train.device_adversary is a weight >= 0, got {self.device_adversary}")
+        if self.device_adversary and self.mixup_alpha > 0:
+            raise ConfigError("train.device_adversary needs each cycle's own label: it cannot be combined with mixup")
         if self.device_augment and self.precompute_features:
             raise ConfigError("train.device_augment filters waveforms: it cannot be combined with train.precompute_features")
 

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from sklearn.metrics import f1_score
 from torch import nn
 
+from pulmo.losses.adversarial import ConditionalAdversary
+
 
 def make_head(channels: int = 1280, hidden: int = 128, num_classes: int = 3, dropout: float = 0.3,
               cells: int = 9) -> nn.Sequential:
@@ -56,17 +58,6 @@ def sampling_weights(labels: Sequence[int], sources: Sequence[str], balance: str
     else:
         raise ValueError(f"balance must be 'class' or 'source', got {balance!r}")
     return w / w.sum()
-
-
-class _Reverse(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, lam: float) -> torch.Tensor:  # type: ignore[override]
-        ctx.lam = lam
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
-        return -ctx.lam * grad, None
 
 
 @dataclass
@@ -126,7 +117,8 @@ def train_head(feats: np.ndarray, labels: np.ndarray, sources: Sequence[str], va
     head = make_head(feats.shape[2], num_classes=num_classes, cells=1 if spec.global_pool else 9)
     src_names = sorted(set(sources))
     src_idx = torch.as_tensor([src_names.index(s) for s in sources])
-    adv = nn.Linear(head[2].out_features + num_classes, len(src_names)) if spec.adversary > 0 else None
+    adv = ConditionalAdversary(head[2].out_features, num_classes, len(src_names), spec.adversary) \
+        if spec.adversary > 0 else None
     params = list(head.parameters()) + (list(adv.parameters()) if adv is not None else [])
     opt = torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
     w = sampling_weights(labels.tolist(), sources, spec.balance)
@@ -146,9 +138,7 @@ def train_head(feats: np.ndarray, labels: np.ndarray, sources: Sequence[str], va
             hidden = head[:4](x)
             loss = F.cross_entropy(head[4:](hidden), y[bi])
             if adv is not None:
-                onehot = F.one_hot(y[bi], num_classes).float()
-                loss = loss + F.cross_entropy(adv(torch.cat([_Reverse.apply(hidden, spec.adversary), onehot], 1)),
-                                              src_idx[bi])
+                loss = loss + adv.loss(hidden, y[bi], src_idx[bi])
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
@@ -10,7 +11,9 @@ from torch import nn
 
 from pulmo.config import TrainConfig
 from pulmo.data.transforms.spectrogram import mixup, spec_augment, time_shift
+from pulmo.errors import ConfigError
 from pulmo.features.base import FeatureExtractor
+from pulmo.losses.adversarial import ConditionalAdversary
 from pulmo.metrics.icbhi import icbhi_scores
 
 
@@ -46,11 +49,16 @@ class CycleClassificationTask(L.LightningModule):
             task's own generator for augmentation.
         bag_loss: maps ``(window logits (B, W, K), presence (B, 2))`` to a scalar
             (:class:`pulmo.losses.mil.BagPresenceLoss`), for recordings labelled as a whole.
+        train_devices: the stethoscope of each training cycle (an index, in the training
+            dataset's order), for ``train.device_adversary``: a class-conditional device
+            classifier on the model's pooled embedding, through gradient reversal
+            (:class:`pulmo.losses.adversarial.ConditionalAdversary`); the model needs
+            ``embed`` and ``head`` (e.g. ``small_cnn``).
     """
 
     def __init__(
         self, net: AudioClassifier, loss: nn.Module, normal_index: int, train: TrainConfig,
-        bag_loss: nn.Module | None = None,
+        bag_loss: nn.Module | None = None, train_devices: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         self.net = net
@@ -59,6 +67,15 @@ class CycleClassificationTask(L.LightningModule):
         self.normal_index = normal_index
         self.train_config = train
         self.generator = torch.Generator().manual_seed(train.seed)
+        self.adversary: ConditionalAdversary | None = None
+        if train.device_adversary > 0:
+            model = net.model
+            if not (hasattr(model, "embed") and hasattr(model, "head") and train_devices is not None):
+                raise ConfigError(f"train.device_adversary needs a model with an embedding (small_cnn), "
+                                  f"not {type(model).__name__}, and each training cycle's device")
+            self.register_buffer("train_devices", torch.as_tensor(list(train_devices), dtype=torch.long), persistent=False)
+            self.adversary = ConditionalAdversary(model.classifier.in_features, model.num_classes,
+                                                  int(self.train_devices.max()) + 1, train.device_adversary)
         self._val_true: list[torch.Tensor] = []
         self._val_pred: list[torch.Tensor] = []
 
@@ -87,8 +104,16 @@ class CycleClassificationTask(L.LightningModule):
         y_partner, lam = y, 1.0
         if tc.mixup_alpha > 0:
             x, y, y_partner, lam = mixup(x, y, tc.mixup_alpha, self.generator)
-        logits = self.net.model(x).float()
+        if self.adversary is None:
+            logits = self.net.model(x).float()
+        else:
+            embedding = self.net.model.embed(x)
+            logits = self.net.model.head(embedding).float()
+            device_loss = self.adversary.loss(embedding, y, self.train_devices[batch["index"]])
+            self.log("train_device_loss", device_loss, on_step=False, on_epoch=True, batch_size=len(logits))
         loss = self.loss(logits, y) if lam == 1.0 else lam * self.loss(logits, y) + (1 - lam) * self.loss(logits, y_partner)
+        if self.adversary is not None:
+            loss = loss + device_loss
         self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(logits))
         return loss
 

@@ -174,7 +174,9 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool
         bag_loss = BagPresenceLoss(*(labels.index(c) for c in ("crackle", "wheeze", "both")))
     val_loader = DataLoader(data["val"], batch_size=64, num_workers=tc.num_workers)
     loss = build_classification_loss(config.loss.name, counts, config.loss.beta)
-    task = CycleClassificationTask(net, loss, labels.index("normal"), tc, bag_loss=bag_loss)
+    devices = sorted({r.device for r in splits.train})
+    task = CycleClassificationTask(net, loss, labels.index("normal"), tc, bag_loss=bag_loss,
+                                   train_devices=[devices.index(r.device) for r in splits.train])
     best = ModelCheckpoint(dirpath=out / "lightning", monitor=tc.monitor, mode="max", save_top_k=1, filename="best")
     trainer = L.Trainer(
         max_epochs=tc.max_epochs,

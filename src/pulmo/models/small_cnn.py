@@ -51,9 +51,13 @@ class SmallCNN(nn.Module):
         h = self.encoder(x).mean(dim=2)  # (B, C', T')
         return torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1)
 
+    def head(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Pooled features ``(B, 2 * widths[-1])`` -> ``(B, num_classes)`` logits."""
+        return self.classifier(self.dropout(embedding))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, F, T)`` -> ``(B, num_classes)`` logits."""
-        return self.classifier(self.dropout(self.embed(x)))
+        return self.head(self.embed(x))
 
 
 MODELS.add("small_cnn", SmallCNN)
