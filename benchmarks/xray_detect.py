@@ -229,8 +229,10 @@ def cmd_cross(args: argparse.Namespace) -> None:
             seconds = time.perf_counter() - t0
             scored = detection_report(class_agnostic(dets, pipe.thresholds, pipe.inference.iou), 0.0, classes=[AGNOSTIC])
             ranked = detection_report(class_agnostic(dets, 0.0, pipe.inference.iou), 0.0, classes=[AGNOSTIC])
-            rows.append({"trained_on": trained_on, "model": display_name(pipe.bundle["name"]) + ("" if ckpt else " (bundled)"),
-                         "checkpoint_sha256": pipe.sha256, "model_classes": len(pipe.labels), "test_on": test_on,
+            seed = pipe.bundle["config"]["train"]["seed"]
+            rows.append({"trained_on": trained_on, "model": ("bundled model: " if ckpt is None else "") + f"{display_name(pipe.bundle['name'])}, seed {seed}",
+                         "checkpoint_sha256": pipe.sha256, "model_classes": len(pipe.labels), "model_val_f1": pipe.bundle["metrics"]["val"]["f1"],
+                         "test_on": test_on,
                          "n_test_images": scored["n"], "precision": scored["precision"], "recall": scored["recall"],
                          "f1": scored["f1"], "map50": ranked["map50"], "seconds": round(seconds, 1)})
             r = rows[-1]
@@ -577,11 +579,12 @@ def cross_domain_lines() -> list[str]:
              "every predicted and true label becomes `object`, and one class-agnostic NMS (IoU 0.5) removes a second class's box "
              "on the same object; mAP50 ranks all candidates. Each model keeps its own preprocessing (baggage: RGB at half "
              "scale, 256-px tiles; synthetic: 16-bit grey at full scale, 128-px tiles); only the images change. "
-             f"Device: CPU, {c['threads']} thread. The synthetic model is the synthetic run with the highest validation F1.", "",
-             "| model (trained on) | classes | test split | images | P | R | F1 (class-agnostic) | mAP50 (class-agnostic) |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"Device: CPU {c['device']}, {c['threads']} thread.", "",
+             "| model | classes | its val F1 (own classes) | test split | images | P | R | F1 (class-agnostic) | mAP50 (class-agnostic) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in c["rows"]:
-        lines.append(f"| {r['model']} ({r['trained_on']}) | {r['model_classes']} | {r['test_on']}{' (in domain)' if r['test_on'] == r['trained_on'] else ''} | "
+        lines.append(f"| {r['model']} | {r['model_classes']} | {r['model_val_f1']:.4f} | "
+                     f"{r['test_on']}{' (in domain)' if r['test_on'] == r['trained_on'] else ''} | "
                      f"{r['n_test_images']} | {r['precision']:.4f} | {r['recall']:.4f} | **{r['f1']:.4f}** | {r['map50']:.4f} |")
     return lines + ["", f"Command: `{c['command']}`", ""]
 
