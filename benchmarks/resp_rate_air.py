@@ -317,14 +317,19 @@ def main() -> None:
     print("val:", {k: round(mae(val, k), 2) for k in candidates}, "->", air_choice, flush=True)
     for r in val + test:  # what the pipeline returns: the chosen estimator on air audio, the networks otherwise
         r["pipeline"] = r[air_choice] if r["front_end"] == "air" else r[NETS]
-    from pulmo.resp_rate.air import AirDspConfig, doubt_threshold
+    from pulmo.resp_rate.air import AIR_DOUBT_ABOVE, NETWORKS_DOUBT_ABOVE, AirDspConfig, doubt_threshold, networks_doubt
 
     if best_air != air_name(AirDspConfig().fmin_hz, AirDspConfig().sharpen, AirDspConfig().aggregate):
         print(f"WARNING: validation chose {best_air}, the pipeline's AirDspConfig differs: update it", flush=True)
-    val_air = [r["air_doubt"] for r in val if r["front_end"] == "air"]
-    threshold = doubt_threshold(val_air)
+    for r in val + test:  # the doubt of the rate the chosen rule returns (pulmo.resp_rate.air.air_uncertain)
+        r["doubt"] = networks_doubt(r[AIR_NETS], r[best_air]) if air_choice == AIR_NETS else r["air_doubt"]
+    threshold = doubt_threshold([r["doubt"] for r in val if r["front_end"] == "air"])
+    stored_threshold = NETWORKS_DOUBT_ABOVE if air_choice == AIR_NETS else AIR_DOUBT_ABOVE
+    if round(threshold, 3) != stored_threshold:
+        print(f"WARNING: validation sets the doubt threshold at {threshold:.3f}, the pipeline uses {stored_threshold}: "
+              "update pulmo.resp_rate.air", flush=True)
     for r in val + test:
-        r["flagged"] = r["front_end"] == "air" and r["air_doubt"] > threshold
+        r["flagged"] = r["front_end"] == "air" and r["doubt"] > threshold
     if args.reuse:
         rr = [r for r in stored.values() if r["set"].startswith("rrujo")]
     else:
@@ -340,7 +345,7 @@ def main() -> None:
         w.writerows({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in val + test + rr)
     shown = ["pipeline", NETS, BASELINE, best_air] + ([AIR_NETS, MEDIAN] if air_nets is not None else [])
     plot(test, shown, out.with_suffix(".png"))
-    text = page(val, test, rr, air_keys, best_air, air_choice, candidates, shown, args, wall) + doubt_section(test, threshold)
+    text = page(val, test, rr, air_keys, best_air, air_choice, candidates, shown, args, wall) + doubt_section(test, threshold, air_choice)
     if args.air_nets:
         text += air_nets_section(args.air_nets)
     if args.bundle:
@@ -394,16 +399,20 @@ def shown_path(path: Path) -> Path:
     return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
 
 
-def doubt_section(test: list[dict[str, Any]], threshold: float) -> str:
+def doubt_section(test: list[dict[str, Any]], threshold: float, air_choice: str) -> str:
     """Flagged against confident recordings of the test settings (air front end)."""
     air = [r for r in test if r["front_end"] == "air"]
     flagged, confident = [r for r in air if r["flagged"]], [r for r in air if not r["flagged"]]
+    if air_choice == AIR_NETS:
+        what = ("Doubt of the air-trained networks' rate = |ln(networks / air-band DSP rate)|, their disagreement with "
+                "the DSP member (`pulmo.resp_rate.air.networks_doubt`, `NETWORKS_DOUBT_ABOVE`)")
+    else:
+        what = ("Doubt = IQR / median of the air-band DSP's 20 s window rates + |ln(air-band / baseline rate)| "
+                "(`pulmo.resp_rate.air.air_doubt`, `AIR_DOUBT_ABOVE`)")
     return ("\n## Doubt flag on air audio\n\n"
-            f"Doubt = IQR / median of the air-band DSP's 20 s window rates + |ln(air-band / baseline rate)|; threshold "
-            f"{threshold:.3f} = the 90th percentile of the validation clips' doubts "
-            "(`pulmo.resp_rate.air.AIR_DOUBT_ABOVE`). Test clips the front end called air: "
-            f"{len(flagged)} of {len(air)} flagged; pipeline MAE confident {mae(confident, 'pipeline'):.2f}, "
-            f"flagged {mae(flagged, 'pipeline'):.2f}.\n")
+            f"{what}; threshold {threshold:.3f} = the 90th percentile of the validation clips' doubts. Test clips the "
+            f"front end called air: {len(flagged)} of {len(air)} flagged; pipeline MAE confident "
+            f"{mae(confident, 'pipeline'):.2f}, flagged {mae(flagged, 'pipeline'):.2f}.\n")
 
 
 def page(val: list, test: list, rr: list, air_keys: list[str], best_air: str, air_choice: str, candidates: list[str],

@@ -114,6 +114,19 @@ def test_pipeline_air_recording_gets_air_rate_interval_and_members(pipe, tmp_pat
     assert track.rate_bpm == round(track.members["air_networks"], 1)
 
 
+def test_air_networks_are_doubted_where_they_disagree_with_the_air_band():
+    from pulmo.resp_rate.air import NETWORKS_DOUBT_ABOVE, air_uncertain, networks_doubt
+
+    assert networks_doubt(18.0, 18.0) == 0.0
+    assert networks_doubt(36.0, 18.0) == pytest.approx(np.log(2)) == networks_doubt(18.0, 36.0)
+    estimate = None  # the air-band DSP's own doubt is not used for the air_networks rule
+    agree = {"air_networks": 18.0, "dsp_air_band": 17.0}
+    half = {"air_networks": 9.0, "dsp_air_band": 18.0}  # a half-rate slip: ln 2 = 0.69 > 0.459
+    assert not air_uncertain("air_networks", agree, estimate, 18.0)
+    assert air_uncertain("air_networks", half, estimate, 18.0)
+    assert networks_doubt(18.0, 17.0) < NETWORKS_DOUBT_ABOVE < networks_doubt(9.0, 18.0)
+
+
 def test_pipeline_never_returns_a_rate_for_digital_silence(pipe, tmp_path: Path):
     path = tmp_path / "silence.flac"
     sf.write(path, np.zeros(16000 * 20, np.float32), 16000)

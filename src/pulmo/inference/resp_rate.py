@@ -17,7 +17,7 @@ from pulmo.errors import AudioTooShortError, DataError
 from pulmo.inference.bundled import default_checkpoint, resp_rate_short_checkpoint
 from pulmo.metrics.regression import regression_report
 from pulmo.resp_rate.data import load_recording
-from pulmo.resp_rate.air import (AIR_DOUBT_ABOVE, WIDE_RATE_HZ, AirDspConfig, air_doubt, air_rule_rate, estimate_rate_air,
+from pulmo.resp_rate.air import (WIDE_RATE_HZ, AirDspConfig, air_rule_rate, air_uncertain, estimate_rate_air,
                                  front_end)
 from pulmo.resp_rate.config import ClipConfig
 from pulmo.resp_rate.dsp import estimate_rate_dsp
@@ -192,7 +192,7 @@ class RespRatePipeline:
                 if self.air_rule == "air_networks":  # their windows are the track's
                     pred, rates = air_pred, air_pred.windows.rate_bpm
             baseline = members.get("dsp_stethoscope_band", air.rate_bpm)
-            uncertain = air_doubt(air, baseline) > AIR_DOUBT_ABOVE
+            uncertain = air_uncertain(self.air_rule, members, air, baseline)
             return RateEstimate(pred, kind, measured, air_rule_rate(self.air_rule, members), self.air_rule, interval(rates),
                                 members, float(np.mean(rates > HEAVY_ABOVE_BPM)), uncertain)
         w = pred.windows.rate_bpm

@@ -157,9 +157,27 @@ def doubt_threshold(validation_doubts: list[float], coverage: float = 0.9) -> fl
     return float(np.quantile(np.asarray(validation_doubts, float), coverage))
 
 
+def networks_doubt(networks_bpm: float, air_band_bpm: float) -> float:
+    """Doubt of the air-trained networks' rate (natural-log units, 0 = none): how far it is
+    from the air-band DSP's, ``|ln(networks / air band)|`` (rates below 1 bpm count as 1)."""
+    return float(abs(np.log(max(networks_bpm, 1.0) / max(air_band_bpm, 1.0))))
+
+
 #: Air-band rates whose :func:`air_doubt` exceeds this are flagged uncertain: the 90th
 #: percentile on the simulator's validation settings (``benchmarks/resp_rate_air.py``).
 AIR_DOUBT_ABOVE = 1.131
+#: The air-trained networks' rates whose :func:`networks_doubt` exceeds this are flagged
+#: uncertain: the 90th percentile on the same validation clips (``benchmarks/resp_rate_air.py``).
+NETWORKS_DOUBT_ABOVE = 0.459
+
+
+def air_uncertain(rule: str, members: dict[str, float], estimate: AirEstimate, baseline_bpm: float) -> bool:
+    """Whether the rate ``rule`` makes (:func:`air_rule_rate`) is in doubt: for ``air_networks``
+    when they disagree with the air-band DSP (:func:`networks_doubt`), otherwise the air-band
+    DSP's own doubt (:func:`air_doubt`)."""
+    if rule == "air_networks":
+        return networks_doubt(members["air_networks"], members["dsp_air_band"]) > NETWORKS_DOUBT_ABOVE
+    return air_doubt(estimate, baseline_bpm) > AIR_DOUBT_ABOVE
 
 
 #: How the pipeline makes an air-microphone recording's rate from its members' rates (bpm):
