@@ -157,7 +157,8 @@ def cmd_report(args: argparse.Namespace) -> None:
     lines = [
         "# Lung sounds across stethoscopes: ICBHI + KAUH, stethoscope-response augmentation, pretraining",
         "",
-        "Each row adds one thing to the row above it. Two protocols, never mixed:",
+        "Each of the first four rows adds one thing to the row above it; the last two each add one thing to the"
+        " pretrained row (device-balanced sampling; a device adversary). Two protocols, never mixed:",
         "",
         "- **official**: ICBHI's train/test split, covered subset of the shared copy (1,071 test cycles, 461 of them",
         "  Littmann 3200, against 41 Littmann 3200 cycles in the covered training part); mean ± sample std over seeds 0, 1, 2.",
@@ -217,11 +218,15 @@ def _pretrain_lines() -> list[str]:
     path = RUNS / "pretrain.json"
     if not path.is_file():
         return []
+    from pulmo.engine.checkpoint import file_hash
+
     info = json.loads(path.read_text())
+    encoder = RUNS / "pretrained_encoder.pt"
+    digest = f" Encoder file SHA-256 {file_hash(encoder)[:16]}... (every pretrained row read this one)." if encoder.is_file() else ""
     return [f"Pretraining: {info['recordings']} unlabelled recordings ({info['hours']} h of RRuJO and KAUH audio; no ICBHI audio,"
             f" so no test audio of either protocol), {info['steps']} steps of 32 crops, masked-patch reconstruction loss"
             f" {info['loss_curve'][0]} -> {info['loss_curve'][-1]}, {info['seconds'] / 60:.0f} min on {info['device']}."
-            " KAUH audio was seen unlabelled, so the last row's KAUH columns are not independent of it.", ""]
+            " KAUH audio was seen unlabelled, so the pretrained rows' KAUH columns are not independent of it." + digest, ""]
 
 
 def plot(runs: dict[tuple[str, str], list[dict[str, Any]]], path: Path) -> None:
@@ -244,7 +249,8 @@ def plot(runs: dict[tuple[str, str], list[dict[str, Any]]], path: Path) -> None:
                 if not np.all(np.isnan(v)):
                     ax.plot(i - 0.3 + 0.2 * j, np.nanmean(v), "o^sD"[j], color=f"C{j}", label=d if i == 0 else None)
         ax.axhline(0.5, color="k", ls="--", lw=0.8, label="all normal (0.5)")
-        ax.set_xticks(range(len(ROWS)), ["ICBHI", "+KAUH", "+device aug.", "+pretrained"])
+        ax.set_xticks(range(len(ROWS)), ["ICBHI", "+KAUH", "+device\naug.", "+pre-\ntrained", "pretr.\n+dev. bal.",
+                                         "pretr.\n+dev. adv."], fontsize=8)
         ax.set_title(title)
         ax.set_ylim(0.3, 0.75)
     axes[0].set_ylabel("ICBHI score (mean of Se and Sp)")

@@ -21,7 +21,8 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 # name -> (file, task, is the task's default, one line on what it is for)
 BUNDLED: dict[str, tuple[str, str, bool, str]] = {
     "lung-sounds": ("lung_sounds_small_cnn.pt", "lung-sounds", True,
-                    "compact CNN (ICBHI + KAUH, stethoscope-response augmentation, pretrained encoder): normal / "
+                    "compact CNN (ICBHI + KAUH, stethoscope-response augmentation, pretrained encoder, device "
+                    "adversary): normal / "
                     "crackle / wheeze / both per respiratory cycle; research only, below chance on the official test"),
     "resp-rate": ("resp_rate_composite.pt", "resp-rate", True,
                   "vote of five LSTM composites: breaths per minute and heavy breathing, recordings of 12 s or more"),
