@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from pulmo.cxr.balance import augment_batch, train_augment
 from pulmo.cxr.config import CxrConfig, ImageConfig
 from pulmo.cxr.data import ImageSet
 from pulmo.cxr.task import EpochBatches, ImageClassificationTask, epoch_plan
-from pulmo.engine.launch import Launch, ranks_agree
+from pulmo.engine.launch import Launch, quiet_lightning, ranks_agree
 from pulmo.models import create_model
 
 
@@ -95,10 +94,7 @@ def train_cxr(cfg: CxrConfig, train: ImageSet, val: ImageSet, progress: bool = F
         trainer = L.Trainer(max_epochs=t.epochs, **launch.trainer_kwargs(), callbacks=[best], logger=CSVLogger(tmp, name="logs"),
                             enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=True,
                             num_sanity_val_steps=0, limit_val_batches=0)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", ".*does not have many workers.*")
-            warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated.*")
-            warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")  # a frozen backbone stays in eval mode
+        with quiet_lightning():
             # its own generator: the loader's per-epoch seed must not draw on the global stream that dropout uses
             trainer.fit(task, DataLoader(batches, batch_size=None, generator=torch.Generator()))
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +51,27 @@ class Launch:
                 "accelerator": self.accelerator}
 
 
+#: Lightning warnings that say nothing to a pulmo user: single-process data loading is the
+#: design here, our step-based datasets define ``__len__`` on purpose, a frozen backbone stays in
+#: eval mode, and two deprecations are inside Lightning itself.
+QUIET_WARNINGS = (
+    ".*does not have many workers.*",
+    ".*`IterableDataset` has `__len__` defined.*",
+    ".*module\\(s\\) in eval mode.*",
+    ".*LeafSpec.*is deprecated.*",
+    ".*all_gather is deprecated.*",
+)
+
+
+@contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Within it, :data:`QUIET_WARNINGS` are not shown (every other warning is)."""
+    with warnings.catch_warnings():
+        for pattern in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", pattern)
+        yield
+
+
 def weights_sha256(module: torch.nn.Module) -> str:
     """SHA-256 of a module's state (names and float32 bytes), independent of the process."""
     h = hashlib.sha256()
@@ -65,11 +88,10 @@ def ranks_agree(trainer: L.Trainer, module: torch.nn.Module) -> dict[str, Any] |
     if trainer.world_size < 2:
         return None
     own = torch.tensor(list(bytes.fromhex(weights_sha256(module))), dtype=torch.int64)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*all_gather is deprecated.*")  # inside Lightning, not ours to change
+    with quiet_lightning():
         gathered = trainer.strategy.all_gather(own).reshape(trainer.world_size, -1).cpu()
     hashes = [bytes(row.tolist()).hex() for row in gathered]
     return {"world_size": trainer.world_size, "weights_sha256": hashes, "agree": len(set(hashes)) == 1}
 
 
-__all__ = ["Launch", "STRATEGIES", "ranks_agree", "weights_sha256"]
+__all__ = ["Launch", "QUIET_WARNINGS", "STRATEGIES", "quiet_lightning", "ranks_agree", "weights_sha256"]

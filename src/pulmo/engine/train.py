@@ -11,7 +11,6 @@ import inspect
 import json
 import logging
 import time
-import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,7 +41,7 @@ from pulmo.engine.evaluate import (
     predict_probabilities,
     presence,
 )
-from pulmo.engine.launch import Launch, ranks_agree
+from pulmo.engine.launch import Launch, quiet_lightning, ranks_agree
 from pulmo.engine.pretrain import load_pretrained_encoder
 from pulmo.engine.task import AudioClassifier, CycleClassificationTask
 from pulmo.errors import ConfigError
@@ -191,9 +190,7 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool
         num_sanity_val_steps=0,
         deterministic=False,
     )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        warnings.filterwarnings("ignore", ".*all_gather is deprecated.*")  # inside Lightning's DDP gather
+    with quiet_lightning():
         trainer.fit(task, train_loader, val_loader)
     if best.best_model_path:
         task.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"])

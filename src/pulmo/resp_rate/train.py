@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from pulmo.config import save_config
 from pulmo.data.adapters.breath_csv import load_breath_csv
-from pulmo.engine.launch import Launch, ranks_agree
+from pulmo.engine.launch import Launch, quiet_lightning, ranks_agree
 from pulmo.errors import ConfigError
 from pulmo.resp_rate.air_data import air_validation_clips
 from pulmo.resp_rate.config import ClipConfig, RespRateConfig
@@ -64,10 +63,7 @@ def run_rr_experiment(cfg: RespRateConfig, out_dir: str | Path, progress: bool =
                         logger=CSVLogger(out, name="logs", version=""), enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
                         log_every_n_steps=min(50, steps))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        warnings.filterwarnings("ignore", ".*`IterableDataset` has `__len__` defined.*")
-        warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated.*")
+    with quiet_lightning():
         # its own generator: the loader's per-epoch seed must not draw on the global stream that dropout uses
         loader = DataLoader(ClipBatches(recs["train"], cfg, steps), batch_size=None, generator=torch.Generator())
         trainer.fit(task, loader)
