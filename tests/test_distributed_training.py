@@ -15,7 +15,7 @@ import pytest
 from pulmo.cxr.synthetic import write_xray_folder
 from pulmo.data.adapters.synthetic import write_icbhi_folder
 from pulmo.data.adapters.synthetic_breath import write_breath_folder
-from pulmo.engine.experiments import ENGINES, engine_for, experiment_task
+from pulmo.engine.experiments import DISTRIBUTED, engine_for, experiment_task
 from pulmo.engine.launch import Launch
 from pulmo.errors import ConfigError
 
@@ -39,7 +39,7 @@ def _train(config: Path, data: str, out: Path, *launch: str) -> subprocess.Compl
 
 def test_every_smoke_config_has_synthetic_data_and_an_engine():
     assert sorted(p.name for p in SMOKE.glob("*.yaml")) == sorted(SMOKE_DATA)
-    assert {experiment_task(SMOKE / name) for name in SMOKE_DATA} <= set(ENGINES)
+    assert {experiment_task(SMOKE / name) for name in SMOKE_DATA} == set(DISTRIBUTED)
 
 
 @pytest.mark.parametrize("name", sorted(SMOKE_DATA))
@@ -64,6 +64,14 @@ def test_launch_options_are_checked():
 
 def test_a_task_without_a_training_engine_is_named(tmp_path):
     cfg = tmp_path / "exp.yaml"
-    cfg.write_text("task: detect\n")
-    with pytest.raises(ConfigError, match="task 'detect' does not train through 'pulmo train'"):
+    cfg.write_text("task: segmentation\n")
+    with pytest.raises(ConfigError, match="task 'segmentation' does not train through 'pulmo train'"):
         engine_for(cfg)
+
+
+def test_detection_trains_through_pulmo_train_on_one_process_only():
+    config = ROOT / "configs" / "experiments" / "xray-detect" / "baggage_fig5_tiles2.yaml"
+    assert experiment_task(config) == "detect" and "detect" not in DISTRIBUTED
+    engine = engine_for(config)
+    with pytest.raises(ConfigError, match="one process only"):
+        engine.run(engine.load(config, {}), "unused", launch=Launch(devices=2, strategy="ddp"))
