@@ -28,7 +28,7 @@ from pulmo.cxr.balance import augment_batch, train_augment
 from pulmo.cxr.config import CxrConfig, ImageConfig
 from pulmo.cxr.data import ImageSet
 from pulmo.cxr.task import EpochBatches, ImageClassificationTask, epoch_plan
-from pulmo.engine.launch import Launch, quiet_lightning, ranks_agree
+from pulmo.engine.launch import Launch, quiet_lightning, ranks_agree, restore_best
 from pulmo.models import create_model
 
 
@@ -97,9 +97,6 @@ def train_cxr(cfg: CxrConfig, train: ImageSet, val: ImageSet, progress: bool = F
         with quiet_lightning():
             # its own generator: the loader's per-epoch seed must not draw on the global stream that dropout uses
             trainer.fit(task, DataLoader(batches, batch_size=None, generator=torch.Generator()))
-        state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
-    task.load_state_dict(state)
+        best_epoch = restore_best(task, best) + 1
     ranks = ranks_agree(trainer, task)
-    keys = [(h["val_macro_f1"], -h["val_loss"]) for h in task.history]
-    best_epoch = max(range(len(keys)), key=lambda i: (keys[i], -i)) + 1
     return TrainResult(task.model.eval(), best_epoch, task.history, time.time() - start, ranks)

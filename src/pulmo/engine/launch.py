@@ -19,6 +19,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from pulmo.errors import ConfigError
 
@@ -72,6 +73,16 @@ def quiet_lightning() -> Iterator[None]:
         yield
 
 
+def restore_best(task: L.LightningModule, checkpoint: ModelCheckpoint) -> int | None:
+    """Load the weights ``checkpoint`` kept (its best ``monitor`` value) into ``task``; returns
+    the 0-based epoch they are from, ``None`` where nothing was saved."""
+    if not checkpoint.best_model_path:
+        return None
+    saved = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
+    task.load_state_dict(saved["state_dict"])
+    return int(saved["epoch"])
+
+
 def weights_sha256(module: torch.nn.Module) -> str:
     """SHA-256 of a module's state (names and float32 bytes), independent of the process."""
     h = hashlib.sha256()
@@ -94,4 +105,4 @@ def ranks_agree(trainer: L.Trainer, module: torch.nn.Module) -> dict[str, Any] |
     return {"world_size": trainer.world_size, "weights_sha256": hashes, "agree": len(set(hashes)) == 1}
 
 
-__all__ = ["Launch", "QUIET_WARNINGS", "STRATEGIES", "quiet_lightning", "ranks_agree", "weights_sha256"]
+__all__ = ["Launch", "QUIET_WARNINGS", "STRATEGIES", "quiet_lightning", "ranks_agree", "restore_best", "weights_sha256"]

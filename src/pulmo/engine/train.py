@@ -41,7 +41,7 @@ from pulmo.engine.evaluate import (
     predict_probabilities,
     presence,
 )
-from pulmo.engine.launch import Launch, quiet_lightning, ranks_agree
+from pulmo.engine.launch import Launch, quiet_lightning, ranks_agree, restore_best
 from pulmo.engine.pretrain import load_pretrained_encoder
 from pulmo.engine.task import AudioClassifier, CycleClassificationTask
 from pulmo.errors import ConfigError
@@ -192,8 +192,7 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, progress: bool
     )
     with quiet_lightning():
         trainer.fit(task, train_loader, val_loader)
-    if best.best_model_path:
-        task.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"])
+    restore_best(task, best)
     ranks = ranks_agree(trainer, task)
     if not trainer.is_global_zero:
         return {}

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
@@ -22,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from pulmo.config import save_config
 from pulmo.data.adapters.breath_csv import load_breath_csv
-from pulmo.engine.launch import Launch, quiet_lightning, ranks_agree
+from pulmo.engine.launch import Launch, quiet_lightning, ranks_agree, restore_best
 from pulmo.errors import ConfigError
 from pulmo.resp_rate.air_data import air_validation_clips
 from pulmo.resp_rate.config import ClipConfig, RespRateConfig
@@ -67,21 +66,19 @@ def run_rr_experiment(cfg: RespRateConfig, out_dir: str | Path, progress: bool =
         # its own generator: the loader's per-epoch seed must not draw on the global stream that dropout uses
         loader = DataLoader(ClipBatches(recs["train"], cfg, steps), batch_size=None, generator=torch.Generator())
         trainer.fit(task, loader)
-    task.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"])
+    selected = restore_best(task, best)
     ranks = ranks_agree(trainer, task)
     if not trainer.is_global_zero:
         return {}
     net = task.net.eval()
-    history = task.history
-    selected = int(np.argmax([h["val_ccc"] if cfg.train.select_on == "ccc" else -h["val_mae"] for h in history]))
-    metrics: dict[str, Any] = {"selected_epoch": selected, "epochs_run": len(history),
+    metrics: dict[str, Any] = {"selected_epoch": selected, "epochs_run": len(task.history),
                                "subjects": {k: sorted({r.patient_id for r in v}) for k, v in splits.items()}}
     if ranks is not None:
         metrics["ranks"] = ranks
     finish_run(net, cfg, recs, metrics)
     metrics["train_seconds"] = time.time() - started
     write_run(out, net, cfg, metrics)
-    (out / "history.json").write_text(json.dumps(history, indent=1))
+    (out / "history.json").write_text(json.dumps(task.history, indent=1))
     return metrics
 
 
