@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pulmo.detect.config import load_detect_config
-from pulmo.detect.train import epoch_learning_rates
+from pulmo.detect.task import epoch_learning_rates
 from pulmo.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "experiments" / "xray-detect"

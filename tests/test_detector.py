@@ -35,24 +35,49 @@ def test_core_imports_and_clear_error_without_engine():
     assert "pip install 'pulmo[detect]'" in out.stdout
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    pytest.importorskip("ultralytics")
+def _tiny_config(root, **train):
     from pulmo.detect.config import DetectExperimentConfig
-    from pulmo.detect.train import run_detect_experiment
 
-    tmp = tmp_path_factory.mktemp("det")
-    root = write_synthetic_body_scans(tmp / "syn", {"train": 4, "val": 2, "test": 2}, seed=0, height=200, width=162, n_objects=(2, 4))
-    cfg = DetectExperimentConfig.from_dict({
+    return DetectExperimentConfig.from_dict({
         "name": "tiny", "data": {"dataset": "synthetic", "root": str(root), "color": False, "window_percentile": 0.5, "remap": "agnostic"},
         "tiling": {"tile": 96, "n_tiles": 2, "overlap": 32, "n_negative": 1},
         "model": {"name": "yolov5n"},
         "train": {"epochs": 2, "batch_size": 4, "augment": ["hflip", "blur", "brightness_contrast", "noise"], "eval_every": 1,
-                  "lr_final": 0.1},
+                  "lr_final": 0.1, **train},
         "inference": {"flip_tta": "validation"},
     })
-    metrics = run_detect_experiment(cfg, tmp / "run", progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    pytest.importorskip("ultralytics")
+    from pulmo.detect.train import run_detect_experiment
+
+    tmp = tmp_path_factory.mktemp("det")
+    root = write_synthetic_body_scans(tmp / "syn", {"train": 4, "val": 2, "test": 2}, seed=0, height=200, width=162, n_objects=(2, 4))
+    metrics = run_detect_experiment(_tiny_config(root), tmp / "run", progress=False)
     return tmp, root, metrics
+
+
+def test_patience_counts_evaluations_and_keeps_the_best_evaluated_epoch(tiny_run, tmp_path):
+    """Validation every 2nd epoch, patience 1: training stops at the first evaluation that is not
+    better than the best so far, and the kept epoch is the best evaluated one (whatever the values)."""
+    from pulmo.detect.train import run_detect_experiment
+
+    _, root, _ = tiny_run
+    cfg = _tiny_config(root, epochs=6, eval_every=2, monitor="val_map50", patience=1, lr=3e-3)
+    metrics = run_detect_experiment(cfg, tmp_path / "run", progress=False, eval_test=False)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    evaluated = [(row["epoch"], -row["val_map50"]) for row in log if "val_map50" in row]
+    assert [e for e, _ in evaluated] == [e for e in (2, 4, 6) if e <= len(log)]
+    best, stop = evaluated[0], 6
+    for epoch, value in evaluated[1:]:
+        if value < best[1]:
+            best = (epoch, value)
+        else:
+            stop = epoch
+            break
+    assert (metrics["epochs_run"], len(log), metrics["best_epoch"]) == (stop, stop, best[0])
 
 
 def test_detector_loss_backward_and_predict():

@@ -1,4 +1,4 @@
-"""The detection study's helpers: early stopping, the YOLOv5s row, class-agnostic cross-domain
+"""The detection study's helpers: the patience and YOLOv5s rows, class-agnostic cross-domain
 scoring, per-seed columns of the ablation table and the bundling guard (hand-made inputs only)."""
 
 from __future__ import annotations
@@ -10,25 +10,10 @@ import numpy as np
 import pytest
 
 from pulmo.detect.config import load_detect_config
-from pulmo.detect.train import BestEpoch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 CONFIGS = ROOT / "configs" / "experiments" / "xray-detect"
-
-
-def test_best_epoch_keeps_the_lowest_value_and_stops_after_patience():
-    keeper = BestEpoch(patience=2)
-    assert keeper.update(1, -0.5) and not keeper.exhausted
-    assert not keeper.update(2, -0.5)  # equal is not better
-    assert keeper.update(3, -0.6) and keeper.stale == 0
-    assert not keeper.update(4, -0.55) and not keeper.exhausted
-    assert not keeper.update(5, -0.59) and keeper.exhausted
-    assert (keeper.epoch, keeper.value) == (3, -0.6)
-    never = BestEpoch(patience=0)
-    for epoch in range(1, 20):
-        never.update(epoch, 1.0)
-    assert not never.exhausted and never.epoch == 1
 
 
 def test_patience_row_and_yolov5s_row_configs():

@@ -61,28 +61,21 @@ def _cxr() -> TaskEngine:
 
 
 def _detect() -> TaskEngine:
-    """The detector trains in its own loop (ultralytics' YOLO loss per tile), one process only."""
     from pulmo.detect.config import load_detect_config
     from pulmo.detect.train import run_detect_experiment
-
-    def run(cfg: Any, out: str | Path, progress: bool = True, launch: Launch | None = None) -> dict[str, Any]:
-        if launch is not None and (launch.devices != 1 or launch.num_nodes != 1 or launch.strategy != "auto"):
-            raise ConfigError("detection trains in one process only in this version: leave out --devices, "
-                              "--strategy and --num-nodes")
-        return run_detect_experiment(cfg, out, progress=progress)
 
     def summary(m: dict[str, Any]) -> str:
         v, t = m["val"], m["test"]
         return (f"val F1 {v['f1']:.3f} | test precision {t['precision']:.3f}, recall {t['recall']:.3f}, "
                 f"F1 {t['f1']:.3f} (epoch {m['best_epoch']})")
 
-    return TaskEngine(load_detect_config, run, summary)
+    return TaskEngine(load_detect_config, run_detect_experiment, summary)
 
 
 ENGINES: dict[str, Callable[[], TaskEngine]] = {"lung-sounds": _lung_sounds, "resp-rate": _resp_rate, "cxr": _cxr,
                                                 "detect": _detect}
 #: tasks whose engine runs on several processes (``--devices N --strategy ddp``)
-DISTRIBUTED = ("lung-sounds", "resp-rate", "cxr")
+DISTRIBUTED = ("lung-sounds", "resp-rate", "cxr", "detect")
 
 
 def experiment_task(path: str | Path) -> str:

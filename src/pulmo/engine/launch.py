@@ -54,11 +54,13 @@ class Launch:
 
 #: Lightning warnings that say nothing to a pulmo user: single-process data loading is the
 #: design here, our step-based datasets define ``__len__`` on purpose, a frozen backbone stays in
-#: eval mode, and two deprecations are inside Lightning itself.
+#: eval mode, the detector validates only every ``train.eval_every`` epochs (the best-epoch
+#: checkpoint finds no figure in between), and two deprecations are inside Lightning itself.
 QUIET_WARNINGS = (
     ".*does not have many workers.*",
     ".*`IterableDataset` has `__len__` defined.*",
     ".*module\\(s\\) in eval mode.*",
+    ".*could not find the monitored key.*",
     ".*LeafSpec.*is deprecated.*",
     ".*all_gather is deprecated.*",
 )
