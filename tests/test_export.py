@@ -100,6 +100,50 @@ def test_int8_export_calibrates_and_stays_close(tiny, tmp_path, monkeypatch):
     assert any(node.op_type == "Conv" and node.input[1] in fp32_1d for node in graph.node)  # the STFT's kernels
 
 
+@pytest.mark.parametrize("kind, params", [
+    ("mel", {"window_ms": 64, "hop_ms": 40, "n_mels": 48, "normalise": "frequency"}),  # the bundled model's
+    ("mel", {"window_ms": 100, "hop_ms": 40, "n_mels": 64}),  # frames of 2.5 hops
+    ("mel", {"window_ms": 50, "hop_ms": 20, "n_fft": 512, "n_mels": 40, "fmin_hz": 100, "fmax_hz": 1800}),
+    ("mfcc", {"window_ms": 64, "hop_ms": 40, "n_mfcc": 13}),
+])
+def test_log_mel_as_matmuls_gives_the_same_features(kind, params):
+    from pulmo.export_stft import MatmulMel
+    from pulmo.features.spectral import MelConfig, MelFeatures, MfccFeatures
+
+    features = (MelFeatures if kind == "mel" else MfccFeatures)(MelConfig(**params))
+    x = torch.from_numpy(np.random.default_rng(2).standard_normal((3, 10_000)).astype(np.float32))
+    expected, got = features(x), MatmulMel(features)(x)
+    assert got.shape == expected.shape and (got - expected).abs().max() < 1e-4
+
+
+def test_bundled_lung_model_exports_its_log_mel_as_matmuls(tmp_path, monkeypatch):
+    """The bundled (log-mel) lung model: FP32 within 1e-5 of PyTorch's probabilities, without
+    onnxruntime's slow STFT; int8 with its average poolings as quantised depthwise convolutions and
+    its first (one-channel) convolution in FP32 (results/speed.md)."""
+    import onnx
+
+    from pulmo.export import OnnxClassifier, export
+    from pulmo.inference.lung_sounds import LungSoundPipeline
+
+    pipe = LungSoundPipeline.from_checkpoint()
+    x = torch.from_numpy((0.1 * np.random.default_rng(3).standard_normal((6, pipe.audio.cycle_samples))).astype(np.float32))
+    with torch.no_grad():
+        expected = torch.softmax(pipe.net.eval()(x), 1).numpy()
+    path = export("lung-sounds", None, str(tmp_path / "m.onnx"))
+    assert np.abs(torch.softmax(OnnxClassifier(path)(x), 1).numpy() - expected).max() < 1e-5
+    assert {"STFT", "ReduceL2"}.isdisjoint(n.op_type for n in onnx.load(str(path)).graph.node)
+
+    monkeypatch.setenv("PULMO_DATA", str(tmp_path / "no-data"))
+    with pytest.warns(UserWarning, match="calibrating on synthetic inputs"):
+        path8 = export("lung-sounds", None, str(tmp_path / "m8.onnx"), int8=True)
+    assert np.abs(torch.softmax(OnnxClassifier(path8)(x), 1).numpy() - expected).max() < 0.1
+    graph = onnx.load(str(path8)).graph
+    floats = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert "AveragePool" not in {n.op_type for n in graph.node} and len(convs) == 12  # 8 + 4 poolings
+    assert [c.input[1] in floats for c in convs] == [True] + [False] * 11  # weights of the others dequantised
+
+
 @pytest.fixture(scope="module")
 def tiny_detector(tmp_path_factory):
     """A randomly initialised one-class YOLOv5n checkpoint on 64-px tiles, its batch-norm statistics

@@ -6,7 +6,8 @@
 Batch size dynamic in every export:
 
 - lung sounds: the whole :class:`~pulmo.engine.task.AudioClassifier`, feature extraction (STFT,
-  log power, normalisation) included, the STFT as a convolution (:mod:`pulmo.export_stft`): input
+  log power, normalisation) included, STFT features as a convolution and log-mel features as two
+  ``MatMul`` (frames x windowed DFT, power x mel matrix; :mod:`pulmo.export_stft`): input
   ``(batch, samples)`` float32 at the model's sample rate, output ``(batch, classes)`` logits;
 - chest X-ray: the network after preprocessing: input ``(batch, channels, size, size)``, the
   normalised image tensor ``CxrPipeline.logits`` builds, output logits (temperature and the
@@ -18,7 +19,9 @@ Batch size dynamic in every export:
 The first two go through ``torch.onnx.export(dynamo=True)``.
 
 ``--int8`` quantises the 2-D convolutions statically (onnxruntime QDQ: int8 weights, uint8
-activations) with activation ranges calibrated on real inputs of the training side only: ICBHI
+activations); for lung sounds also the ReLUs, and the 2x2 average poolings written as depthwise
+convolutions, so that the whole CNN stays in int8 (:func:`quantize_int8`). Activation ranges are
+calibrated on real inputs of the training side only: ICBHI
 training cycles for lung sounds, ``covid19_3class/train`` images for the chest model, one tile
 each of ``xray_det`` training images for the detector, read from the data root; where that data
 is absent, synthetic inputs are used and a warning says so. ``--runtime onnx-int8`` is not offered
@@ -44,6 +47,8 @@ INT8_WITHHELD = {"cxr": "on the bundled model, int8 changes the most likely clas
                         "images (results/speed.md); use --runtime onnx"}
 OPSET = 18  # STFT needs opset 17 or later
 EXPORT_FORMAT = 2  # in cached file names; 2: the lung-sound STFT as a convolution (pulmo.export_stft)
+# per task where it differs; lung sounds 3: log-mel as MatMuls, int8 of the whole CNN (pulmo.export_stft)
+EXPORT_FORMATS = {"lung-sounds": 3}
 
 
 def _network(task: str, checkpoint: str | Path | None) -> tuple[Any, Any]:
@@ -89,25 +94,42 @@ def export_model(task: str, checkpoint: str | Path | None, out: str | Path, int8
                           external_data=False, verbose=False)
         shape = tuple(example.shape[1:])
     if int8:
-        quantize_int8(fp32, out, calibration_inputs(task, checkpoint, shape))
+        quantize_int8(fp32, out, calibration_inputs(task, checkpoint, shape), whole_cnn=task == "lung-sounds")
         fp32.unlink()
     return out
 
 
-def quantize_int8(fp32: Path, out: Path, batches: list[np.ndarray]) -> None:
+def quantize_int8(fp32: Path, out: Path, batches: list[np.ndarray], whole_cnn: bool = False) -> None:
     """Static QDQ quantisation of ``fp32``'s 2-D convolutions into ``out``, activation ranges from
     ``batches``. 1-D convolutions (the lung-sound STFT's DFT kernels on raw audio,
-    :mod:`pulmo.export_stft`) stay FP32: 256 levels of raw audio (about 48 dB) would not carry
-    the 80 dB range of the log power."""
+    :mod:`pulmo.export_stft`) and MatMuls (the log-mel front end's DFT and mel matrices) stay FP32:
+    256 levels of raw audio (about 48 dB) would not carry the 80 dB range of the log power.
+
+    ``whole_cnn`` (lung sounds): the ReLUs are quantised too and each 2x2 ``AveragePool`` becomes a
+    depthwise 2x2 convolution by 0.25 (:func:`_pools_as_convolutions`; the same numbers, and 0.25 is
+    exact in int8), so that the CNN runs from its second convolution to its head in int8 without
+    dequantising in between (onnxruntime's own ``QLinearAveragePool``, which a quantised pooling
+    would become, took longer than the convolutions around it); a 2-D convolution of one input
+    channel (the first) stays FP32, where it is faster than in int8 (results/speed.md)."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = fp32.with_name(fp32.stem + ".pre.onnx")
     quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-    graph = onnx.load(str(prepared), load_external_data=False).graph
-    ranks = {init.name: len(init.dims) for init in graph.initializer}
-    one_d = [node.name for node in graph.node if node.op_type == "Conv" and ranks.get(node.input[1]) == 3]
+    model = onnx.load(str(prepared), load_external_data=False)
+    if whole_cnn:
+        _pools_as_convolutions(model)
+        onnx.save(model, str(prepared))
+    graph = model.graph
+    weights = {init.name: tuple(init.dims) for init in graph.initializer}
+
+    def kept_fp32(node: onnx.NodeProto) -> bool:
+        shape = weights.get(node.input[1], ())
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        return len(shape) == 3 or (whole_cnn and len(shape) == 4 and shape[1] == 1 and group == 1)
+
+    excluded = [node.name for node in graph.node if node.op_type == "Conv" and kept_fp32(node)]
     feed = iter({graph.input[0].name: b} for b in batches)
 
     class Reader(CalibrationDataReader):
@@ -115,10 +137,39 @@ def quantize_int8(fp32: Path, out: Path, batches: list[np.ndarray]) -> None:
             return next(feed, None)
 
     try:
-        quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
-                        nodes_to_exclude=one_d, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=["Conv", "Relu"] if whole_cnn else ["Conv"], nodes_to_exclude=excluded,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     finally:
         prepared.unlink(missing_ok=True)
+
+
+def _pools_as_convolutions(model: Any) -> None:
+    """Replace, in place, each ``AveragePool`` of ``model`` whose kernel equals its strides (no
+    padding) by a depthwise ``Conv`` with every weight ``1 / kernel area``: the same output, as a
+    node int8 quantisation keeps in onnxruntime's convolution code. Channel counts come from the
+    shapes ``quant_pre_process`` inferred."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    channels = {v.name: v.type.tensor_type.shape.dim[1].dim_value for v in [*graph.value_info, *graph.input]
+                if len(v.type.tensor_type.shape.dim) == 4}
+    for index, node in enumerate(list(graph.node)):
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        kernel = list(attrs.get("kernel_shape", []))
+        if (node.op_type != "AveragePool" or len(kernel) != 2 or list(attrs.get("strides", [1, 1])) != kernel
+                or any(attrs.get("pads", [])) or attrs.get("ceil_mode", 0)
+                or attrs.get("auto_pad", b"NOTSET") != b"NOTSET"
+                or not channels.get(node.input[0])):
+            continue
+        c = channels[node.input[0]]
+        weight = numpy_helper.from_array(np.full((c, 1, *kernel), 1 / (kernel[0] * kernel[1]), np.float32),
+                                         f"{node.name}_as_conv_weight")
+        graph.initializer.append(weight)
+        graph.node.remove(node)
+        graph.node.insert(index, helper.make_node("Conv", [node.input[0], weight.name], list(node.output),
+                                                  name=f"{node.name}_as_conv", group=c, kernel_shape=kernel,
+                                                  strides=kernel))
 
 
 def calibration_inputs(task: str, checkpoint: str | Path | None, shape: tuple[int, ...], n: int = 128,
@@ -191,13 +242,14 @@ class OnnxClassifier:
 
 def cached_export(checkpoint: str | Path | None, int8: bool = False, task: str = "lung-sounds") -> Path:
     """The ONNX file of ``task``'s model in ``checkpoint`` (bundled when None), exported once into
-    ``$PULMO_CACHE`` (default ``~/.cache/pulmo``) under the checkpoint's SHA-256 and :data:`EXPORT_FORMAT`."""
+    ``$PULMO_CACHE`` (default ``~/.cache/pulmo``) under the checkpoint's SHA-256 and the export
+    format (the task's in :data:`EXPORT_FORMATS`, else :data:`EXPORT_FORMAT`)."""
     from pulmo.inference.bundled import default_checkpoint
 
     source = Path(checkpoint) if checkpoint else default_checkpoint(task)
     digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
     cache = Path(os.environ.get("PULMO_CACHE", Path.home() / ".cache" / "pulmo")) / "onnx"
-    path = cache / f"{task}-{digest}-v{EXPORT_FORMAT}{'-int8' if int8 else ''}.onnx"
+    path = cache / f"{task}-{digest}-v{EXPORT_FORMATS.get(task, EXPORT_FORMAT)}{'-int8' if int8 else ''}.onnx"
     if not path.is_file():
         export_model(task, source, path, int8)
     return path
