@@ -31,6 +31,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from bench_format import mean_std  # noqa: E402
 
 from pulmo.config import default_data_root  # noqa: E402
 from pulmo.cxr.config import CxrConfig, load_cxr_config  # noqa: E402
@@ -100,11 +101,6 @@ def cpu_ms_per_image(cfg: CxrConfig, repeats: int = 20) -> float:
 def param_counts(cfg: CxrConfig) -> tuple[int, int]:
     model = build_model(cfg)
     return sum(p.numel() for p in model.parameters()), sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def mean_std(values: list[float]) -> str:
-    a = np.asarray(values, float)
-    return f"{a.mean():.3f} ± {a.std(ddof=1):.3f}" if len(a) > 1 else f"{a.mean():.3f}"
 
 
 def report(bundle: Path | None) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_format import mean_std
 from bench_jobs import run_logged
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,13 +120,6 @@ def load_runs() -> dict[tuple[str, str], list[dict[str, Any]]]:
     return found
 
 
-def ms(values: list[float]) -> str:
-    a = np.asarray([v for v in values if v == v], float)
-    if not len(a):
-        return "-"
-    return f"{a.mean():.3f} ± {a.std(ddof=1):.3f}" if len(a) > 1 else f"{a.mean():.3f}"
-
-
 def csv_rows(runs: dict[tuple[str, str], list[dict[str, Any]]]) -> list[dict[str, Any]]:
     out = []
     for (protocol, row), rs in runs.items():
@@ -190,10 +184,10 @@ def cmd_report(args: argparse.Namespace) -> None:
                 continue
             kauh = [m.get("kauh_test", {}) for m in rs]
             lines.append("| " + " | ".join([
-                row, str(len(rs)), ms([m["val"]["score"] for m in rs]), ms([m["test"]["sensitivity"] for m in rs]),
-                ms([m["test"]["specificity"] for m in rs]), f"**{ms([m['test']['score'] for m in rs])}**",
-                *[ms([m["test"]["per_device"].get(d, {}).get("score", float("nan")) for m in rs]) for d in DEVICES],
-                *[ms([k.get(c, {}).get("auc", float("nan")) for k in kauh]) for c in ("adventitious", "crackle", "wheeze")],
+                row, str(len(rs)), mean_std([m["val"]["score"] for m in rs]), mean_std([m["test"]["sensitivity"] for m in rs]),
+                mean_std([m["test"]["specificity"] for m in rs]), f"**{mean_std([m['test']['score'] for m in rs])}**",
+                *[mean_std([m["test"]["per_device"].get(d, {}).get("score", float("nan")) for m in rs]) for d in DEVICES],
+                *[mean_std([k.get(c, {}).get("auc", float("nan")) for k in kauh]) for c in ("adventitious", "crackle", "wheeze")],
                 f"{np.mean([m['train_seconds'] for m in rs]):.0f}",
             ]) + " |")
         lines.append("")

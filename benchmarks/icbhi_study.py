@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import yaml
+from bench_format import mean_std
 from bench_jobs import run_logged
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,11 +89,6 @@ def runs_from_csv(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
                 "from_csv": True,
             }
     return out
-
-
-def ms(values: Sequence[float]) -> str:
-    a = np.asarray(values, float)
-    return f"{a.mean():.4f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.4f}"
 
 
 def devices_of(by_row: dict[str, list[dict[str, Any]]]) -> list[str]:

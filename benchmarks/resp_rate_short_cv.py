@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_format import mean_std
 from resp_rate import pooled_report, shown
 from resp_rate_composite import fold_items
 from resp_rate_short import CLIP_SEED, cut_clips
@@ -94,10 +95,6 @@ def page(row: str, seeds: list[int], folds: list[dict[str, Any]], reference: dic
     def rep(preds: list[tuple[str, float, float]]) -> dict[str, Any]:
         return regression_report([p for _, _, p in preds], [t for _, t, _ in preds])
 
-    def ms(values: list[float], digits: int) -> str:
-        a = np.asarray(values)
-        return f"{a.mean():.{digits}f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.{digits}f}"
-
     lines = ["# Short clips (4-7 s), five-fold subject cross-validation", "",
              f"`{command}` ({wall / 60:.0f} min, 1 thread, CPU {cpu}). Row `{row}` "
              f"(`configs/experiments/resp-rate/{row}.yaml`), seeds {', '.join(map(str, seeds))}, trained once per fold; per "
@@ -115,19 +112,19 @@ def page(row: str, seeds: list[int], folds: list[dict[str, Any]], reference: dic
     for k, name in (("vote", voted), ("dsp", "DSP harmonic sum")):
         r = pooled_report([p for f in folds for p in f[k]])
         lines.append(f"| {name} | {r['n']} | {r['mae']:.2f} | {r['ccc']:.3f} | {r['within_1_bpm']:.2f} | "
-                     f"{ms([rep(f[k])['ccc'] for f in folds], 3)} |")
+                     f"{mean_std([rep(f[k])['ccc'] for f in folds], 3)} |")
     for i, seed in enumerate(seeds if len(seeds) > 1 else []):
         r = pooled_report([p for f in folds for p in f["seeds"][i]])
         lines.append(f"| {row}, seed {seed} alone | {r['n']} | {r['mae']:.2f} | {r['ccc']:.3f} | {r['within_1_bpm']:.2f} | "
-                     f"{ms([rep(f['seeds'][i])['ccc'] for f in folds], 3)} |")
+                     f"{mean_std([rep(f['seeds'][i])['ccc'] for f in folds], 3)} |")
     for k, name in (("chosen", "previous short-clip recipe, vote of 3 seeds (results/resp_rate_short.md)"),
                     ("dsp", "DSP harmonic sum, as that page has it")):
         r = reference[k]
         lines.append(f"| {name} | {r['n']} | {r['mae']:.2f} | {r['ccc']:.3f} | {r['within_1_bpm']:.2f} | - |")
     if len(seeds) > 1:
         per_seed = [pooled_report([p for f in folds for p in f["seeds"][i]]) for i in range(len(seeds))]
-        lines += ["", f"Single seeds, pooled over the folds: MAE {ms([r['mae'] for r in per_seed], 2)}, CCC "
-                  f"{ms([r['ccc'] for r in per_seed], 3)} (mean ± std over seeds)."]
+        lines += ["", f"Single seeds, pooled over the folds: MAE {mean_std([r['mae'] for r in per_seed], 2)}, CCC "
+                  f"{mean_std([r['ccc'] for r in per_seed], 3)} (mean ± std over seeds)."]
     lines += ["", "The two DSP rows score clips cut the same way with the same seeds; they agree where the clips are the "
               "same ones. The previous recipe's per-fold networks are not kept, so only its pooled scores are shown."]
     return "\n".join(lines) + "\n"

@@ -10,6 +10,14 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 
+def test_mean_std_is_the_sample_spread_of_the_values_given():
+    from bench_format import mean_std
+
+    assert mean_std([0.5, 0.7, None, float("nan")]) == "0.600 ± 0.141"  # sample std (ddof 1) of 0.5 and 0.7
+    assert mean_std([0.41234], digits=2) == "0.41"  # one value: no spread to report
+    assert mean_std([None], missing="n/a") == "n/a" and mean_std([]) == "-"
+
+
 def test_detection_report_per_seed_f1_round_trip_and_summary():
     from xray_detect import format_seed_f1, parse_seed_f1, seed_summary
 
