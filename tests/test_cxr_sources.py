@@ -13,7 +13,7 @@ import torch
 from pulmo.cxr.calibration import (calibrated_proba, coverage_threshold, expected_calibration_error, fit_temperature,
                                    selective_scores)
 from pulmo.cxr.harmonize import harmonize_view
-from pulmo.cxr.heads import HeadSpec, make_head, sampling_weights, train_head
+from pulmo.cxr.heads import HeadSpec, head_logits, make_head, sampling_weights, train_head
 from pulmo.cxr.protocol import grouped_split, source_probe, source_scores
 from tests.frontdoor_fixtures import baggage_like, chest_phantom, image_file
 
@@ -111,6 +111,25 @@ def test_global_pool_head_becomes_the_equivalent_grid_head() -> None:
     gap.load_state_dict({**res.head.state_dict(), "2.weight": res.head[2].weight[:, ::9] * 9})
     torch.testing.assert_close(res.head.eval()(x), gap.eval()(x.mean((2, 3))), atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(res.val_logits, res.head(x).detach().numpy(), atol=1e-5)
+
+
+def test_train_head_keeps_the_best_validation_epoch() -> None:
+    """Seed 1 ties macro-F1 on epochs 3-5 with a falling loss, and epoch 6 is worse: the head kept
+    is epoch 5's (the tie broken by the loss, not the first or the last epoch)."""
+    rng = np.random.default_rng(1)
+    y, val_y = np.repeat([0, 1, 2], 20), np.repeat([0, 1, 2], 5)
+    feats = rng.normal(size=(3, 60, 4, 3, 3)).astype(np.float32)
+    feats[:, :, 0] += y[None, :, None, None]
+    val = rng.normal(size=(15, 4, 3, 3)).astype(np.float32)
+    val[:, 0] += val_y[:, None, None]
+    res = train_head(feats, y, ["a", "b"] * 30, val, val_y, HeadSpec(epochs=6, lr=1e-2), seed=1)
+    f1 = [h["val_macro_f1"] for h in res.history]
+    assert [h["epoch"] for h in res.history] == [1, 2, 3, 4, 5, 6] and f1[2] == f1[3] == f1[4] == max(f1) > f1[5]
+    assert res.best_epoch == 5
+    logits = head_logits(res.head, val)  # the weights returned are epoch 5's
+    np.testing.assert_array_equal(res.val_logits, logits)
+    loss = torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.as_tensor(val_y))
+    assert float(loss) == res.history[4]["val_loss"]
 
 
 @pytest.fixture(scope="module")
