@@ -136,8 +136,10 @@ def test_masked_pretraining_round_trip(tmp_path):
     assert patch_mask((16, 24), 3, torch.Generator().manual_seed(0)).shape == (3, 1, 16, 24)
     net = build_net(_config(tmp_path), 4)
     waves = [np.random.default_rng(i).standard_normal(20000).astype(np.float32) for i in range(3)]
+    before = {k: v.clone() for k, v in net.model.encoder.state_dict().items()}
     info = pretrain_encoder(net, waves, 10000, steps=50, out=tmp_path / "enc.pt", batch_size=4, progress=False)
     assert len(info["loss_curve"]) == 1 and np.isfinite(info["loss_curve"][0])
+    assert not torch.equal(before["0.0.weight"], net.model.encoder.state_dict()["0.0.weight"])  # the encoder trained
     fresh = build_net(_config(tmp_path), 4)
     load_pretrained_encoder(fresh, tmp_path / "enc.pt")
     for a, b in zip(fresh.model.encoder.state_dict().values(), net.model.encoder.state_dict().values(), strict=True):
