@@ -72,6 +72,20 @@ def test_a_stethoscope_recording_gets_both_results_in_one_envelope():
     assert rate["task"] == "resp-rate" and "breaths/min" in rate["headline"] and rate["model"]["checkpoint"]
     assert [f["name"] for f in rate["figures"]] == ["resp-rate-rate_track"]
     assert set(figures) == {"timeline", "resp-rate-rate_track"}
+    # the bundled lung-sound model scored below calling every cycle normal: the answer says so
+    from pulmo.inference.lung_sounds import LungSoundPipeline
+
+    score = LungSoundPipeline.from_checkpoint().bundle["metrics"]["test"]["score"]
+    flagged = [w for w in result["warnings"] if "no better than calling every cycle normal" in w]
+    assert len(flagged) == (score <= 0.5) and rate["warnings"] == []
+
+
+def test_reliability_warning_only_for_a_model_no_better_than_the_trivial_rule():
+    from pulmo.frontdoor.lung_sounds import reliability_warnings
+
+    assert "0.47" in reliability_warnings({"score": 0.471})[0]
+    assert reliability_warnings({"score": 0.5}) and not reliability_warnings({"score": 0.62})
+    assert reliability_warnings({}) == []  # no stored test score: nothing to say
 
 
 def test_a_16bit_scan_goes_to_detection_and_comes_back_with_boxes_drawn():

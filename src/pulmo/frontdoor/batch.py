@@ -111,7 +111,8 @@ def summary_lines(path: Path, result: dict[str, Any]) -> list[str]:
         if "error" in part:
             lines.append(f"  also {part['task']}: failed: {part['error']}")
         else:
-            lines += [f"  also {part['task']}: {part['headline']}", model_line(part)]
+            lines += [f"  also {part['task']}: {part['headline']}", *[f"    warning: {w}" for w in part.get("warnings", [])],
+                      model_line(part)]
     return lines
 
 

@@ -60,6 +60,8 @@ class Analysis:
 
     ``headline``: one sentence a person reads first. ``result``: the capability's own
     JSON-serialisable result, with a ``model`` dict (name, checkpoint, sha256, pulmo_version).
+    ``warnings``: sentences on how far this answer can be trusted (e.g. a model that measured no
+    better than a trivial rule), shown beside the headline.
     """
 
     task: str
@@ -67,6 +69,7 @@ class Analysis:
     result: dict[str, Any]
     table: Table | None = None
     figures: list[Figure] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 class Capability(Protocol):
@@ -185,11 +188,12 @@ def _public_model(model: dict[str, Any]) -> dict[str, Any]:
 
 
 def _part(analysis: Analysis) -> dict[str, Any]:
-    """One capability's share of an envelope: task, headline, table, figures, then its result
-    (a bundled model under its public name)."""
+    """One capability's share of an envelope: task, warnings, headline, table, figures, then its
+    result (a bundled model under its public name)."""
     result = _checked_result(analysis)
     return {
         "task": analysis.task,
+        "warnings": list(analysis.warnings),
         "headline": analysis.headline,
         "table": None if analysis.table is None else {"columns": analysis.table.columns, "rows": analysis.table.rows},
         "figures": [{"name": f.name, "caption": f.caption} for f in analysis.figures],
@@ -204,9 +208,10 @@ def envelope(analysis: Analysis, info: InputInfo, file_sha256: str, route: Route
     Keys: ``task``, ``pulmo_version`` (the running pulmo), ``input`` (name, sha256, bytes,
     kind, format and header facts), ``routing`` (what the file holds, which capabilities ran
     and why, the measurements; see :class:`~pulmo.frontdoor.routing.Route`), ``warnings``
-    (sentences), ``headline``, ``table``, ``figures`` (name, caption), then the capability's
-    own keys, with ``model`` among them; ``also``: the same for each further capability that
-    ran on the file (its figure names prefixed with its task), or its error where it failed.
+    (sentences: the routing's, then the capability's), ``headline``, ``table``, ``figures`` (name,
+    caption), then the capability's own keys, with ``model`` among them; ``also``: the same for
+    each further capability that ran on the file (its figure names prefixed with its task, its
+    own ``warnings``), or its error where it failed.
     """
     part = _part(analysis)
     return rounded({
@@ -215,7 +220,7 @@ def envelope(analysis: Analysis, info: InputInfo, file_sha256: str, route: Route
         "input": {"name": info.name, "sha256": file_sha256, "bytes": info.bytes, "kind": info.kind,
                   "format": info.format, **info.details},
         "routing": None if route is None else route.to_dict(),
-        "warnings": [] if route is None else list(route.warnings),
+        "warnings": ([] if route is None else list(route.warnings)) + part.pop("warnings"),
         **part,
         "also": [_part(a) for a in also] + [{"task": t, "error": msg} for t, msg in (failed or {}).items()],
     })

@@ -53,7 +53,22 @@ class LungSoundsCapability:
         )
         figure = Figure("timeline", timeline_png(path, pipe, res), "Spectrogram (band-passed, at the model's sample rate) "
                         "and the probability of crackles and wheezes per cycle (a cycle labelled 'both' counts for both).")
-        return Analysis(self.name, headline, result, table, [figure])
+        return Analysis(self.name, headline, result, table, [figure], reliability_warnings(test))
+
+
+#: the ICBHI score of a classifier that calls every cycle normal (sensitivity 0, specificity 1)
+TRIVIAL_ICBHI_SCORE = 0.5
+
+
+def reliability_warnings(test: Mapping[str, Any]) -> list[str]:
+    """A warning where the model's stored official-test ICBHI score is no better than calling every
+    cycle normal: its labels then carry no measured information (empty list otherwise, or when the
+    checkpoint stores no test score)."""
+    score = test.get("score")
+    if score is None or score > TRIVIAL_ICBHI_SCORE:
+        return []
+    return [f"this lung-sound model scored {score:.2f} on the ICBHI 2017 official test, no better than calling every "
+            f"cycle normal ({TRIVIAL_ICBHI_SCORE:.2f}): read its cycle labels as research output, not as findings"]
 
 
 def _load_pipeline(checkpoint: str | None) -> LungSoundPipeline:
@@ -109,4 +124,4 @@ def timeline_png(path: Path, pipe: LungSoundPipeline, res: RecordingResult) -> b
 
 CAPABILITIES.add(LungSoundsCapability.name, LungSoundsCapability())
 
-__all__ = ["LungSoundsCapability", "adventitious_probabilities", "timeline_png"]
+__all__ = ["LungSoundsCapability", "TRIVIAL_ICBHI_SCORE", "adventitious_probabilities", "reliability_warnings", "timeline_png"]
