@@ -1,9 +1,11 @@
 """Inference speed and accuracy per runtime: PyTorch eager, ONNX FP32, ONNX int8.
 
     python benchmarks/speed.py [--tasks lung-sounds cxr detect serve] [--repeats 5] [--threads 2] [--limit 0]
+    python benchmarks/speed.py --profile FILE.onnx [FILE.onnx ...] [--threads 1] [--repeats 10]  # per-op times only
 
 Lung sounds: per-cycle latency and throughput at batch 1 and batch 64 (2.5 s cycles at the
-model's rate, random but fixed waveforms), and the ICBHI score on the covered official test split.
+model's rate, random but fixed waveforms), the ICBHI score on the covered official test split, and
+where the ONNX time goes (onnxruntime's profiler, per operator type, at batch 64), in the notes.
 Chest X-ray: the network per image at batch 1 and batch 64 (normalised inputs made from the
 first validation images), accuracy and macro-F1 on ``covid19_3class`` validation images.
 Detector: per-tile latency and throughput of the network with its NMS at batch 1, 8 (the tiled
@@ -49,7 +51,9 @@ from pulmo.config import default_data_root  # noqa: E402
 from pulmo.export import OnnxClassifier, cached_export  # noqa: E402
 
 RUNTIMES = ("PyTorch eager", "ONNX FP32 (onnxruntime)", "ONNX int8 convolutions, static (onnxruntime)")
+LUNG_INT8 = "ONNX int8 CNN (convolutions, ReLUs, poolings), static (onnxruntime)"  # pulmo.export.quantize_int8
 Row = dict[str, Any]
+OP_PROFILES: dict[str, list[tuple[str, float]]] = {}  # runtime -> (operator type, ms a batch), by bench_lung_sounds
 
 
 def cpu_name() -> str:
@@ -106,12 +110,58 @@ def classifier_rows(unit: str, nets: list[Any], same_input: torch.Tensor, score:
     return rows
 
 
+def onnx_op_ms(paths: list[Path], inputs: np.ndarray, threads: int, runs: int = 10) -> list[list[tuple[str, float]]]:
+    """onnxruntime's profiler on the models in ``paths``, timed in turn (after two warm-up runs each,
+    ``runs`` rounds run every model once on ``inputs``): per model, ``(operator type, ms a run)``, the
+    median over the runs of each type's time in a run, the largest first (types as onnxruntime runs
+    them, after its graph optimisations: a ``Conv`` there includes the ReLU it fused)."""
+    import json
+    import tempfile
+
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sessions = []
+        for i, path in enumerate(paths):
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.enable_profiling = True
+            options.profile_file_prefix = str(Path(tmp) / f"ort{i}")
+            sessions.append(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
+        feeds = [{session.get_inputs()[0].name: inputs} for session in sessions]
+        for _ in range(2 + runs):
+            for session, feed in zip(sessions, feeds):
+                session.run(None, feed)
+        profiles = [json.loads(Path(session.end_profiling()).read_text()) for session in sessions]
+    out = []
+    for events in profiles:
+        windows = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                         if e.get("cat") == "Session" and e["name"] == "model_run")[-runs:]
+        per_run: dict[str, list[float]] = {}
+        for e in events:
+            if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+                at = next((i for i, (a, b) in enumerate(windows) if a <= e["ts"] <= b), None)
+                if at is not None:
+                    per_run.setdefault(e["args"]["op_name"], [0.0] * runs)[at] += e["dur"] / 1000
+        out.append(sorted(((op, statistics.median(ms)) for op, ms in per_run.items()), key=lambda item: -item[1]))
+    return out
+
+
+def op_shares(ops: list[tuple[str, float]], most: int = 6) -> str:
+    """``ops`` of :func:`onnx_op_ms` in words: the ``most`` largest with ms and share, then the rest."""
+    total = sum(ms for _, ms in ops)
+    words = [f"{op} {ms:.1f} ms ({100 * ms / total:.0f}%)" for op, ms in ops[:most]]
+    rest = sum(ms for _, ms in ops[most:])
+    others = f", the other {len(ops) - most} types {rest:.1f} ms" if rest else ""
+    return f"{total:.1f} ms: " + ", ".join(words) + others
+
+
 def bench_lung_sounds(args: argparse.Namespace) -> list[Row]:
     from pulmo.inference.lung_sounds import LungSoundPipeline, evaluate_icbhi
 
     pipe = LungSoundPipeline.from_checkpoint()
-    nets = [pipe.net.eval(), OnnxClassifier(cached_export(None), args.threads),
-            OnnxClassifier(cached_export(None, int8=True), args.threads)]
+    paths = [cached_export(None), cached_export(None, int8=True)]
+    nets = [pipe.net.eval(), *(OnnxClassifier(path, args.threads) for path in paths)]
     rng = np.random.default_rng(0)
     same_input = torch.from_numpy((0.1 * rng.standard_normal((64, pipe.audio.cycle_samples))).astype(np.float32))
     data = default_data_root() / "icbhi"
@@ -124,7 +174,72 @@ def bench_lung_sounds(args: argparse.Namespace) -> list[Row]:
         return {"icbhi_score": round(report["score"], 4), "sensitivity": round(report["sensitivity"], 4),
                 "specificity": round(report["specificity"], 4), "n": report["n"]}
 
-    return classifier_rows("cycle", nets, same_input, score, args.repeats)
+    rows = classifier_rows("cycle", nets, same_input, score, args.repeats)
+    rows[2]["runtime"] = LUNG_INT8
+    for row, ops in zip(rows[1:], onnx_op_ms(paths, same_input.numpy(), args.threads)):
+        OP_PROFILES[row["runtime"]] = ops
+    return rows
+
+
+def lung_notes(rows: list[Row]) -> list[str]:
+    """Lines under the lung-sound table: the targets against this run's rows, where the ONNX time
+    went in this run (:data:`OP_PROFILES`), and how the export came to be as it is."""
+    fp32, int8 = (next(r for r in rows if r["runtime"] == name) for name in (RUNTIMES[1], LUNG_INT8))
+    ratio = min(fp32["speedup_batch64"], int8["speedup_batch64"])
+    lines = ["", "Bundled model: the compact CNN with the device adversary chosen in `results/icbhi_multidataset.md` "
+             "(0.3 M parameters) on log-mel features (48 bands, 64 ms windows, 40 ms hop, 2.5 s cycles at 4 kHz). "
+             "Earlier models' tables (attentive ResNet-18: FP32 1.41x, int8 3.2x) are in this file's git history.",
+             "", f"Against the fast-and-scalable targets at batch 64: at most 5 ms a cycle in every runtime "
+             f"(eager {rows[0]['batch64_ms_per_cycle']} ms); ONNX FP32 {fp32['speedup_batch64']}x and int8 "
+             f"{int8['speedup_batch64']}x eager's throughput (2x: {'met' if ratio >= 2 else '**not met**'})"]
+    if "icbhi_score" in rows[0]:
+        diffs = [r["icbhi_score"] - rows[0]["icbhi_score"] for r in (fp32, int8)]
+        lines[-1] += (f"; ICBHI score FP32 {diffs[0]:+.4f}, int8 {diffs[1]:+.4f} against PyTorch's (within 0.005: "
+                      f"{'met' if max(map(abs, diffs)) <= 0.005 else '**not met**'})")
+    lines[-1] += (". `same_class_as_torch` and `max_prob_diff_vs_torch` are on the 64 random waveforms of the "
+                  "timing, not on ICBHI cycles.")
+    if OP_PROFILES:
+        lines += ["", "Where the ONNX time went in this run (onnxruntime's profiler, "
+                  "`SessionOptions.enable_profiling`, "
+                  "a batch of the same 64 waveforms, the two exports run in turn, median of 10 runs after 2 warm-ups, "
+                  "operator types after onnxruntime's graph optimisations, ms a batch):", ""]
+        lines += [f"- {name}: {op_shares(ops)}" for name, ops in OP_PROFILES.items()]
+    return lines + LUNG_HISTORY
+
+
+LUNG_HISTORY = """
+The export (`src/pulmo/export_stft.py: MatmulMel`, format v3): the log-mel features as two MatMuls, frames
+(a reshape of the reflect-padded waveform into hop-long rows, each frame its row joined to the start of the next)
+times the Hann-windowed real DFT of the bins the mel filters use (cosine and sine columns, 256 x 254), squared,
+times the mel matrix stacked for the cosine and the sine columns (254 x 48). The DFT and mel matrices cannot be
+folded into one MatMul: the power between them is quadratic. Features within 1e-4 of PyTorch's (four mel and
+MFCC settings), the bundled model's probabilities within 1e-5 (tests/test_export.py). int8 (`pulmo.export.quantize_int8`, lung sounds): static QDQ of the
+convolutions and ReLUs, the 2x2 average poolings rewritten as depthwise 2x2 convolutions by 0.25 so that the CNN
+stays in int8 from its second convolution to its head; the DFT and mel MatMuls and the first (one-channel)
+convolution stay FP32. Batch norm is folded into the convolutions at export (their biases), and onnxruntime
+already runs at `ORT_ENABLE_ALL` (its default): FP32 convolutions in NCHWc with the ReLU fused.
+
+How it came to this: `nice -n 10 python benchmarks/speed.py --profile v2.onnx v2-int8.onnx v3.onnx ...
+--threads 1 --repeats 15` (2026-12-06 10:01 UTC, load average 4.7: all times about twice a quiet machine's,
+compare within this list; the files run in turn, median of 15 runs, ms a batch of 64):
+
+- v2 FP32 (the previous export, onnxruntime's `STFT`; 1.62x eager in its own table): 101.0 ms, `Conv` 57.3
+  (57%), `STFT` 28.0 (28%), `ReduceL2` (the magnitude) 6.4 (6%), `AveragePool` 5.8 (6%).
+- v2 int8 (convolutions only; 1.66x): 91.8 ms, `QLinearConv` 37.5 (41%), `STFT` 25.8 (28%), and 19.2 ms (21%)
+  between the quantised convolutions: `DequantizeLinear` 8.4, NCHWc reorders 3.7, `QuantizeLinear` 2.5, FP32
+  `Relu` 1.6, `AveragePool` 1.5, `Transpose` 1.5.
+- v3 FP32 (this export): 72.8 ms, `Conv` 58.6 (80%), `MatMul` 7.7 (11%), framing (`Pad`, `Slice`, `Concat`)
+  2.2: the front end from about 36 to 11 ms.
+- v3 with frames cut by one `Gather` of precomputed indices instead: 79.2 ms (`Gather` alone 7.2).
+- v3 int8 of the convolutions only: 70.9 ms (`DequantizeLinear` 7.7, `ReorderInput` 6.9 between them).
+- v3 int8 of convolutions and ReLUs: 68.6 ms, of which `QLinearAveragePool` (what onnxruntime makes of a pooling
+  between quantised tensors) 17.1 (25%).
+- v3 int8 with the poolings as depthwise convolutions, first convolution int8 too: 52.7 ms (`QLinearConv` 39.7).
+- v3 int8 (this export: the first convolution FP32, one input channel being slower in int8): 44.9 ms,
+  `QLinearConv` 27.9, `MatMul` 7.7, the FP32 first `Conv` 1.6, its `ReorderOutput` 1.7 and `QuantizeLinear` 1.1.
+
+What is left in FP32 is the eight convolutions (about 80%: 2.4 G multiply-adds a batch, the 16-channel first
+stage the slowest per operation) and the DFT MatMul.""".split("\n")
 
 
 def bench_cxr(args: argparse.Namespace) -> list[Row]:
@@ -304,7 +419,7 @@ SECTIONS = {
                            ["runtime", "batch1_ms_per_cycle", "batch64_ms_per_cycle", "batch64_cycles_per_s",
                             "speedup_batch64", "icbhi_score", "sensitivity", "specificity", "max_prob_diff_vs_torch",
                             "same_class_as_torch"],
-                           bench_lung_sounds, "batch64_cycles_per_s"),
+                           bench_lung_sounds, "batch64_cycles_per_s", notes=lung_notes),
     "cxr": Section("Chest X-ray (EfficientNet-Lite0 + head)", "speed_cxr.csv",
                    ["runtime", "batch1_ms_per_image", "batch64_ms_per_image", "batch64_images_per_s", "speedup_batch64",
                     "accuracy", "macro_f1", "n", "max_prob_diff_vs_torch", "same_class_as_torch"], bench_cxr, "batch64_images_per_s"),
@@ -360,8 +475,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="CPU threads for every runtime")
     ap.add_argument("--limit", type=int, default=0, help="only the first N test recordings / images (0: all)")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "speed.md")
+    ap.add_argument("--profile", type=Path, nargs="+", metavar="FILE.onnx",
+                    help="only print onnxruntime's per-operator times of these lung-sound exports at batch 64, "
+                    "run in turn, median of --repeats runs")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.profile:
+        from pulmo.inference.lung_sounds import LungSoundPipeline
+
+        samples = LungSoundPipeline.from_checkpoint().audio.cycle_samples
+        inputs = (0.1 * np.random.default_rng(0).standard_normal((64, samples))).astype(np.float32)
+        for path, ops in zip(args.profile, onnx_op_ms(args.profile, inputs, args.threads, runs=args.repeats)):
+            print(f"{path.name}: {op_shares(ops, most=len(ops))}")
+        return 0
     sections = kept_sections(args.out)
     for task in args.tasks:
         spec = SECTIONS[task]
