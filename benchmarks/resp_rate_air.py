@@ -24,6 +24,16 @@ choice with the median of it, the air band and the baseline, and with ``--bundle
 
     PULMO_DATA=../shared/data python benchmarks/resp_rate_air.py --train air_mix_window15_bins --air-nets runs/resp_rate_air/air_vote.pt --train-only
     PULMO_DATA=../shared/data python benchmarks/resp_rate_air.py --air-nets runs/resp_rate_air/air_vote.pt --bundle src/pulmo/assets/resp_rate_composite.pt
+
+``--cv-section ROW`` cross-validates the air-trained networks on RRuJO's five subject folds:
+fold 0 is the ``--train`` run of each seed, folds 1-4 are trained (one thread, one at a
+time, through ``benchmarks/resp_rate.py``'s workers, finished runs kept) into
+``--runs/cv/ROW/seed<k>/fold<f>``; then the section "RRuJO five-fold subject
+cross-validation" of ``results/resp_rate_air.md`` is written (replaced if there, appended
+otherwise; nothing else in the file changes), the default networks' and the DSP baseline's
+cross-validated figures beside it read from the results files that hold them (not rerun):
+
+    PULMO_DATA=../shared/data python benchmarks/resp_rate_air.py --cv-section air_mix_window15_bins --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from resp_rate import cv_dir, load_rr_config_folds, ms, pooled_report, run_all, vote_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -286,7 +297,14 @@ def main() -> None:
     ap.add_argument("--train-only", action="store_true", help="stop after --train")
     ap.add_argument("--bundle", type=Path, help="write the air front end's choice (and the --air-nets vote where it is "
                     "chosen) into this checkpoint, e.g. src/pulmo/assets/resp_rate_composite.pt")
+    ap.add_argument("--cv-section", metavar="ROW", help="cross-validate ROW's networks (--seeds) over RRuJO's subject "
+                    "folds and write that section of --results .md alone (see the module docstring)")
     args = ap.parse_args()
+    if args.cv_section:
+        text = cv_air_networks(args.cv_section, args.seeds, args.runs)
+        write_cv_section(text, (ROOT / args.results).with_suffix(".md"))
+        print(text)
+        return
     import torch
 
     torch.set_num_threads(1)
@@ -392,6 +410,103 @@ def air_nets_section(path: Path) -> str:
         lines.append(f"| {seed} | {m['val']['mae']:.2f} | {m.get('val_air', {}).get('mae', float('nan')):.2f} | "
                      f"{m['test']['mae']:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+CV_HEADING = "## RRuJO five-fold subject cross-validation"
+# cross-validated figures already stored elsewhere, shown beside the air-trained networks' (not rerun):
+# (label, results file, section heading it starts with, first cell of its row)
+STORED_CV = [
+    ("default networks: the shipped composite (vote of 5 composites, `src/pulmo/assets/resp_rate_composite.pt`)",
+     "results/resp_rate_seeds5/resp_rate_composite.md", "## Five-fold subject cross-validation", "composite"),
+    ("push_heavy_window15_bins (the row the air config extends), seeds 0, 1, 2: single seeds, mean ± std",
+     "results/resp_rate_heavy_bins/resp_rate.md", "## Five-fold subject cross-validation: push_heavy_window15_bins",
+     "push_heavy_window15_bins (refined), mean ± std over seeds"),
+    ("push_heavy_window15_bins, seeds 0, 1, 2: vote (median of the seeds' rates)",
+     "results/resp_rate_heavy_bins/resp_rate.md", "## Vote of seeds", "push_heavy_window15_bins"),
+    ("push_window15 (the earlier default rate member), seeds 0, 1, 2: single seeds, mean ± std",
+     "results/resp_rate.md", "## Five-fold subject cross-validation: push_window15,",
+     "push_window15 (refined), mean ± std over seeds"),
+    ("push_window15, seeds 0, 1, 2: vote (median of the seeds' rates)", "results/resp_rate.md", "## Vote of seeds",
+     "push_window15"),
+    ("DSP baseline: harmonic_sum, band and decay chosen per fold on training+validation", "results/resp_rate.md",
+     "## Five-fold subject cross-validation: push_window15,", "DSP harmonic_sum (chosen per fold on training+validation)"),
+]
+
+
+def stored_cv(path: str, heading: str, first: str) -> dict[str, str]:
+    """The row starting with ``first`` of the first table after the first heading starting with
+    ``heading`` in ``path``, by column: n, MAE, CCC and within 1 bpm (cross-validated)."""
+    lines = (ROOT / path).read_text().splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith(heading))
+    header = next(ln for ln in lines[start:] if ln.startswith("|"))
+    names = [c.strip() for c in header.strip("|").split("|")]
+    row = next((ln for ln in lines[start:] if ln.startswith(f"| {first} |")), None)
+    if row is None:
+        raise SystemExit(f"{path}: no row {first!r} under {heading!r}")
+    cells = dict(zip(names, (c.strip().strip("*") for c in row.strip("|").split("|"))))
+    if "cross-validated MAE" in cells:  # the vote-of-seeds table: n = every recording
+        return {"n": "250", "MAE": cells["cross-validated MAE"], "CCC": cells["cross-validated CCC"],
+                "within 1 bpm": cells["within 1 bpm"]}
+    return {k: cells[k] for k in ("n", "MAE", "CCC", "within 1 bpm")}
+
+
+def cv_air_networks(row: str, seeds: list[int], runs: Path) -> str:
+    """Train the folds 1-4 runs of ``row`` x ``seeds`` that are missing (fold 0 = the ``--train``
+    runs) and return the section: per seed and the seeds' vote (median of their recording rates,
+    as ``benchmarks/resp_rate.py`` scores votes), pooled over every RRuJO recording."""
+    folds = load_rr_config_folds()
+    missing = [s for s in seeds if not (runs / row / f"seed{s}" / "metrics.json").is_file()]
+    if missing:
+        raise SystemExit(f"no fold-0 run of seeds {missing}: run --train {row} first")
+    run_all([(row, s, k) for s in seeds for k in range(1, folds)], 1, runs)
+    dirs = {s: [runs / row / f"seed{s}"] + [cv_dir(runs, row, s, k) for k in range(1, folds)] for s in seeds}
+    metrics = {s: [json.loads((d / "metrics.json").read_text()) for d in ds] for s, ds in dirs.items()}
+    pooled = {s: pooled_report([p for m in ms for p in m["test_predictions"]]) for s, ms in metrics.items()}
+    vote = pooled_report([v for k in range(folds) for v in vote_predictions([metrics[s][k]["test_predictions"]
+                                                                               for s in seeds])])
+    hours = sum(m["train_seconds"] for ms in metrics.values() for m in ms[1:]) / 3600
+
+    def line(name: str, r: dict[str, float]) -> str:
+        return f"| {name} | {r['n']} | {r['mae']:.2f} | {r['ccc']:.3f} | {r['within_1_bpm']:.2f} | this run |"
+
+    seeds_s = ", ".join(map(str, seeds))
+    lines = ["", CV_HEADING, "",
+             f"`PULMO_DATA=../shared/data python benchmarks/resp_rate_air.py --cv-section {row} --seeds "
+             f"{' '.join(map(str, seeds))}` (config `configs/experiments/resp-rate/{row}.yaml`, seeds {seeds_s}). Each "
+             f"subject fold in turn is the test set (the others train and validate, as on fold 0; the simulator's clips "
+             f"are the same for every fold); every RRuJO recording is scored once per seed, by the network whose test "
+             f"fold holds its subject. Fold 0 is each seed's network of the vote above; folds 1-{folds - 1} were trained "
+             f"for this ({hours:.1f} h of training in all, 1 thread, CPU {cpu_name()}). The vote here is the median of "
+             f"the seeds' recording rates, as `benchmarks/resp_rate.py` scores votes (the shipped vote pools the seeds' "
+             f"rate distributions instead). Beside them, cross-validated figures as stored in the files named (not "
+             f"rerun; the same five subject folds, every recording once).", "",
+             "| estimator | n | MAE | CCC | within 1 bpm | from |", "|---|---|---|---|---|---|"]
+    lines += [line(f"air-trained networks ({row}), seed {s}", r) for s, r in pooled.items()]
+    if len(seeds) > 1:
+        lines.append(f"| air-trained networks, mean ± std over seeds | {vote['n']} | "
+                     + " | ".join(ms([r[k] for r in pooled.values()], d) for k, d in
+                                  (("mae", 2), ("ccc", 3), ("within_1_bpm", 2))) + " | this run |")
+        lines.append(line(f"**air-trained networks, vote of seeds {seeds_s}** (median)", vote))
+    for label, path, heading, first in STORED_CV:
+        c = stored_cv(path, heading, first)
+        lines.append(f"| {label} | {c['n']} | {c['MAE']} | {c['CCC']} | {c['within 1 bpm']} | `{path}`, "
+                     f"\"{heading.lstrip('# ').rstrip(',')}\" |")
+    lines += ["", "Per fold, test MAE / CCC: " + "; ".join(
+        f"seed {s} fold {k}: {m['test']['mae']:.2f} / {m['test']['ccc']:.3f}" for s, ms in metrics.items()
+        for k, m in enumerate(ms)), ""]
+    return "\n".join(lines)
+
+
+def write_cv_section(text: str, path: Path) -> None:
+    """Put ``text`` in place of the section :data:`CV_HEADING` of ``path`` (up to the next
+    ``## `` heading), or at the end; the rest of the file is left as it is."""
+    old = path.read_text()
+    start = old.find("\n" + CV_HEADING)
+    if start < 0:
+        path.write_text(old.rstrip("\n") + "\n" + text)
+        return
+    nxt = old.find("\n## ", start + 1)
+    path.write_text(old[:start].rstrip("\n") + "\n" + text + (old[nxt:] if nxt >= 0 else ""))
 
 
 def shown_path(path: Path) -> Path:
