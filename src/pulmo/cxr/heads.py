@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
 from pulmo.cxr.task import LOSS_TIE_BREAK
-from pulmo.engine.launch import Launch, quiet_lightning, restore_best
+from pulmo.engine.launch import Launch, quiet_lightning, restore_best, selection_value
 from pulmo.losses.adversarial import ConditionalAdversary
 
 
@@ -165,7 +165,7 @@ class HeadTask(L.LightningModule):
         f1 = float(f1_score(self.val_labels, logits.argmax(1), labels=sorted(set(self.val_labels.tolist())),
                             average="macro", zero_division=0))
         # float64: in float32 the tie-break term would vanish below macro-F1's rounding step
-        self.log("val_key", torch.tensor(f1 - LOSS_TIE_BREAK * val_loss, dtype=torch.float64))
+        self.log("val_key", selection_value(f1 - LOSS_TIE_BREAK * val_loss))
         self.history.append({"epoch": self.current_epoch + 1, "val_macro_f1": f1, "val_loss": val_loss})
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

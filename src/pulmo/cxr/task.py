@@ -28,6 +28,7 @@ from pulmo.cxr.balance import augment_batch, balanced_plan, sampler_weights, tra
 from pulmo.cxr.config import CxrConfig
 from pulmo.cxr.data import ImageSet
 from pulmo.cxr.preprocess import normalize_tensor
+from pulmo.engine.launch import selection_value
 from pulmo.metrics.classification import classification_report
 
 #: weight of the validation loss in ``val_key``: far below one macro-F1 step, so it only breaks ties
@@ -143,7 +144,7 @@ class ImageClassificationTask(L.LightningModule):
         val_loss = float(F.cross_entropy(logits, self.val_set.y))
         rep = classification_report(self.val_set.y.tolist(), logits.argmax(1).tolist(), list(self.cfg.classes))
         # the same figures on every process (same weights, whole validation set)
-        self.log("val_key", rep["macro_f1"] - LOSS_TIE_BREAK * val_loss, sync_dist=True)
+        self.log("val_key", selection_value(rep["macro_f1"] - LOSS_TIE_BREAK * val_loss), sync_dist=True)
         self.log("val_macro_f1", rep["macro_f1"], sync_dist=True)
         self.history.append({"epoch": self.current_epoch + 1, "lr": self._lr,
                              "train_loss": float(np.mean(self._losses)) if self._losses else float("nan"),

@@ -32,6 +32,7 @@ from pulmo.data.xray_image import to_detector_input
 from pulmo.detect.config import DetectExperimentConfig, DetectTrainConfig
 from pulmo.detect.data import PreparedImage
 from pulmo.detect.infer import detect_split, image_windows
+from pulmo.engine.launch import selection_value
 from pulmo.metrics.detection import detection_report
 
 Sample = tuple[np.ndarray, np.ndarray, np.ndarray]  # (3, S, S) float32, boxes (n, 4), labels (n,)
@@ -179,7 +180,7 @@ class DetectTask(L.LightningModule):
             row.update(self.evaluate())
             value = row["val_loss"] if t.monitor == "val_loss" else -row[t.monitor]
             # the same figure on every process (same weights, same validation images)
-            self.log("val_value", value, sync_dist=True)
+            self.log("val_value", selection_value(value), sync_dist=True)
         self.history.append(row)
         if self.trainer.is_global_zero:
             self._write(row)
@@ -190,8 +191,8 @@ class DetectTask(L.LightningModule):
         t, inf = self.cfg.train, self.cfg.inference
         out = {"val_loss": validation_loss(self.detector, self.val_samples, t.batch_size)}
         if t.monitor in ("val_f1", "val_map50"):
-            rep = detection_report(detect_split(self.detector, self.val, self.cfg.tiling, self.classes, inf.conf, inf.iou),
-                                   inf.score_threshold)
+            dets = detect_split(self.detector, self.val, self.cfg.tiling, self.classes, inf.conf, inf.iou)
+            rep = detection_report(dets, inf.score_threshold)
             out.update(val_f1=rep["f1"], val_map50=rep["map50"])
         return out
 
@@ -208,5 +209,5 @@ class DetectTask(L.LightningModule):
         return torch.optim.Adam(self.detector.parameters(), lr=t.lr, weight_decay=t.weight_decay)
 
 
-__all__ = ["Batch", "DetectTask", "EvaluationEarlyStopping", "Sample", "TileBatches", "evaluates", "epoch_learning_rates", "sample_batches", "training_samples",
-           "validation_loss", "validation_samples"]
+__all__ = ["Batch", "DetectTask", "EvaluationEarlyStopping", "Sample", "TileBatches", "epoch_learning_rates", "evaluates",
+           "sample_batches", "training_samples", "validation_loss", "validation_samples"]

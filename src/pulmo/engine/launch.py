@@ -75,6 +75,14 @@ def quiet_lightning() -> Iterator[None]:
         yield
 
 
+def selection_value(value: float) -> torch.Tensor:
+    """``value`` as a float64 tensor, for a figure a checkpoint or early stopping compares
+    across epochs: Lightning stores a plain float as float32, which would merge values that
+    differ beyond the seventh digit (a tie-break by 1e-9 x the loss, two close losses) and let
+    the earlier epoch win where the plain loops this engine replaced kept the better one."""
+    return torch.tensor(value, dtype=torch.float64)
+
+
 def restore_best(task: L.LightningModule, checkpoint: ModelCheckpoint) -> int | None:
     """Load the weights ``checkpoint`` kept (its best ``monitor`` value) into ``task``; returns
     the 0-based epoch they are from, ``None`` where nothing was saved."""
@@ -107,4 +115,5 @@ def ranks_agree(trainer: L.Trainer, module: torch.nn.Module) -> dict[str, Any] |
     return {"world_size": trainer.world_size, "weights_sha256": hashes, "agree": len(set(hashes)) == 1}
 
 
-__all__ = ["Launch", "QUIET_WARNINGS", "STRATEGIES", "quiet_lightning", "ranks_agree", "restore_best", "weights_sha256"]
+__all__ = ["Launch", "QUIET_WARNINGS", "STRATEGIES", "quiet_lightning", "ranks_agree", "restore_best", "selection_value",
+           "weights_sha256"]

@@ -24,6 +24,7 @@ from torch.utils.data import IterableDataset
 
 import torch.nn.functional as F
 
+from pulmo.engine.launch import selection_value
 from pulmo.losses.ccc import ccc_cost
 from pulmo.losses.focal import focal_loss
 from pulmo.losses.multitask import DynamicWeightAverage, convex_mixture
@@ -125,7 +126,8 @@ class RateTask(L.LightningModule):
         val = score_model(NetPredictor(self.net, self.val_clip), self.val_items)
         rec = val["recording"]
         # the same figures on every process (same weights, same clips); sync_dist only says so to Lightning
-        self.log("val_score", rec["ccc"] if self.cfg.train.select_on == "ccc" else -rec["mae"], sync_dist=True)
+        score = rec["ccc"] if self.cfg.train.select_on == "ccc" else -rec["mae"]
+        self.log("val_score", selection_value(score), sync_dist=True)
         self.log("val_ccc", rec["ccc"], sync_dist=True)
         self.log("val_mae", rec["mae"], sync_dist=True)
         self.history.append({"epoch": self.current_epoch, "losses": dict(zip(TASK_NAMES, mean.tolist())),
