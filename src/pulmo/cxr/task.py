@@ -28,7 +28,7 @@ from pulmo.cxr.balance import augment_batch, balanced_plan, sampler_weights, tra
 from pulmo.cxr.config import CxrConfig
 from pulmo.cxr.data import ImageSet
 from pulmo.cxr.preprocess import normalize_tensor
-from pulmo.engine.launch import selection_value
+from pulmo.engine.launch import process_share, selection_value
 from pulmo.metrics.classification import classification_report
 
 #: weight of the validation loss in ``val_key``: far below one macro-F1 step, so it only breaks ties
@@ -79,10 +79,8 @@ class EpochBatches(IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         idx, flags = self.plan(self.rng)
-        if torch.distributed.is_initialized():
-            world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
-            share = len(idx) // world
-            idx, flags = idx[rank * share:(rank + 1) * share], flags[rank * share:(rank + 1) * share]
+        mine = process_share(len(idx))
+        idx, flags = idx[mine], flags[mine]
         for b in range(0, len(idx), self.batch_size):
             bi, bf = idx[b:b + self.batch_size], flags[b:b + self.batch_size]
             if len(bi) < 2:

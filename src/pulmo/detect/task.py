@@ -32,7 +32,7 @@ from pulmo.data.xray_image import to_detector_input
 from pulmo.detect.config import DetectExperimentConfig, DetectTrainConfig
 from pulmo.detect.data import PreparedImage
 from pulmo.detect.infer import detect_split, image_windows
-from pulmo.engine.launch import selection_value
+from pulmo.engine.launch import process_share, selection_value
 from pulmo.metrics.detection import detection_report
 
 Sample = tuple[np.ndarray, np.ndarray, np.ndarray]  # (3, S, S) float32, boxes (n, 4), labels (n,)
@@ -97,8 +97,6 @@ def validation_loss(detector: torch.nn.Module, samples: list[Sample], batch_size
     return total / max(n, 1)
 
 
-
-
 def evaluates(train: DetectTrainConfig, epoch: int) -> bool:
     """Whether validation runs at the end of ``epoch`` (1-based): every ``eval_every`` epochs and at the last."""
     return epoch % train.eval_every == 0 or epoch == train.epochs
@@ -132,11 +130,7 @@ class TileBatches(IterableDataset):
     def __iter__(self) -> Iterator[Batch]:
         samples = training_samples(self.images, self.cfg, self.rng, self.augment)
         self.last_epoch_tiles = len(samples)
-        if torch.distributed.is_initialized():
-            world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
-            share = len(samples) // world
-            samples = samples[rank * share:(rank + 1) * share]
-        yield from sample_batches(samples, self.cfg.train.batch_size)
+        yield from sample_batches(samples[process_share(len(samples))], self.cfg.train.batch_size)
 
 
 class DetectTask(L.LightningModule):

@@ -75,6 +75,17 @@ def quiet_lightning() -> Iterator[None]:
         yield
 
 
+def process_share(n: int) -> slice:
+    """The items of ``n`` (one epoch's plan) this process takes: in a distributed run an equal
+    contiguous share per process (the remainder of the division dropped, so that every process
+    runs the same number of batches), all of them otherwise."""
+    if not torch.distributed.is_initialized():
+        return slice(0, n)
+    world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
+    share = n // world
+    return slice(rank * share, (rank + 1) * share)
+
+
 def selection_value(value: float) -> torch.Tensor:
     """``value`` as a float64 tensor, for a figure a checkpoint or early stopping compares
     across epochs: Lightning stores a plain float as float32, which would merge values that
@@ -115,5 +126,5 @@ def ranks_agree(trainer: L.Trainer, module: torch.nn.Module) -> dict[str, Any] |
     return {"world_size": trainer.world_size, "weights_sha256": hashes, "agree": len(set(hashes)) == 1}
 
 
-__all__ = ["Launch", "QUIET_WARNINGS", "STRATEGIES", "quiet_lightning", "ranks_agree", "restore_best", "selection_value",
-           "weights_sha256"]
+__all__ = ["Launch", "QUIET_WARNINGS", "STRATEGIES", "process_share", "quiet_lightning", "ranks_agree", "restore_best",
+           "selection_value", "weights_sha256"]
