@@ -242,6 +242,70 @@ What is left in FP32 is the eight convolutions (about 80%: 2.4 G multiply-adds a
 stage the slowest per operation) and the DFT MatMul.""".split("\n")
 
 
+def bench_resp_rate(args: argparse.Namespace) -> list[Row]:
+    """The bundled rate model in PyTorch and ONNX FP32 (one file per network, swapped into the
+    same pipeline): one network's windows at batch 1 and 64, a whole recording through the whole
+    vote (every network and the NumPy between them), and MAE / CCC on RRuJO subjects the model
+    never saw (``evaluate_folder``, split test)."""
+    from pulmo.data.audio_io import read_audio
+    from pulmo.export import use_runtime
+    from pulmo.inference.resp_rate import RespRatePipeline, evaluate_folder
+    from pulmo.resp_rate.export import pipeline_networks
+
+    pipes = [RespRatePipeline.from_checkpoint(),
+             use_runtime("resp-rate", RespRatePipeline.from_checkpoint(), None, "onnx")]
+    first = [pipeline_networks(p)[0] for p in pipes]
+    clip = first[0].clip
+    samples = int(round(clip.window_s * clip.sample_rate_hz))
+    data = default_data_root() / "rrujo"
+    labels = data / "labels.csv"
+    recording = next((data / "audio").rglob("*.wav"), None) if labels.is_file() else None
+    if recording is not None:
+        audio, _ = read_audio(recording, sample_rate_hz=clip.sample_rate_hz)
+        hop = max((len(audio) - samples) // 63, 1)
+        windows = np.stack([np.resize(audio[i * hop:i * hop + samples], samples) for i in range(64)]).astype(np.float32)
+    else:
+        audio = np.random.default_rng(0).standard_normal(60 * clip.sample_rate_hz).astype(np.float32) * 0.1
+        windows = np.random.default_rng(1).standard_normal((64, samples)).astype(np.float32) * 0.1
+    same_input = torch.from_numpy(windows)
+    rows = speed_rows("window", (1, 64), [lambda b, n=node: n.net(same_input[:b]) for node in first], args.repeats)
+    whole = speed_rows("recording", (1,), [lambda _b, p=pipe: p.predictor.predict(audio) for pipe in pipes],
+                       max(args.repeats // 3, 3))
+    def window_rates_bpm(pipe: Any) -> list[torch.Tensor]:
+        with torch.no_grad():
+            return [node.net(same_input)["rate"] * node.net.rate_scale_bpm for node in pipeline_networks(pipe)]
+
+    reference = window_rates_bpm(pipes[0])
+    for row, extra, pipe in zip(rows, whole, pipes):
+        row["recording_s"] = round(extra["batch1_ms_per_recording"] / 1000, 2)
+        row["recording_seconds_of_audio"] = round(len(audio) / clip.sample_rate_hz)
+        row["networks"] = len(reference)
+        diff = max(float((a - b).abs().max()) for a, b in zip(window_rates_bpm(pipe), reference))
+        row["max_rate_diff_bpm_vs_torch"] = float(f"{diff:.2e}")
+        if labels.is_file():
+            report = evaluate_folder(pipe, data)
+            row.update(mae_bpm=round(report["mae"], 3), ccc=round(report["ccc"], 3), n=report["n"])
+        print(row, file=sys.stderr)
+    return rows
+
+
+def resp_rate_notes(rows: list[Row]) -> list[str]:
+    """What the resp-rate table measures, and where ONNX stands against PyTorch."""
+    if len(rows) < 2:
+        return []
+    window = rows[1]["batch64_windows_per_s"] / rows[0]["batch64_windows_per_s"]
+    recording = rows[0]["recording_s"] / rows[1]["recording_s"]
+    return ["", f"Notes: the bundled model is {rows[0]['networks']} networks with NumPy between them; ONNX runs "
+            "each network from its own file (`pulmo export --task resp-rate --out FOLDER`; the runtime swaps them into "
+            "the same pipeline). Windows: 64 windows of the first network's length from the first RRuJO recording. "
+            f"At batch 64 ONNX FP32 runs {window:.2f}x PyTorch's windows per second; a whole recording of "
+            f"{rows[0]['recording_seconds_of_audio']} s through the whole vote (every network, the gating, fits and "
+            f"refinement) {recording:.2f}x. MAE and CCC: recordings of RRuJO subjects the model never saw, per "
+            "runtime. int8 is not offered for this model (not measured): FP32 gives PyTorch's rates (largest window "
+            "difference in the table) at a modest gain, and quantising the recurrent layers would need its own "
+            "accuracy study."]
+
+
 def bench_cxr(args: argparse.Namespace) -> list[Row]:
     from pulmo.cxr.preprocess import normalize_tensor, prepare_gray
     from pulmo.data.image_io import read_image
@@ -420,6 +484,10 @@ SECTIONS = {
                             "speedup_batch64", "icbhi_score", "sensitivity", "specificity", "max_prob_diff_vs_torch",
                             "same_class_as_torch"],
                            bench_lung_sounds, "batch64_cycles_per_s", notes=lung_notes),
+    "resp-rate": Section("Respiratory rate (vote of networks)", "speed_resp_rate.csv",
+                         ["runtime", "batch1_ms_per_window", "batch64_ms_per_window", "batch64_windows_per_s",
+                          "speedup_batch64", "recording_s", "mae_bpm", "ccc", "n", "max_rate_diff_bpm_vs_torch"],
+                         bench_resp_rate, "batch64_windows_per_s", notes=resp_rate_notes),
     "cxr": Section("Chest X-ray (EfficientNet-Lite0 + head)", "speed_cxr.csv",
                    ["runtime", "batch1_ms_per_image", "batch64_ms_per_image", "batch64_images_per_s", "speedup_batch64",
                     "accuracy", "macro_f1", "n", "max_prob_diff_vs_torch", "same_class_as_torch"], bench_cxr, "batch64_images_per_s"),

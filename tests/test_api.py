@@ -115,6 +115,6 @@ def test_load_runs_a_lung_sound_model_in_onnxruntime_with_the_same_probabilities
     for a, b in zip(eager.cycles, exported.cycles, strict=True):
         assert max(abs(a.probabilities[k] - b.probabilities[k]) for k in a.probabilities) < 1e-4
     with pytest.raises(ConfigError, match="resp-rate"):
-        pulmo.load("resp-rate", runtime="onnx")
+        pulmo.load("resp-rate", runtime="onnx-int8")
     with pytest.raises(ConfigError, match="unknown runtime"):
         pulmo.load(ckpt, runtime="tensorrt")

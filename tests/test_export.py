@@ -58,8 +58,10 @@ def test_tasks_and_runtimes_not_offered_say_so(capsys):
     from pulmo.export import export
 
     with pytest.raises(ConfigError, match="not in this version"):
+        export("segmentation", None, "x.onnx")
+    with pytest.raises(ConfigError, match="give --out a folder"):  # one file per network
         export("resp-rate", None, "x.onnx")
-    for task, runtime in (("resp-rate", "onnx"), ("cxr", "onnx-int8")):  # no export; int8 that changes decisions
+    for task, runtime in (("resp-rate", "onnx-int8"), ("cxr", "onnx-int8")):  # FP32 only; int8 that changes decisions
         assert main(["evaluate", "--task", task, "--runtime", runtime]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and f"not available for {task}" in err
@@ -243,7 +245,7 @@ def test_analyze_and_serve_take_a_runtime(tiny_detector, tmp_path, monkeypatch, 
     assert list((tmp_path / "cache" / "onnx").glob("detect-*-int8.onnx"))
     for argv in (["analyze", str(scan), "--task", "resp-rate"], ["serve", "--storage", str(tmp_path / "serve"),
                                                                   "--checkpoint", f"resp-rate={tiny_detector}"]):
-        assert main([*argv, "--runtime", "onnx"]) == 2
+        assert main([*argv, "--runtime", "onnx-int8"]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "not available for resp-rate" in err
 

@@ -123,7 +123,7 @@ def load(model: str | Path = "lung-sounds", device: str = "cpu", runtime: str = 
 
     Raises:
         CheckpointError: unknown name or unreadable file. ConfigError: an unsupported device, or a
-        runtime the task has no export for.
+        runtime not offered for the task (int8 of the chest X-ray and rate models).
     """
     if str(device) != "cpu":
         raise ConfigError(f"device {device!r}: this version of pulmo runs its inference pipelines on the CPU only")

@@ -99,7 +99,7 @@ TASK_COMMANDS = {
 TASKS = ["lung-sounds", "resp-rate", "cxr", "detect"]
 RUNTIMES = ["torch", "onnx", "onnx-int8"]  # pulmo.export.RUNTIMES, without importing it for --help
 RUNTIME_HELP = ("run the models in PyTorch, or exported to ONNX (FP32, or int8 convolutions) in onnxruntime "
-                "(lung sounds, chest X-ray and detector; each export is made once and cached under ~/.cache/pulmo)")
+                "(int8: lung sounds and detector; each export is made once and cached under ~/.cache/pulmo)")
 
 
 def _task_module(task: str) -> Any:
@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_parser("export", help="export a model to ONNX (lung sounds, chest X-ray and detector in this version)")
     p.add_argument("--task", choices=TASKS, required=True, help="whose model to export")
     p.add_argument("--checkpoint", help="checkpoint file (default: the task's bundled model)")
-    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument("--out", required=True, help="the .onnx file to write (resp-rate: a folder, one .onnx per network)")
     p.add_argument("--int8", action="store_true", help="quantise the convolutions to int8 (static, calibrated on the task's training data)")
     p.set_defaults(func=cmd_export)
 

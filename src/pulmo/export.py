@@ -1,6 +1,7 @@
-"""ONNX export and the ONNX runtime, for the lung-sound, chest X-ray and detector models.
+"""ONNX export and the ONNX runtime, for every bundled model.
 
     pulmo export --task lung-sounds|cxr|detect [--checkpoint FILE] --out model.onnx [--int8]
+    pulmo export --task resp-rate [--checkpoint FILE] --out FOLDER
     pulmo evaluate|analyze|serve ... --runtime torch|onnx|onnx-int8
 
 Batch size dynamic in every export:
@@ -14,9 +15,12 @@ Batch size dynamic in every export:
   "uncertain" threshold stay in the pipeline);
 - detector: through ultralytics' own exporter (:mod:`pulmo.detect.export`): input tiles
   ``(batch, 3, H, W)`` in [0, 1], output raw boxes and class probabilities before NMS (NMS,
-  thresholds and tiling stay in the pipeline).
+  thresholds and tiling stay in the pipeline);
+- respiratory rate: a folder, one file per network of the vote (:mod:`pulmo.resp_rate.export`):
+  input ``(batch, window samples)``, output the network's rate, count and class logits (gating,
+  fits, refinement and the vote stay in the pipeline).
 
-The first two go through ``torch.onnx.export(dynamo=True)``.
+All but the detector go through ``torch.onnx.export(dynamo=True)``.
 
 ``--int8`` quantises the 2-D convolutions statically (onnxruntime QDQ: int8 weights, uint8
 activations); for lung sounds also the ReLUs, and the 2x2 average poolings written as depthwise
@@ -25,14 +29,14 @@ calibrated on real inputs of the training side only: ICBHI
 training cycles for lung sounds, ``covid19_3class/train`` images for the chest model, one tile
 each of ``xray_det`` training images for the detector, read from the data root; where that data
 is absent, synthetic inputs are used and a warning says so. ``--runtime onnx-int8`` is not offered
-for the chest X-ray model (:data:`INT8_WITHHELD`). The respiratory-rate model is not exported by
-this version and says so (docs/design.md, "Runtimes").
+for the chest X-ray and respiratory-rate models (:data:`INT8_WITHHELD`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +44,18 @@ import numpy as np
 
 from pulmo.errors import ConfigError
 
-EXPORTABLE = ("lung-sounds", "cxr", "detect")
+EXPORTABLE = ("lung-sounds", "resp-rate", "cxr", "detect")
 RUNTIMES = ("torch", "onnx", "onnx-int8")
 # int8 kept only where it keeps the model's decisions (results/speed.md); FP32 elsewhere
 INT8_WITHHELD = {"cxr": "on the bundled model, int8 changes the most likely class of about a third of the validation "
-                        "images (results/speed.md); use --runtime onnx"}
+                        "images (results/speed.md); use --runtime onnx",
+                 "resp-rate": "its networks are exported in FP32 only (results/speed.md); use --runtime onnx"}
 OPSET = 18  # STFT needs opset 17 or later
 EXPORT_FORMAT = 2  # in cached file names; 2: the lung-sound STFT as a convolution (pulmo.export_stft)
 # per task where it differs; lung sounds 3: log-mel as MatMuls, int8 of the whole CNN (pulmo.export_stft)
 EXPORT_FORMATS = {"lung-sounds": 3}
+#: tasks exported as a folder of networks (pulmo.resp_rate.export), not one file
+FOLDER_EXPORTS = ("resp-rate",)
 
 
 def _network(task: str, checkpoint: str | Path | None) -> tuple[Any, Any]:
@@ -80,6 +87,15 @@ def export_model(task: str, checkpoint: str | Path | None, out: str | Path, int8
         raise ConfigError(f"ONNX export of {task!r} is not in this version of pulmo; exportable: {', '.join(EXPORTABLE)}")
     _need_onnx()
     out = Path(out)
+    if task in FOLDER_EXPORTS:
+        if int8:
+            raise ConfigError(f"--int8 is not available for {task}: {INT8_WITHHELD[task]}")
+        if out.suffix == ".onnx":
+            raise ConfigError(f"{out}: the {task} model is several networks, exported as one .onnx file each: "
+                              "give --out a folder")
+        from pulmo.resp_rate.export import export_rate_model
+
+        return export_rate_model(checkpoint, out, OPSET)
     out.parent.mkdir(parents=True, exist_ok=True)
     fp32 = out if not int8 else out.with_name(out.stem + ".fp32.onnx")
     if task == "detect":
@@ -249,7 +265,16 @@ def cached_export(checkpoint: str | Path | None, int8: bool = False, task: str =
     source = Path(checkpoint) if checkpoint else default_checkpoint(task)
     digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
     cache = Path(os.environ.get("PULMO_CACHE", Path.home() / ".cache" / "pulmo")) / "onnx"
-    path = cache / f"{task}-{digest}-v{EXPORT_FORMATS.get(task, EXPORT_FORMAT)}{'-int8' if int8 else ''}.onnx"
+    name = f"{task}-{digest}-v{EXPORT_FORMATS.get(task, EXPORT_FORMAT)}{'-int8' if int8 else ''}"
+    if task in FOLDER_EXPORTS:  # a folder, written under a temporary name so that a half export is never used
+        path = cache / name
+        if not path.is_dir():
+            partial = cache / f"{name}.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            export_model(task, source, partial, int8)
+            partial.rename(path)
+        return path
+    path = cache / f"{name}.onnx"
     if not path.is_file():
         export_model(task, source, path, int8)
     return path
@@ -290,6 +315,12 @@ def use_runtime(task: str, pipe: Any, checkpoint: str | Path | None, runtime: st
     from pulmo.inference.onnx import OnnxModule
 
     threads = torch.get_num_threads()
+    if task == "resp-rate":
+        from pulmo.resp_rate.export import use_exported_networks
+
+        use_exported_networks(pipe, path, threads)
+        pipe.model["runtime"] = runtime
+        return pipe
     if task == "detect":
         pipe.detector.net = OnnxModule(path, threads=threads)
     elif task == "cxr":

@@ -10,18 +10,21 @@ from pathlib import Path
 def evaluate(args: argparse.Namespace) -> int:
     """Score a checkpoint (bundled by default) on a folder with ``labels.csv`` (path, bpm)."""
     from pulmo.config import default_data_root
+    from pulmo.export import use_runtime
     from pulmo.inference.bundled import resp_rate_short_checkpoint
     from pulmo.inference.resp_rate import RespRatePipeline, evaluate_folder
 
     data = Path(args.data) if args.data else default_data_root() / "rrujo"
-    pipe = RespRatePipeline.from_checkpoint(args.checkpoint)
+    runtime = getattr(args, "runtime", "torch")
+    pipe = use_runtime("resp-rate", RespRatePipeline.from_checkpoint(args.checkpoint), args.checkpoint, runtime)
     short_path = resp_rate_short_checkpoint()  # takes recordings too short for the bundled default
-    short = RespRatePipeline.from_checkpoint(short_path) if args.checkpoint is None and short_path else None
-    report = evaluate_folder(pipe, data, args.limit, args.split, short, progress=not args.json)
+    short = (use_runtime("resp-rate", RespRatePipeline.from_checkpoint(short_path), short_path, runtime)
+             if args.checkpoint is None and short_path else None)
+    report = {**evaluate_folder(pipe, data, args.limit, args.split, short, progress=not args.json), "runtime": runtime}
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"{report['model']} ({report['checkpoint']}, sha256 {report['checkpoint_sha256']}) on {data}")
+    print(f"{report['model']} ({report['checkpoint']}, sha256 {report['checkpoint_sha256']}) on {data}, runtime {runtime}")
     print(f"recordings scored: {report['n']} (left out, subjects seen in training/validation: "
           f"{report['excluded_seen_subject_recordings']}; --split all keeps them)")
     print(f"model: {report['model_line']}; front end per recording: "
