@@ -81,11 +81,16 @@ def test_a_stethoscope_recording_gets_both_results_in_one_envelope():
 
 
 def test_reliability_warning_only_for_a_model_no_better_than_the_trivial_rule():
-    from pulmo.frontdoor.lung_sounds import reliability_warnings
+    from pulmo.frontdoor import cxr, lung_sounds
 
-    assert "0.47" in reliability_warnings({"score": 0.471})[0]
-    assert reliability_warnings({"score": 0.5}) and not reliability_warnings({"score": 0.62})
-    assert reliability_warnings({}) == []  # no stored test score: nothing to say
+    assert "0.47" in lung_sounds.reliability_warnings({"score": 0.471})[0]
+    assert lung_sounds.reliability_warnings({"score": 0.5}) and not lung_sounds.reliability_warnings({"score": 0.62})
+    assert lung_sounds.reliability_warnings({}) == []  # no stored test score: nothing to say
+    # chest X-ray: guessing each of 3 classes in proportion to its frequency scores macro-F1 1/3
+    (warning,) = cxr.reliability_warnings({"loso": {"pooled_macro_f1": [0.308, 0.04]}}, 3)
+    assert "0.31, no better than guessing in proportion to the classes (0.33)" in warning
+    assert cxr.reliability_warnings({"loso": {"pooled_macro_f1": [0.45, 0.04]}}, 3) == []
+    assert cxr.reliability_warnings({"val": {"macro_f1": 0.2}}, 3) == []  # no held-out-source figure stored
 
 
 def test_a_16bit_scan_goes_to_detection_and_comes_back_with_boxes_drawn():
@@ -106,6 +111,11 @@ def test_an_8bit_xray_goes_to_cxr_with_gates_and_a_gradcam_overlay():
     assert result["label"] == max(probs, key=probs.get) and "passed" in result["gates"]
     assert result["model"]["evaluation"]  # how good the model measured, in one sentence (docs/chest-xray.md)
     assert list(figures) == ["gradcam"] and figures["gradcam"].startswith(b"\x89PNG")
+    from pulmo.inference.cxr import CxrPipeline
+
+    pooled = CxrPipeline.from_checkpoint().metrics["loso"]["pooled_macro_f1"][0]
+    flagged = [w for w in result["warnings"] if "no better than guessing in proportion to the classes" in w]
+    assert len(flagged) == (pooled <= 1 / 3)  # the bundled model: 0.31 on held-out sources
 
 
 def test_loading_the_detector_engine_leaves_pillow_alone(tmp_path):

@@ -72,6 +72,20 @@ class Analysis:
     warnings: list[str] = field(default_factory=list)
 
 
+def trivial_rule_warnings(measured: float | None, trivial: float, figure: str, rule: str, answers: str) -> list[str]:
+    """A warning where a model's stored figure ``measured`` (higher is better) is no better than
+    ``trivial``, what the trivial ``rule`` scores: its ``answers`` then carry no measured
+    information. Empty where it is better, or where no figure is stored.
+
+    >>> trivial_rule_warnings(0.47, 0.5, "its score is", "calling everything normal", "labels")[0]
+    'its score is 0.47, no better than calling everything normal (0.50): read its labels as research output, not as findings'
+    """
+    if measured is None or measured > trivial:
+        return []
+    return [f"{figure} {measured:.2f}, no better than {rule} ({trivial:.2f}): read its {answers} as research output, "
+            "not as findings"]
+
+
 class Capability(Protocol):
     name: str
     kinds: frozenset[str]

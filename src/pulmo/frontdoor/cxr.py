@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pulmo.frontdoor.capabilities import CAPABILITIES, Analysis, Figure, PipelineCache, Table, check_options
+from pulmo.frontdoor.capabilities import (CAPABILITIES, Analysis, Figure, PipelineCache, Table, check_options,
+                                         trivial_rule_warnings)
 
 if TYPE_CHECKING:  # torch is imported on first use, so listing capabilities stays light
     from pulmo.inference.cxr import CxrPipeline
@@ -57,7 +58,17 @@ class CxrCapability:
         Image.fromarray(rgb).save(png, format="PNG")
         figure = Figure("gradcam", png.getvalue(), f"Grad-CAM of '{res.predicted}' over the model's view of the X-ray "
                         "(red: regions that raised that class's score most).")
-        return Analysis(self.name, headline, result, table, [figure])
+        return Analysis(self.name, headline, result, table, [figure], reliability_warnings(pipe.metrics, len(pipe.labels)))
+
+
+def reliability_warnings(metrics: Mapping[str, Any], classes: int) -> list[str]:
+    """A warning where the model's stored leave-one-source-out macro-F1 (pooled over held-out
+    sources) is no better than guessing each class in proportion to its frequency, which scores
+    ``1 / classes`` (each class's precision and recall are its frequency)."""
+    pooled = metrics.get("loso", {}).get("pooled_macro_f1")
+    return trivial_rule_warnings(None if pooled is None else pooled[0], 1 / classes,
+                                 "this chest X-ray model's macro-F1 on X-ray sources it never saw (leave-one-source-out) is",
+                                 "guessing in proportion to the classes", "class for an image from a new hospital")
 
 
 def evaluation_text(metrics: Mapping[str, Any]) -> str:
@@ -85,4 +96,4 @@ def _load_pipeline(checkpoint: str | None) -> CxrPipeline:
 
 CAPABILITIES.add(CxrCapability.name, CxrCapability())
 
-__all__ = ["CxrCapability"]
+__all__ = ["CxrCapability", "evaluation_text", "reliability_warnings"]

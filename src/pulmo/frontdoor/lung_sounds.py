@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pulmo.frontdoor.capabilities import CAPABILITIES, Analysis, Figure, PipelineCache, Table, check_options
+from pulmo.frontdoor.capabilities import (CAPABILITIES, Analysis, Figure, PipelineCache, Table, check_options,
+                                         trivial_rule_warnings)
 
 if TYPE_CHECKING:  # torch is imported on first use, so listing capabilities stays light
     from pulmo.inference.lung_sounds import LungSoundPipeline, RecordingResult
@@ -62,13 +63,10 @@ TRIVIAL_ICBHI_SCORE = 0.5
 
 def reliability_warnings(test: Mapping[str, Any]) -> list[str]:
     """A warning where the model's stored official-test ICBHI score is no better than calling every
-    cycle normal: its labels then carry no measured information (empty list otherwise, or when the
-    checkpoint stores no test score)."""
-    score = test.get("score")
-    if score is None or score > TRIVIAL_ICBHI_SCORE:
-        return []
-    return [f"this lung-sound model scored {score:.2f} on the ICBHI 2017 official test, no better than calling every "
-            f"cycle normal ({TRIVIAL_ICBHI_SCORE:.2f}): read its cycle labels as research output, not as findings"]
+    cycle normal (none where it is better, or where no test score is stored)."""
+    return trivial_rule_warnings(test.get("score"), TRIVIAL_ICBHI_SCORE,
+                                 "this lung-sound model's ICBHI score on the 2017 official test is",
+                                 "calling every cycle normal", "cycle labels")
 
 
 def _load_pipeline(checkpoint: str | None) -> LungSoundPipeline:
