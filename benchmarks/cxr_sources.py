@@ -29,6 +29,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from bench_format import mean_std  # noqa: E402
 
 from pulmo.config import default_data_root  # noqa: E402
 from pulmo.cxr.config import ImageConfig  # noqa: E402
@@ -255,13 +256,6 @@ def confusion_rows(row: str, y: np.ndarray, src: list[str]) -> list[str]:
             for (held, t), c in sorted(counts.items())]
 
 
-def ms(values: list[float]) -> str:
-    v = [x for x in values if x is not None and not np.isnan(x)]
-    if not v:
-        return "n/a"
-    return f"{np.mean(v):.3f} ± {np.std(v, ddof=1):.3f}" if len(v) > 1 else f"{v[0]:.3f}"
-
-
 def probes(images: list[PooledImage]) -> list[list[str]]:
     """Source probe on the backbone's (average-pooled, plain-view) features, per preprocessing."""
     from pulmo.cxr.protocol import source_probe
@@ -399,12 +393,12 @@ def report(bundle: bool) -> None:
                                          ("source adversary", ROWS[row].get("adversary", 0) > 0),
                                          ("global pooling", ROWS[row].get("global_pool", False))) if ok) or "-"
         md.append(f"| {row}{' (chosen)' if row == chosen else ''} | {ROWS[row]['prep']} | {ctrl} | "
-                  f"{ms(d['pooled_macro_f1'])} | {ms(d['adult_macro_f1'])} | "
-                  + " / ".join(ms(d[f'pooled_f1_{c}']) for c in OUTPUT_CLASSES)
-                  + f" | {ms(d['worst_source_macro_f1'])} | {ms(d['ece_before'])} → {ms(d['ece_after'])} | "
-                  f"{ms(d['val_ece_before'])} → {ms(d['val_ece_after'])} | "
-                  f"{ms(d['abstention_rate'])} | {ms(d['selective_macro_f1'])} | "
-                  f"{ms(d['adult_abstention_rate'])} / {ms(d['adult_selective_macro_f1'])} |")
+                  f"{mean_std(d['pooled_macro_f1'])} | {mean_std(d['adult_macro_f1'])} | "
+                  + " / ".join(mean_std(d[f'pooled_f1_{c}']) for c in OUTPUT_CLASSES)
+                  + f" | {mean_std(d['worst_source_macro_f1'])} | {mean_std(d['ece_before'])} → {mean_std(d['ece_after'])} | "
+                  f"{mean_std(d['val_ece_before'])} → {mean_std(d['val_ece_after'])} | "
+                  f"{mean_std(d['abstention_rate'])} | {mean_std(d['selective_macro_f1'])} | "
+                  f"{mean_std(d['adult_abstention_rate'])} / {mean_std(d['adult_selective_macro_f1'])} |")
     md += ["", "`bundled_current`: the model bundled before this study (trained on covid19_3class only): its "
            "covid19_3class row is not held out (it trained on that source's train split). `logreg`: logistic "
            "regression on average-pooled features (a transfer baseline, not a bundling candidate). "
@@ -416,9 +410,9 @@ def report(bundle: bool) -> None:
         cells = []
         for held in folds:
             v = srcs.get(held, [])
-            f1s = " / ".join(f"{OUTPUT_CLASSES[k][:5]} {ms([x['f1'][k] for x in v])}" for k in range(K)
+            f1s = " / ".join(f"{OUTPUT_CLASSES[k][:5]} {mean_std([x['f1'][k] for x in v])}" for k in range(K)
                              if v and v[0]["f1"][k] is not None)
-            cells.append(f"{ms([x['macro_f1'] for x in v])} ({f1s})")
+            cells.append(f"{mean_std([x['macro_f1'] for x in v])} ({f1s})")
         md.append(f"| {row} | " + " | ".join(cells) + " |")
     md += ["", f"## Confusion of the chosen row ({chosen}), held-out predictions summed over seeds", "",
            "Rows: true class by held-out source; columns: predicted " + " / ".join(OUTPUT_CLASSES) + ".", "",

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_format import mean_std
 from bench_jobs import run_logged
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -213,7 +214,7 @@ def cross_validation(runs: Path, row: str, folds: int, seeds: list[int]) -> str:
     lines += [line(f"{row} (refined), seed {s}", r) for s, r in pooled.items()]
     if len(seeds) > 1:
         lines.append(f"| {row} (refined), mean ± std over seeds | {pooled[seeds[0]]['n']} | "
-                     + " | ".join(ms([r[k] for r in pooled.values()], d) for k, d in
+                     + " | ".join(mean_std([r[k] for r in pooled.values()], d) for k, d in
                                   (("mae", 2), ("mse", 2), ("ccc", 3), ("pearson", 3), ("within_1_bpm", 2))) + " |")
     lines += [line("DSP harmonic_sum (chosen per fold on training+validation)", pooled_report(dsp_pred)), "",
               "Per fold (test MAE refined / neural only; CCC refined / neural only; tolerance, or spectrum weight w of the"
@@ -265,13 +266,6 @@ def write_run_summaries(by_row: dict[str, list[dict[str, Any]]], path: Path) -> 
     drop = {"history", "val_predictions", "test_predictions", "paper", "window_s", "from_results"}
     out = [{"row": row, **{k: v for k, v in m.items() if k not in drop}} for row, rs in by_row.items() for m in rs]
     path.write_text(json.dumps(out, indent=1) + "\n")
-
-
-def ms(values: list[float | None], digits: int = 3) -> str:
-    a = np.asarray([v for v in values if v is not None], float)
-    if a.size == 0:
-        return "-"
-    return f"{a.mean():.{digits}f} ± {a.std(ddof=1) if a.size > 1 else 0.0:.{digits}f}"
 
 
 def get(d: dict[str, Any] | None, *keys: str) -> Any:
@@ -363,11 +357,11 @@ def page(by_row: dict[str, list[dict[str, Any]]], dsp: dict[str, Any], command: 
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row, rs in by_row.items():
-        L.append(f"| {row} | {rs[0]['window_s']:g} s | {len(rs)} | {ms([r['test']['ccc'] for r in rs])} | {ms([r['test']['pearson'] for r in rs])} | "
-                 f"{ms([r['test']['mse'] for r in rs], 2)} | {ms([r['test']['mae'] for r in rs], 2)} | "
-                 f"{ms([r['test']['window']['mae'] for r in rs], 2)} | {ms([r['test_neural_only']['mae'] for r in rs], 2)} | "
-                 f"{ms([r['test_neural_only']['ccc'] for r in rs])} | "
-                 f"{', '.join(post_processing(r['refine']) for r in rs)} | {ms([r['val']['ccc'] for r in rs])} |")
+        L.append(f"| {row} | {rs[0]['window_s']:g} s | {len(rs)} | {mean_std([r['test']['ccc'] for r in rs])} | {mean_std([r['test']['pearson'] for r in rs])} | "
+                 f"{mean_std([r['test']['mse'] for r in rs], 2)} | {mean_std([r['test']['mae'] for r in rs], 2)} | "
+                 f"{mean_std([r['test']['window']['mae'] for r in rs], 2)} | {mean_std([r['test_neural_only']['mae'] for r in rs], 2)} | "
+                 f"{mean_std([r['test_neural_only']['ccc'] for r in rs])} | "
+                 f"{', '.join(post_processing(r['refine']) for r in rs)} | {mean_std([r['val']['ccc'] for r in rs])} |")
     for method in ("harmonic_sum", "autocorrelation", "spectral_peak"):
         d = dsp[method]
         L.append(f"| DSP {method} (whole recording) | {dsp['window_s']:g} s | - | {d['ccc']:.3f} | {d['pearson']:.3f} | {d['mse']:.2f} | {d['mae']:.2f} | "
@@ -380,11 +374,11 @@ def page(by_row: dict[str, list[dict[str, Any]]], dsp: dict[str, Any], command: 
           "|---|---|---|---|---|---|---|---|---|"]
     for row, rs in by_row.items():
         paper = json.dumps(rs[0].get("paper") or {})
-        L.append(f"| {row} | {ms([r['val']['ccc'] for r in rs])} | {ms([r['val']['pearson'] for r in rs])} | "
-                 f"{ms([r['test']['ccc'] for r in rs])} | {ms([r['test']['pearson'] for r in rs])} | "
-                 f"{ms([r['test']['mse'] for r in rs], 2)} | "
-                 f"{ms([get(r['synthetic'], 'breath_f1', 'macro_f1') for r in rs])} | "
-                 f"{ms([get(r['synthetic'], 'noise_f1', 'macro_f1') for r in rs])} | {paper} |")
+        L.append(f"| {row} | {mean_std([r['val']['ccc'] for r in rs])} | {mean_std([r['val']['pearson'] for r in rs])} | "
+                 f"{mean_std([r['test']['ccc'] for r in rs])} | {mean_std([r['test']['pearson'] for r in rs])} | "
+                 f"{mean_std([r['test']['mse'] for r in rs], 2)} | "
+                 f"{mean_std([get(r['synthetic'], 'breath_f1', 'macro_f1') for r in rs])} | "
+                 f"{mean_std([get(r['synthetic'], 'noise_f1', 'macro_f1') for r in rs])} | {paper} |")
     L += ["", "## Table III: MSE by rate range (per recording)", "",
           "RRuJO has no rate above 20 bpm; the synthetic set covers all three ranges (its < 15 range holds the"
           " rate-0 recordings, which no regression output reaches: the none class flags them). The paper's MSEs"
@@ -395,9 +389,9 @@ def page(by_row: dict[str, list[dict[str, Any]]], dsp: dict[str, Any], command: 
     for row, rs in by_row.items():
         pp = rs[0]["paper"]
         paper = " / ".join(f"{pp[k]:g}" for k in ("mse_below_15", "mse_15_25", "mse_above_25")) if "mse_below_15" in pp else "-"
-        L.append(f"| {row} | {paper} | {ms([r['test']['mse_by_range']['below_15'] for r in rs], 2)} | "
-                 f"{ms([r['test']['mse_by_range']['15_to_25'] for r in rs], 2)} | "
-                 + " | ".join(ms([get(r['synthetic'], 'mse_by_range', k) for r in rs], 2)
+        L.append(f"| {row} | {paper} | {mean_std([r['test']['mse_by_range']['below_15'] for r in rs], 2)} | "
+                 f"{mean_std([r['test']['mse_by_range']['15_to_25'] for r in rs], 2)} | "
+                 + " | ".join(mean_std([get(r['synthetic'], 'mse_by_range', k) for r in rs], 2)
                               for k in ("below_15", "15_to_25", "above_25")) + " |")
     d, s = dsp["harmonic_sum"]["mse_by_range"], dsp["synthetic"]["mse_by_range"]
     L.append(f"| DSP harmonic_sum | - | {d['below_15']:.2f} | {d['15_to_25']:.2f} | {s['below_15']:.2f} | {s['15_to_25']:.2f} | "
@@ -408,8 +402,8 @@ def page(by_row: dict[str, list[dict[str, Any]]], dsp: dict[str, Any], command: 
           " babble in turn; generated with a seed that training never uses. Plot: `resp_rate_snr.png`.", "",
           "| row | " + " | ".join(bands) + " | all CCC |", "|---|" + "---|" * (len(bands) + 1)]
     for row, rs in by_row.items():
-        L.append(f"| {row} | " + " | ".join(ms([get(r['synthetic'], 'by_snr', b, 'mae') for r in rs], 2) for b in bands)
-                 + f" | {ms([get(r['synthetic'], 'recording', 'ccc') for r in rs])} |")
+        L.append(f"| {row} | " + " | ".join(mean_std([get(r['synthetic'], 'by_snr', b, 'mae') for r in rs], 2) for b in bands)
+                 + f" | {mean_std([get(r['synthetic'], 'recording', 'ccc') for r in rs])} |")
     L.append("| DSP harmonic_sum | " + " | ".join(f"{dsp['synthetic']['by_snr'][b]['mae']:.2f}" for b in bands)
              + f" | {dsp['synthetic']['recording']['ccc']:.3f} |")
     return "\n".join(L) + "\n"
@@ -483,7 +477,7 @@ def vote_section(votes: dict[str, dict[str, Any]], cv_seeds: list[int]) -> str:
         cv = v["cv"]
         L.append(f"| {row} | {', '.join(map(str, v['seeds']))} | {v['val']['mae']:.2f} | {v['test']['mae']:.2f} | {v['test']['ccc']:.3f} | "
                  + (f"**{cv['mae']:.2f}** | {cv['ccc']:.3f} | {cv['within_1_bpm']:.2f} | "
-                    + " / ".join(str(n) for n in v["cv_misses"].values()) + f" | {ms(v['cv_single_seed_mae'], 2)} |"
+                    + " / ".join(str(n) for n in v["cv_misses"].values()) + f" | {mean_std(v['cv_single_seed_mae'], 2)} |"
                     if cv else "- | - | - | - | - |"))
     return "\n".join(L) + "\n"
 
@@ -500,7 +494,7 @@ def vote_size_study(runs: Path, row: str, folds: int, seeds: list[int]) -> str:
     for size in range(1, len(seeds) + 1):
         reps = [pooled_report(cv_vote(runs, row, folds, list(c)) or []) for c in combinations(seeds, size)]
         mae, ccc = [r["mae"] for r in reps], [r["ccc"] for r in reps]
-        L.append(f"| {size} | {len(reps)} | {ms(mae, 2)} | {min(mae):.2f}-{max(mae):.2f} | {ms(ccc)} | {min(ccc):.3f}-{max(ccc):.3f} |")
+        L.append(f"| {size} | {len(reps)} | {mean_std(mae, 2)} | {min(mae):.2f}-{max(mae):.2f} | {mean_std(ccc)} | {min(ccc):.3f}-{max(ccc):.3f} |")
     return "\n".join(L) + "\n"
 
 

@@ -49,7 +49,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from resp_rate import cv_dir, load_rr_config_folds, ms, pooled_report, run_all, vote_predictions
+from bench_format import mean_std
+from resp_rate import cv_dir, load_rr_config_folds, pooled_report, run_all, vote_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -487,7 +488,7 @@ def cv_air_networks(row: str, seeds: list[int], runs: Path) -> str:
     lines += [line(f"air-trained networks ({row}), seed {s}", r) for s, r in pooled.items()]
     if len(seeds) > 1:
         lines.append(f"| air-trained networks, mean ± std over seeds | {vote['n']} | "
-                     + " | ".join(ms([r[k] for r in pooled.values()], d) for k, d in
+                     + " | ".join(mean_std([r[k] for r in pooled.values()], d) for k, d in
                                   (("mae", 2), ("ccc", 3), ("within_1_bpm", 2))) + " | this run |")
         lines.append(line(f"air-trained networks, vote of seeds {seeds_s}: median of their rates", vote))
         lines.append(line(f"**air-trained networks, vote of seeds {seeds_s}: pooled, as shipped**",
