@@ -169,7 +169,8 @@ def cmd_report(args: argparse.Namespace) -> None:
         "The trivial classifier that calls every cycle normal scores 0.500.",
         "",
         "Reproduce: `python benchmarks/icbhi_multidataset.py pretrain && python benchmarks/icbhi_multidataset.py run --jobs 2"
-        " && python benchmarks/icbhi_multidataset.py report`",
+        " && python benchmarks/icbhi_multidataset.py report"
+        + (f" --bundle {os.path.relpath(args.bundle, ROOT)}`" if args.bundle else "`"),
         "",
     ]
     for protocol, title in (("official", "Official split (covered test)"), ("pooled_cv", "Pooled 5-fold, patient-disjoint")):
