@@ -20,10 +20,12 @@ def test_patience_row_and_yolov5s_row_configs():
     cfg = load_detect_config(CONFIGS / "baggage_fig11_ideal_long_stage5_patience.yaml")
     assert cfg.train.monitor == "val_map50" and cfg.train.patience > 0 and cfg.train.eval_every == 1
     assert cfg.model.pretrained.endswith("detect_yolov5n_baggage.pt")
-    small = load_detect_config(CONFIGS / "baggage_fig5_tiles2_yolov5s.yaml")
-    base = load_detect_config(CONFIGS / "baggage_fig5_tiles2.yaml")
-    assert small.model.name == "yolov5s" and base.model.name == "yolov5n"
-    assert (small.tiling, small.train, small.data) == (base.tiling, base.train, base.data)  # only the model differs
+    for row in ("fig5_full", "fig5_tiles1", "fig5_tiles2", "fig5_tiles4"):
+        small = load_detect_config(CONFIGS / f"baggage_{row}_yolov5s.yaml")
+        base = load_detect_config(CONFIGS / f"baggage_{row}.yaml")
+        assert small.model.name == "yolov5s" and base.model.name == "yolov5n"
+        # only the model differs
+        assert (small.tiling, small.train, small.data, small.paper) == (base.tiling, base.train, base.data, base.paper)
 
 
 def test_yolov5s_config_builds_the_larger_detector():
