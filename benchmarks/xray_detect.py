@@ -348,7 +348,7 @@ def rows_from_csv(path: Path) -> dict[str, dict[str, Any]]:
             row: dict[str, Any] = {}
             for k, v in line.items():
                 try:
-                    row[k] = int(v) if k in ("epochs", "best_epoch", "n_test_images", "classes", "n_seeds") else float(v)
+                    row[k] = int(v) if k in ("epochs", "best_epoch", "epochs_run", "n_test_images", "classes", "n_seeds") else float(v)
                 except ValueError:
                     row[k] = v
             out[line["config"]] = row
@@ -388,6 +388,9 @@ def seed_columns(row: dict[str, Any], earlier: dict[str, Any], runs: dict[int, d
     sample std, count and the distance of the mean to :data:`TARGET_F1`."""
     import numpy as np
 
+    if not runs and "test_f1_mean" in earlier:  # nothing new: the stored figures as they are (no re-rounding)
+        keys = ("test_f1_by_seed", "train_seconds_by_seed", "n_seeds", "device_by_seed", "test_f1_mean", "test_f1_std", "gap_to_target_f1")
+        return {k: earlier.get(k, "") for k in keys}
     f1 = {**parse_seed_f1(str(earlier.get("test_f1_by_seed", ""))), **{k: m["test"]["f1"] for k, m in runs.items()}}
     secs = parse_seed_f1(str(earlier.get("train_seconds_by_seed", "")))
     if not secs and isinstance(earlier.get("train_seconds"), float) and 0 in f1:
