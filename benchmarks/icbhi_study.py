@@ -145,9 +145,10 @@ def finish_page(study: Study, by_row: dict[str, list[dict[str, Any]]], lines: li
 
 def row_cells(rs: list[dict[str, Any]], devices: Sequence[str]) -> list[str]:
     """val score, test Se, Sp, score and per-device test scores as mean ± std cells."""
-    per_dev = [ms([r["test"]["per_device"][d]["score"] for r in rs if d in r["test"]["per_device"]]) for d in devices]
-    return [ms([r["val"]["score"] for r in rs]), ms([r["test"]["sensitivity"] for r in rs]),
-            ms([r["test"]["specificity"] for r in rs]), ms([r["test"]["score"] for r in rs]), *per_dev]
+    per_dev = [mean_std([r["test"]["per_device"][d]["score"] for r in rs if d in r["test"]["per_device"]], 4)
+               for d in devices]
+    return [mean_std([r["val"]["score"] for r in rs], 4), mean_std([r["test"]["sensitivity"] for r in rs], 4),
+            mean_std([r["test"]["specificity"] for r in rs], 4), mean_std([r["test"]["score"] for r in rs], 4), *per_dev]
 
 
 def plot_rows(study: Study, by_row: dict[str, list[dict[str, Any]]], path: Path) -> None:

@@ -39,7 +39,8 @@ def _tiny_config(root, **train):
     from pulmo.detect.config import DetectExperimentConfig
 
     return DetectExperimentConfig.from_dict({
-        "name": "tiny", "data": {"dataset": "synthetic", "root": str(root), "color": False, "window_percentile": 0.5, "remap": "agnostic"},
+        "name": "tiny", "data": {"dataset": "synthetic", "root": str(root), "color": False, "window_percentile": 0.5, "remap": "agnostic",
+                 "max_train_images": 3},  # of 4: the limit's path runs too
         "tiling": {"tile": 96, "n_tiles": 2, "overlap": 32, "n_negative": 1},
         "model": {"name": "yolov5n"},
         "train": {"epochs": 2, "batch_size": 4, "augment": ["hflip", "blur", "brightness_contrast", "noise"], "eval_every": 1,
@@ -78,6 +79,14 @@ def test_patience_counts_evaluations_and_keeps_the_best_evaluated_epoch(tiny_run
             stop = epoch
             break
     assert (metrics["epochs_run"], len(log), metrics["best_epoch"]) == (stop, stop, best[0])
+
+
+def test_image_limits_spread_over_the_list():
+    """``data.max_*_images`` take images spread evenly over the list (files are often grouped by class)."""
+    from pulmo.detect.train import _limit
+
+    assert _limit(list(range(10)), 4) == [0, 3, 6, 9]
+    assert _limit(list(range(3)), 0) == [0, 1, 2] and _limit(list(range(3)), 5) == [0, 1, 2]
 
 
 def test_detector_loss_backward_and_predict():
