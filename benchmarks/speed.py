@@ -256,7 +256,7 @@ def bench_resp_rate(args: argparse.Namespace) -> list[Row]:
              use_runtime("resp-rate", RespRatePipeline.from_checkpoint(), None, "onnx")]
     first = [pipeline_networks(p)[0] for p in pipes]
     clip = first[0].clip
-    samples = int(round(clip.window_s * clip.sample_rate_hz))
+    samples = clip.window_samples
     data = default_data_root() / "rrujo"
     labels = data / "labels.csv"
     recording = next((data / "audio").rglob("*.wav"), None) if labels.is_file() else None

@@ -246,11 +246,15 @@ class OnnxClassifier:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
 
+    def outputs(self, x: Any) -> list[np.ndarray]:
+        """Every output of the graph for ``x`` (a tensor or array, run as float32)."""
+        x = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+        return self.session.run(None, {self.input: x.astype(np.float32, copy=False)})
+
     def __call__(self, audio: Any) -> Any:
         import torch
 
-        x = audio.detach().cpu().numpy() if hasattr(audio, "detach") else np.asarray(audio)
-        return torch.from_numpy(self.session.run(None, {self.input: x.astype(np.float32, copy=False)})[0])
+        return torch.from_numpy(self.outputs(audio)[0])
 
     def eval(self) -> OnnxClassifier:  # the torch module's interface, used by predict_probabilities
         return self

@@ -152,6 +152,10 @@ class DetectTask(L.LightningModule):
         self._losses: list[float] = []
         self._started = 0.0
 
+    def on_train_start(self) -> None:
+        if self.log_path is not None and self.trainer.is_global_zero:
+            self.log_path.write_text("")  # one row per epoch follows
+
     def on_train_epoch_start(self) -> None:
         for group in self.optimizers().optimizer.param_groups:
             group["lr"] = self.schedule[self.current_epoch]

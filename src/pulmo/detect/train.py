@@ -66,9 +66,8 @@ def run_detect_experiment(cfg: DetectExperimentConfig, out_dir: str | Path, prog
     val = [prepare_image(r, cfg.data, cfg.tiling, classes) for r in mapped(val_raw, mapping)]
     detector = create_detector(cfg.model.name, num_classes=len(classes))
     pretrained_report = load_pretrained(detector, cfg.model.pretrained) if cfg.model.pretrained else None
-    log_path = out_dir / "log.jsonl"
-    log_path.write_text("")
-    task = DetectTask(detector, cfg, TileBatches(train, cfg), val, validation_samples(val, cfg), classes, log_path, progress)
+    task = DetectTask(detector, cfg, TileBatches(train, cfg), val, validation_samples(val, cfg), classes,
+                      out_dir / "log.jsonl", progress)
     with tempfile.TemporaryDirectory(prefix="pulmo-detect-") as tmp:
         best = ModelCheckpoint(dirpath=Path(tmp) / "checkpoints", monitor="val_value", mode="min", save_top_k=1,
                                filename="best", save_on_train_epoch_end=True)

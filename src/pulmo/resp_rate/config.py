@@ -104,6 +104,11 @@ class ClipConfig:
     posterior_grid: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])
     posterior_max_bpm: float = 30.0
 
+    @property
+    def window_samples(self) -> int:
+        """A scoring window's length in samples at ``sample_rate_hz``."""
+        return int(round(self.window_s * self.sample_rate_hz))
+
     def __post_init__(self) -> None:
         if not 0 < self.min_s <= self.max_s:
             raise ConfigError("clip.min_s must be positive and at most clip.max_s")

@@ -73,7 +73,7 @@ class RateGraph(nn.Module):
 def export_network(node: NetPredictor, out: Path, opset: int) -> dict[str, Any]:
     """Write ``node``'s network to ``out``; returns its entry of ``networks.json``."""
     net = node.net.eval()
-    samples = int(round(node.clip.window_s * node.clip.sample_rate_hz))
+    samples = node.clip.window_samples
     example = torch.zeros(2, samples)
     with torch.no_grad():
         names = list(net(example))
@@ -120,9 +120,7 @@ class OnnxRateNet(nn.Module):
     def forward(self, audio: torch.Tensor) -> dict[str, torch.Tensor]:
         if audio.shape[-1] != self.samples:
             return self.torch_net(audio)
-        x = audio.detach().cpu().numpy().astype("float32", copy=False)
-        outputs = self.runner.session.run(None, {self.runner.input: x})
-        return {k: torch.from_numpy(v) for k, v in zip(self.names, outputs)}
+        return {k: torch.from_numpy(v) for k, v in zip(self.names, self.runner.outputs(audio))}
 
 
 def use_exported_networks(pipe: Any, folder: Path, threads: int | None = None) -> None:
@@ -133,7 +131,7 @@ def use_exported_networks(pipe: Any, folder: Path, threads: int | None = None) -
     """
     entries = json.loads((folder / INDEX).read_text())["networks"]
     nodes = pipeline_networks(pipe)
-    lengths = [int(round(n.clip.window_s * n.clip.sample_rate_hz)) for n in nodes]
+    lengths = [n.clip.window_samples for n in nodes]
     if [e["samples"] for e in entries] != lengths:
         raise CheckpointError(f"{folder} holds the networks of another resp-rate model ({len(entries)} networks, "
                               f"this one has {len(nodes)})")

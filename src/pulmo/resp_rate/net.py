@@ -80,7 +80,7 @@ def predict_windows(net: RateNet, samples: np.ndarray, clip: ClipConfig, batch_s
     sr = clip.sample_rate_hz
     if len(samples) < int(round(clip.min_s * sr)):
         raise DataError(f"audio of {len(samples) / sr:.2f} s is shorter than the model's shortest clip of {clip.min_s:g} s")
-    win, hop = min(int(round(clip.window_s * sr)), len(samples)), max(int(round(clip.hop_s * sr)), 1)
+    win, hop = min(clip.window_samples, len(samples)), max(int(round(clip.hop_s * sr)), 1)
     starts = window_starts_samples(len(samples), win, hop)
     net.eval()
     outs: dict[str, list[torch.Tensor]] = {"rate": [], "count": [], "breath_logits": [], "noise_logits": [], "rate_bin_logits": []}
