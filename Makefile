@@ -38,7 +38,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/pulmo models
 	$(BIN)/pulmo analyze src/pulmo/assets/demo_lung_sounds.flac src/pulmo/assets/demo_breath.flac \
-		src/pulmo/assets/demo_cxr.png src/pulmo/assets/demo_body_scan_16bit.png --out out/demo
+		src/pulmo/assets/demo_body_scan_16bit.png --out out/demo
+	@echo "The chest X-ray sample is a drawing (no real film may be shipped): the chest X-ray gate must refuse it."
+	@$(BIN)/pulmo analyze src/pulmo/assets/demo_cxr.png --out out/demo; \
+		grep -q '"code": "not_chest_xray"' out/demo/demo_cxr.json && echo "refused, as it should be: out/demo/demo_cxr.json"
 	@echo "results: out/demo/<sample>.json, reports to read: out/demo/<sample>.html (with their figures)"
 	@if [ -d "$${PULMO_DATA:-../shared/data}/icbhi" ]; then \
 		$(BIN)/pulmo evaluate --task lung-sounds --split test --limit 20; \

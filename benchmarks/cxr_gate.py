@@ -11,8 +11,9 @@ no held-out image sets them. Then measured on:
   ``adult_multisource`` (per source), PneumoniaMNIST test;
 - things that are not frontal chest X-rays (rejection): SIXray baggage test images turned gray
   (the colour check refuses them before the gate; the gray copies test the gate alone),
-  synthetic 16-bit body scans, the bundled demo images, chest X-rays rotated 90 degrees, and the
-  photographs and MRI slice that matplotlib ships, uniform noise, gradients.
+  synthetic 16-bit body scans, pulmo's synthetic chest drawings, the bundled demo images, chest
+  X-rays rotated 90 degrees, the photographs and MRI slice that matplotlib ships, uniform
+  noise, gradients.
 
 Writes ``results/cxr_gate.md|csv``.
 """
@@ -33,18 +34,20 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from pulmo.config import default_data_root  # noqa: E402
-from pulmo.cxr.gate import ChestGate, detail, gate_features  # noqa: E402
+from pulmo.cxr.gate import MAX_MIRROR, ChestGate, detail, gate_features, mirror  # noqa: E402
+from pulmo.cxr.synthetic import synth_xray  # noqa: E402
 from pulmo.data.adapters.synthetic_xray import synthetic_body_scan  # noqa: E402
 from pulmo.frontdoor.image_content import thumbnail  # noqa: E402
 
 
-Scored = tuple[np.ndarray, np.ndarray]  # gate features (N, D) and detail (N,)
+Scored = tuple[np.ndarray, np.ndarray, np.ndarray]  # gate features (N, D), detail (N,), mirror correlation (N,)
 
 
 def scored(grays: Iterable[np.ndarray]) -> Scored:
-    """Gate features and detail of gray images ``(H, W)`` in [0, 1]."""
+    """Gate features, detail and mirror correlation of gray images ``(H, W)`` in [0, 1]."""
     grays = list(grays)
-    return np.stack([gate_features(g) for g in grays]), np.array([detail(g) for g in grays])
+    return (np.stack([gate_features(g) for g in grays]), np.array([detail(g) for g in grays]),
+            np.array([mirror(g) for g in grays]))
 
 
 def scored_files(files: Iterable[Path], desc: str) -> Scored:
@@ -53,7 +56,7 @@ def scored_files(files: Iterable[Path], desc: str) -> Scored:
 
 
 def joined(*parts: Scored) -> Scored:
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    return tuple(np.concatenate([p[k] for p in parts]) for k in range(3))
 
 
 def matplotlib_samples() -> dict[str, Scored]:
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         scored_files(adult_fit, "adult half"),
         scored(x / 255.0 for x in mnist["train_images"][:1000]),
     )
-    gate = ChestGate.fit(*fit)
+    gate = ChestGate.fit(*fit[:2])
     n_fit = len(fit[1])
     print(f"fitted on {n_fit} chest X-rays: max residual {gate.max_residual:.2f}, "
           f"max Mahalanobis {gate.max_mahalanobis:.2f}, min detail {gate.min_detail:.3f}", file=sys.stderr)
@@ -117,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         negatives["SIXray baggage test images, gray copies"] = scored_files(six, "SIXray")
     negatives["synthetic 16-bit body scans (20)"] = scored(
         synthetic_body_scan(np.random.default_rng(i), 600, 480)[0] / 65535.0 for i in range(20))
+    drawings = np.random.default_rng(1)
+    negatives["pulmo's synthetic chest drawings, random pose and exposure (30)"] = scored(
+        synth_xray(label, 256, drawings) for label in ("Covid", "Normal", "Viral Pneumonia") * 10)
     negatives["chest X-rays rotated 90 degrees (covid19_3class val)"] = scored(
         np.rot90(thumbnail(f)[1]) for f in val_files)
     for name, sc in matplotlib_samples().items():
@@ -132,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for group, sets in (("chest X-ray (should pass)", positives), ("not a chest X-ray (should be refused)", negatives)):
-        for name, (feats, details) in sets.items():
-            ok = gate.accepts(*gate.distances(feats), details)
+        for name, (feats, details, mirrors) in sets.items():
+            ok = gate.accepts(*gate.distances(feats), details, mirrors)
             rows.append({"group": group, "set": name, "n": len(feats), "accepted": int(ok.sum()),
                          "rate": round(float(ok.mean()), 3)})
     for name, path in demos.items():
@@ -150,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
              "1,000 PneumoniaMNIST training images) as 8 principal components of 32x32 rank-equalised thumbnails; "
              f"thresholds: residual <= {gate.max_residual:.2f}, Mahalanobis <= {gate.max_mahalanobis:.2f} "
              "(99.5th percentile of the training images' own scores x 1.1 and x 1.2), "
-             f"detail >= {gate.min_detail:.3f} (0.5th percentile x 0.5). "
+             f"detail >= {gate.min_detail:.3f} (0.5th percentile x 0.5), left-right mirror correlation <= {MAX_MIRROR} "
+             f"(fixed: a film's heart breaks the symmetry; the training images' highest is {fit[2].max():.3f}). "
              "Colour images (SIXray) are refused before the gate by the colour check; here the gray copies test the gate alone.",
              "", "`python benchmarks/cxr_gate.py --bundle src/pulmo/assets/cxr_gate.npz`", "",
              "| group | set | n | accepted | acceptance rate |", "|---|---|---:|---:|---:|"]

@@ -9,6 +9,7 @@ from pulmo.errors import ConfigError
 from pulmo.frontdoor.capabilities import analyze_path, capability, capability_names
 from pulmo.frontdoor.inputs import InputRejected, Limits, inspect_file
 from pulmo.frontdoor.routing import route_file
+from tests.frontdoor_fixtures import chest_phantom, image_file
 from tests.test_frontdoor import wav
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "pulmo" / "assets"
@@ -103,8 +104,9 @@ def test_a_16bit_scan_goes_to_detection_and_comes_back_with_boxes_drawn():
     assert list(figures) == ["boxes"] and figures["boxes"].startswith(b"\x89PNG")
 
 
-def test_an_8bit_xray_goes_to_cxr_with_gates_and_a_gradcam_overlay():
-    result, figures = analyze_path(ASSETS / "demo_cxr.png")  # no task: it passes the chest X-ray gate
+def test_an_8bit_xray_goes_to_cxr_with_gates_and_a_gradcam_overlay(tmp_path):
+    chest = image_file(tmp_path / "chest.png", chest_phantom())
+    result, figures = analyze_path(chest)  # no task: it passes the chest X-ray gate
     assert result["task"] == "cxr" and re.fullmatch(r"[0-9a-f]{64}", result["model"]["sha256"])
     probs = result["probabilities"]
     assert set(probs) == {"Covid", "Normal", "Viral Pneumonia"} and sum(probs.values()) == pytest.approx(1, abs=1e-3)

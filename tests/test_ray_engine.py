@@ -4,17 +4,15 @@ file for file, as the single-process run (the HTML's "report made" time aside)."
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
 from pulmo.cli import main
-from tests.frontdoor_fixtures import wav
+from tests.frontdoor_fixtures import chest_phantom, image_file, wav
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 
-ASSETS = Path(__file__).resolve().parents[1] / "src" / "pulmo" / "assets"
 
 
 @pytest.fixture
@@ -33,7 +31,7 @@ def test_ray_engine_matches_the_local_run_file_for_file(tmp_path, ray_session, c
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     wav(inputs / "breath.wav", seconds=12.0)
-    shutil.copy(ASSETS / "demo_cxr.png", inputs / "xray.png")
+    image_file(inputs / "xray.png", chest_phantom())
     (inputs / "broken.wav").write_bytes(b"not audio at all")
 
     assert main(["analyze", str(inputs), "--out", str(tmp_path / "local")]) == 1

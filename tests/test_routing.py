@@ -123,6 +123,22 @@ def test_what_is_not_a_frontal_chest_xray_is_refused_or_sent_to_detection(tmp_pa
     assert refused(image_file(tmp_path / "scan8.png", scan), "cxr").code == "not_chest_xray"
 
 
+def test_a_drawing_that_is_its_own_mirror_image_is_refused_and_told_why(tmp_path):
+    """A film's heart breaks left-right symmetry; the bundled demo drawing and the phantom made
+    symmetric do not, although their layout is a chest's."""
+    from pulmo.cxr.gate import MAX_MIRROR, bundled_gate, mirror
+
+    phantom = chest_phantom()
+    symmetric = (phantom + phantom[:, ::-1]) / 2
+    assert mirror(phantom) < MAX_MIRROR < mirror(symmetric)
+    assert bundled_gate().score(phantom).accepted and not bundled_gate().score(symmetric).accepted
+    demo = Path(__file__).resolve().parents[1] / "src" / "pulmo" / "assets" / "demo_cxr.png"
+    for path in (image_file(tmp_path / "symmetric.png", symmetric), demo):
+        err = refused(path)
+        assert err.code == "not_chest_xray" and "its own mirror image" in str(err), path
+        assert refused(path, "cxr").code == "not_chest_xray"
+
+
 # -- real files, where the shared data is present ----------------------------------------
 def test_real_baggage_and_rrujo_files_route_where_they_belong():
     data = default_data_root()

@@ -33,10 +33,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pulmo.errors import DataError
 from pulmo.frontdoor.inputs import InputInfo, InputRejected
+
+if TYPE_CHECKING:
+    from pulmo.cxr.gate import GateScore
 
 # -- audio ------------------------------------------------------------------------------
 MIN_LEVEL_DBFS = -65.0  # quietest real recording measured: ICBHI -48 dBFS (RMS over non-silent frames)
@@ -166,7 +169,7 @@ def _route_audio(path: Path, info: InputInfo, task: str | None) -> Route:
 
 # -- images -----------------------------------------------------------------------------
 def _route_image(path: Path, info: InputInfo, task: str | None) -> Route:
-    from pulmo.cxr.gate import bundled_gate
+    from pulmo.cxr.gate import MAX_MIRROR, bundled_gate
     from pulmo.frontdoor.image_content import measure
 
     name = info.name
@@ -191,7 +194,8 @@ def _route_image(path: Path, info: InputInfo, task: str | None) -> Route:
         facts["chest_gate"] = {"residual": round(score.residual, 3), "max_residual": round(gate.max_residual, 3),
                                "mahalanobis": round(score.mahalanobis, 3),
                                "max_mahalanobis": round(gate.max_mahalanobis, 3), "detail": round(score.detail, 3),
-                               "min_detail": round(gate.min_detail, 3), "accepted": score.accepted}
+                               "min_detail": round(gate.min_detail, 3), "mirror": round(score.mirror, 3),
+                               "max_mirror": MAX_MIRROR, "accepted": score.accepted}
     chest = score is not None and score.accepted
     if colour:
         content = f"colour image (mean chroma {c.chroma:.2f}): a colour-coded scan such as a baggage X-ray"
@@ -200,25 +204,25 @@ def _route_image(path: Path, info: InputInfo, task: str | None) -> Route:
     else:
         content = f"{'16-bit ' if deep else ''}gray image that does not look like a frontal chest X-ray"
     if task == "cxr" and not chest:
-        raise refuse(name, "not_chest_xray", _not_chest_why(colour, c.chroma))
+        raise refuse(name, "not_chest_xray", _not_chest_why(colour, c.chroma, score))
     if task is not None:
         return Route(content, (task,), f"chosen with --task {task} (content: {content})", (), facts)
     if chest:
         return Route(content, tuple(_registered(name, content, ["cxr"])), content, (), facts)
     if info.format == "DICOM":  # a DICOM file here is a medical image the detector cannot read: only the chest model could
-        raise refuse(name, "not_chest_xray", _not_chest_why(False, c.chroma) + " (DICOM)")
+        raise refuse(name, "not_chest_xray", _not_chest_why(False, c.chroma, score) + " (DICOM)")
     if colour or deep:
         return Route(content, tuple(_registered(name, content, ["detect"])), f"{content}: anomaly detection on scans",
                      (), facts)
-    raise refuse(name, "not_chest_xray", _not_chest_why(False, c.chroma) + "; for a baggage or body scan use --task detect")
+    raise refuse(name, "not_chest_xray", _not_chest_why(False, c.chroma, score) + "; for a baggage or body scan use --task detect")
 
 
-def _not_chest_why(colour: bool, chroma: float) -> str:
+def _not_chest_why(colour: bool, chroma: float, score: GateScore | None) -> str:
     if colour:
         return (f"a colour image (mean chroma {chroma:.2f}; X-rays are gray), not a frontal chest X-ray: "
                 "the chest X-ray model refuses it")
-    return "not a frontal chest X-ray (the layout does not match chest X-rays: lateral view, rotated film, " \
-           "another body part or not an X-ray)"
+    why = score.why_refused if score is not None else ""
+    return f"not a frontal chest X-ray ({why or 'the chest X-ray gate is not installed'})"
 
 
 def _registered(name: str, content: str, tasks: list[str]) -> list[str]:
