@@ -304,11 +304,16 @@ ROWS = [
     ("Fig. 9", "Original", "fig9_original"), ("Fig. 9", "Score", "fig9_score"), ("Fig. 9", "Size", "fig9_size"),
     ("Fig. 9", "Binary", "fig9_binary"), ("Fig. 9", "Agnostic", "fig9_agnostic"),
 ]
+# the paper's model on each Fig. 7 / 9 row, drawn beneath the YOLOv5n rows
+ROWS += [(figure, f"{label}, YOLOv5s (the paper's model)", f"{suffix}_yolov5s")
+         for figure, label, suffix in ROWS if figure in ("Fig. 7", "Fig. 9")]
 SAME_AS = {"synthetic_fig5_full": "synthetic_fig11_base", "synthetic_fig5_tiles4": "synthetic_fig7_none",
            "synthetic_fig9_original": "synthetic_fig7_none", "baggage_fig5_full": "baggage_fig11_base",
            "baggage_fig9_original": "baggage_fig7_none",
            # baggage has no clothing class, so the binary map (clothing vs anomaly) is the agnostic one
-           "baggage_fig9_binary": "baggage_fig9_agnostic"}
+           "baggage_fig9_binary": "baggage_fig9_agnostic",
+           "baggage_fig9_original_yolov5s": "baggage_fig7_none_yolov5s",
+           "baggage_fig9_binary_yolov5s": "baggage_fig9_agnostic_yolov5s"}
 
 
 def _fmt(v, nd: int = 4) -> str:
