@@ -274,3 +274,33 @@ def test_int8_detector_is_calibrated_on_training_tiles(tiny_detector, tmp_path, 
     got = OnnxModule(path)(x).numpy()
     # a random network magnifies int8 rounding at a few anchors; int8 accuracy on real data: results/speed.md
     assert got.shape == expected.shape and np.median(np.abs(got[:, 4:] - expected[:, 4:])) < 0.01
+
+
+@pytest.mark.parametrize("task", ["lung-sounds", "resp-rate"])
+def test_an_export_that_crashes_leaves_nothing_the_cache_would_use(task, tmp_path, monkeypatch):
+    """The cache writes under a temporary name and renames when done: a crash mid-export (here
+    after half a file or folder is written) leaves no cached export, and the next call exports again."""
+    import pulmo.export as export
+
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes(b"weights")
+    monkeypatch.setenv("PULMO_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    def half_then_crash(task_, source, out, int8):
+        calls.append(out)
+        if task_ in export.FOLDER_EXPORTS:
+            out.mkdir(parents=True)
+            out = out / "net0.onnx"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(b"half")
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "export_model", half_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        export.cached_export(checkpoint, task=task)
+    assert [p.name for p in (tmp_path / "cache" / "onnx").iterdir()] == [calls[0].name]  # only the temporary one
+    path = export.cached_export(checkpoint, task=task)
+    assert path.exists() and ".partial" not in path.name and not calls[1].exists() and len(calls) == 2
+    assert export.cached_export(checkpoint, task=task) == path and len(calls) == 2  # cached: not exported again

@@ -270,17 +270,16 @@ def cached_export(checkpoint: str | Path | None, int8: bool = False, task: str =
     digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
     cache = Path(os.environ.get("PULMO_CACHE", Path.home() / ".cache" / "pulmo")) / "onnx"
     name = f"{task}-{digest}-v{EXPORT_FORMATS.get(task, EXPORT_FORMAT)}{'-int8' if int8 else ''}"
-    if task in FOLDER_EXPORTS:  # a folder, written under a temporary name so that a half export is never used
-        path = cache / name
-        if not path.is_dir():
-            partial = cache / f"{name}.partial"
-            shutil.rmtree(partial, ignore_errors=True)
-            export_model(task, source, partial, int8)
-            partial.rename(path)
-        return path
-    path = cache / f"{name}.onnx"
-    if not path.is_file():
-        export_model(task, source, path, int8)
+    folder = task in FOLDER_EXPORTS  # a folder of networks, else one .onnx file
+    path = cache / (name if folder else f"{name}.onnx")
+    if not path.exists():  # written under a temporary name and renamed, so that a half export is never used
+        partial = cache / (f"{name}.partial" if folder else f"{name}.partial.onnx")
+        if partial.is_dir():  # left by an export that crashed
+            shutil.rmtree(partial)
+        else:
+            partial.unlink(missing_ok=True)
+        export_model(task, source, partial, int8)
+        partial.rename(path)
     return path
 
 
