@@ -16,8 +16,15 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "experiments" / "xra
 def test_every_detect_experiment_loads_with_paper_values():
     files = sorted(f for f in CONFIGS.glob("*_fig*.yaml"))
     # 17 rows of Figs. 5, 7, 9, 11 on two datasets + second stages of base and ideal + the 30(+24+16+24)-epoch ideal
-    # + two of those evaluated with test-time flipping + a fifth stage stopped by patience + Fig. 5's four baggage rows with YOLOv5s
-    assert len(files) == 47
+    # + two of those evaluated with test-time flipping + a fifth stage stopped by patience + the YOLOv5s twins of
+    # Fig. 5's four and Figs. 7 / 9's eleven baggage rows
+    assert len(files) == 58
+    twins = sorted(CONFIGS.glob("baggage_*_yolov5s.yaml"))
+    assert len(twins) == 15
+    for f in twins:  # the paper's model; everything else as its YOLOv5n row
+        s, n = load_detect_config(f), load_detect_config(f.with_name(f.name.replace("_yolov5s", "")))
+        assert (s.model.name, n.model.name) == ("yolov5s", "yolov5n"), f
+        assert (s.data, s.tiling, s.train, s.inference, s.paper) == (n.data, n.tiling, n.train, n.inference, n.paper), f
     for f in files:
         cfg = load_detect_config(f)
         assert cfg.task == "detect" and cfg.name == f.stem
