@@ -142,3 +142,11 @@ def test_analyze_windows_flag_asks_for_the_per_window_rate_table(capsys):
     assert len(by_window["table"]["rows"]) == len(by_window["windows"]) >= 2
     assert default["table"]["columns"][:2] == ["estimate", "breaths/min"]  # without the flag: one row per estimator
     assert by_window["table"]["columns"] != default["table"]["columns"]
+
+
+def test_printed_output_names_a_bundled_model_by_its_card_and_another_by_its_stored_name():
+    from pulmo.catalog import model_title
+
+    assert model_title("detect_yolov5n_baggage.pt", "baggage_fig11_ideal_long_stage4") == \
+        "detect model: YOLOv5n with tiled inference"
+    assert model_title("my_run.pt", "my experiment") == "my experiment"

@@ -160,6 +160,8 @@ def test_evaluate_scores_a_folder_of_air_recordings(tmp_path: Path, capsys):
     captured = capsys.readouterr()
     text = captured.out
     assert "front end per recording: air 3" in text and max(len(line) for line in text.splitlines()) < 300
+    assert text.startswith("resp-rate model: vote of five LSTM composites (resp_rate_composite.pt")
+    assert "push_" not in text  # the names of the experiments behind the model stay in the JSON's provenance
     assert "scoring" in captured.err and "3/3" in captured.err  # a progress bar on stderr, not in the JSON
 
 

@@ -118,6 +118,16 @@ def list_models() -> list[ModelCard]:
     return cards
 
 
+def model_title(checkpoint_file: str, stored_name: str) -> str:
+    """What to call a model in printed output: a bundled checkpoint by its name and the head of
+    its description ("resp-rate model: vote of five LSTM composites"), any other by the name
+    stored in it (the name of the experiment that trained it)."""
+    for name, (file, _, _, description) in BUNDLED.items():
+        if file == checkpoint_file:
+            return f"{name} model: {description.split(': ')[0]}"
+    return stored_name
+
+
 def _card(name: str, path: Path, task: str, default: bool, description: str) -> ModelCard:
     meta = checkpoint_metadata(path)
     return ModelCard(name, meta.get("task", task), path.name, default, description,
