@@ -80,6 +80,8 @@ def test_version_flag_and_models_marks_defaults(capsys):
     out = capsys.readouterr().out
     assert "resp-rate (default): task resp-rate" in out and "resp-rate-short: task resp-rate" in out
     assert "stored test clips figures: mae" in out
+    # the chest model's figures come from held-out sources: said so, not called validation figures
+    assert "stored figures, leave-one-source-out" in out and "stored validation figures" not in out
 
 
 def test_every_command_line_option_says_what_it_does():

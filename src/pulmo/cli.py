@@ -172,6 +172,8 @@ def headline_metrics(metrics: dict[str, Any]) -> str:
                                                              "accuracy", "macro_f1", "precision", "recall", "f1")}
             if shown:
                 figures = ", ".join(f"{k.replace('_', '-')} {v:.2f}" for k, v in shown.items())
+                if "protocol" in scores:  # e.g. leave-one-source-out: neither a test nor a validation split
+                    return f"stored figures, {scores['protocol']}: {figures} (n={scores.get('n', '?')})"
                 return f"stored {what} figures: {figures} (n={scores.get('n', '?')})"
     return "no stored test figures"
 
