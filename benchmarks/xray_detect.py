@@ -285,7 +285,8 @@ THROUGHPUT = RESULTS / "xray_detect_throughput.json"  # every `sahi` measurement
 CROSS = RESULTS / "xray_detect_cross_domain.json"  # the last `cross` measurement
 ABLATIONS = RESULTS / "xray_detect_ablations.md"  # with .csv (the rows kept between machines) and .png
 # (figure, row label, experiment name suffix); identical configurations share one run.
-ROWS = [
+YOLOV5S_LABEL = ", YOLOv5s (the paper's model)"
+_YOLOV5N_ROWS = [
     ("Fig. 11", "Base", "fig11_base"), ("Fig. 11", "Base, +3 epochs", "fig11_base_stage2"),
     ("Fig. 11", "Ideal", "fig11_ideal"), ("Fig. 11", "Ideal, +4 epochs", "fig11_ideal_stage2"),
     ("Fig. 11", "Ideal, 30 epochs", "fig11_ideal_long"), ("Fig. 11", "Ideal, 30 + 24 epochs", "fig11_ideal_long_stage2"),
@@ -295,18 +296,17 @@ ROWS = [
     ("Fig. 11", "the same, test-time flip chosen on validation", "fig11_ideal_long_stage4_flip"),
     ("Fig. 11", "Ideal, + training from the bundled model until validation mAP50 stops improving (patience 4)",
      "fig11_ideal_long_stage5_patience"),
-    ("Fig. 5", "no tile (full image)", "fig5_full"), ("Fig. 5", "no tile (full image), YOLOv5s (the paper's model)", "fig5_full_yolov5s"),
-    ("Fig. 5", "1 tile", "fig5_tiles1"), ("Fig. 5", "1 tile, YOLOv5s (the paper's model)", "fig5_tiles1_yolov5s"),
-    ("Fig. 5", "2 tiles", "fig5_tiles2"), ("Fig. 5", "2 tiles, YOLOv5s (the paper's model)", "fig5_tiles2_yolov5s"),
-    ("Fig. 5", "4 tiles", "fig5_tiles4"), ("Fig. 5", "4 tiles, YOLOv5s (the paper's model)", "fig5_tiles4_yolov5s"),
+    ("Fig. 5", "no tile (full image)", "fig5_full"), ("Fig. 5", "1 tile", "fig5_tiles1"),
+    ("Fig. 5", "2 tiles", "fig5_tiles2"), ("Fig. 5", "4 tiles", "fig5_tiles4"),
     ("Fig. 7", "None", "fig7_none"), ("Fig. 7", "G. Blur", "fig7_blur"), ("Fig. 7", "H. Flip", "fig7_hflip"),
     ("Fig. 7", "G. Noise", "fig7_noise"), ("Fig. 7", "RBC", "fig7_rbc"), ("Fig. 7", "Combined", "fig7_combined"),
     ("Fig. 9", "Original", "fig9_original"), ("Fig. 9", "Score", "fig9_score"), ("Fig. 9", "Size", "fig9_size"),
     ("Fig. 9", "Binary", "fig9_binary"), ("Fig. 9", "Agnostic", "fig9_agnostic"),
 ]
-# the paper's model on each Fig. 7 / 9 row, drawn beneath the YOLOv5n rows
-ROWS += [(figure, f"{label}, YOLOv5s (the paper's model)", f"{suffix}_yolov5s")
-         for figure, label, suffix in ROWS if figure in ("Fig. 7", "Fig. 9")]
+# each Fig. 5 / 7 / 9 row is followed by its twin with the paper's YOLOv5s (where that config exists)
+ROWS = [row for fig, label, suffix in _YOLOV5N_ROWS
+        for row in [(fig, label, suffix)] + ([(fig, label + YOLOV5S_LABEL, f"{suffix}_yolov5s")]
+                                             if fig in ("Fig. 5", "Fig. 7", "Fig. 9") else [])]
 SAME_AS = {"synthetic_fig5_full": "synthetic_fig11_base", "synthetic_fig5_tiles4": "synthetic_fig7_none",
            "synthetic_fig9_original": "synthetic_fig7_none", "baggage_fig5_full": "baggage_fig11_base",
            "baggage_fig9_original": "baggage_fig7_none",
@@ -481,13 +481,19 @@ def plot_rows(done: list[dict[str, Any]], path: Path) -> None:
     for ax, dataset in zip(axes, ("baggage", "synthetic")):
         sub = [r for r in done if r["dataset"] == dataset]
         x = range(len(sub))
-        ax.bar([i - 0.2 for i in x], [r["test_f1_mean"] for r in sub], 0.4,
-               yerr=[r["test_f1_std"] or 0 for r in sub], capsize=2, label="pulmo, mean ± std over seeds (test)")
+        bars = ax.bar([i - 0.2 for i in x], [r["test_f1_mean"] for r in sub], 0.4,
+                      yerr=[r["test_f1_std"] or 0 for r in sub], capsize=2, label="pulmo, mean ± std over seeds (test)")
+        for bar, r in zip(bars, sub):
+            if r["model"] == "yolov5s":
+                bar.set_hatch("//")
+        if any(r["model"] == "yolov5s" for r in sub):
+            ax.bar([0], [0], 0, color=bars[0].get_facecolor(), hatch="//", label="pulmo with YOLOv5s (hatched, '5s')")
         ax.bar([i + 0.2 for i in x], [r["paper_f1"] or 0 for r in sub], 0.4, label="paper (THEIA test)")
         if dataset == "baggage":
             ax.axhline(TARGET_F1, color="k", ls="--", lw=1, label=f"target F1 {TARGET_F1}")
-        ax.set_xticks(list(x), [f"{r['figure']} {r['row'][:40]}{' (5s)' if r['model'] == 'yolov5s' else ''}" for r in sub],
-                      rotation=60, ha="right", fontsize=7)
+        labels = [f"{r['figure']} {r['row'].replace(YOLOV5S_LABEL, '')[:40]}{' (5s)' if r['model'] == 'yolov5s' else ''}"
+                  for r in sub]
+        ax.set_xticks(list(x), labels, rotation=60, ha="right", fontsize=7)
         ax.set_ylim(0, 1)
         ax.set_title(f"{dataset}: F1 at IoU 0.5 after tiled inference")
         ax.legend(fontsize=8)
