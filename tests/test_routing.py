@@ -139,6 +139,16 @@ def test_a_drawing_that_is_its_own_mirror_image_is_refused_and_told_why(tmp_path
         assert refused(path, "cxr").code == "not_chest_xray"
 
 
+def test_each_refusal_by_the_chest_gate_names_what_failed(tmp_path):
+    """A smooth gradient lies close to the mean chest film but lacks its fine structure; a chest
+    film on its side fails the layout."""
+    ramp = np.tile(np.linspace(0, 1, 256), (256, 1)).T + 0.01 * np.random.default_rng(0).random((256, 256))
+    err = refused(image_file(tmp_path / "gradient.png", np.clip(ramp, 0, 1)), "cxr")
+    assert "fine structure" in str(err) and "mirror" not in str(err)
+    err = refused(image_file(tmp_path / "rotated.png", np.rot90(chest_phantom())), "cxr")
+    assert "layout does not match" in str(err)
+
+
 # -- real files, where the shared data is present ----------------------------------------
 def test_real_baggage_and_rrujo_files_route_where_they_belong():
     data = default_data_root()

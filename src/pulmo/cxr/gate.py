@@ -74,16 +74,6 @@ class GateScore:
     mirror: float
     accepted: bool
 
-    @property
-    def why_refused(self) -> str:
-        """What failed, in words a user reads ("" when accepted)."""
-        if self.accepted:
-            return ""
-        if self.mirror > MAX_MIRROR:
-            return (f"it is its own mirror image, left-right correlation {self.mirror:.3f} > {MAX_MIRROR}: a drawing, "
-                    "not a film, whose heart shadow would break the symmetry")
-        return ("the layout does not match chest X-rays: lateral view, rotated film, another body part or not an "
-                "X-ray")
 
 
 @dataclass(frozen=True)
@@ -117,6 +107,19 @@ class ChestGate:
         """Elementwise verdict for scores as :meth:`distances`, :func:`detail` and :func:`mirror` give them."""
         return ((residual <= self.max_residual) & (mahalanobis <= self.max_mahalanobis) & (details >= self.min_detail)
                 & (mirrors <= MAX_MIRROR))
+
+    def why_refused(self, score: GateScore) -> str:
+        """What failed in ``score``, in words a user reads ("" when it was accepted)."""
+        if score.accepted:
+            return ""
+        layout_fits = score.residual <= self.max_residual and score.mahalanobis <= self.max_mahalanobis
+        if layout_fits and score.detail < self.min_detail:
+            return "it lacks a film's fine structure (ribs, vessels, edges): a smooth gradient, not a film"
+        if score.mirror > MAX_MIRROR:
+            return (f"it is its own mirror image, left-right correlation {score.mirror:.3f} > {MAX_MIRROR}: a drawing, "
+                    "not a film, whose heart shadow would break the symmetry")
+        return ("the layout does not match chest X-rays: lateral view, rotated film, another body part or not an "
+                "X-ray")
 
     def distances(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(residual (N,), mahalanobis (N,))`` for ``features (N, D)``."""

@@ -39,7 +39,7 @@ from pulmo.errors import DataError
 from pulmo.frontdoor.inputs import InputInfo, InputRejected
 
 if TYPE_CHECKING:
-    from pulmo.cxr.gate import GateScore
+    from pulmo.cxr.gate import ChestGate, GateScore
 
 # -- audio ------------------------------------------------------------------------------
 MIN_LEVEL_DBFS = -65.0  # quietest real recording measured: ICBHI -48 dBFS (RMS over non-silent frames)
@@ -204,24 +204,24 @@ def _route_image(path: Path, info: InputInfo, task: str | None) -> Route:
     else:
         content = f"{'16-bit ' if deep else ''}gray image that does not look like a frontal chest X-ray"
     if task == "cxr" and not chest:
-        raise refuse(name, "not_chest_xray", _not_chest_why(colour, c.chroma, score))
+        raise refuse(name, "not_chest_xray", _not_chest_why(colour, c.chroma, gate, score))
     if task is not None:
         return Route(content, (task,), f"chosen with --task {task} (content: {content})", (), facts)
     if chest:
         return Route(content, tuple(_registered(name, content, ["cxr"])), content, (), facts)
     if info.format == "DICOM":  # a DICOM file here is a medical image the detector cannot read: only the chest model could
-        raise refuse(name, "not_chest_xray", _not_chest_why(False, c.chroma, score) + " (DICOM)")
+        raise refuse(name, "not_chest_xray", _not_chest_why(False, c.chroma, gate, score) + " (DICOM)")
     if colour or deep:
         return Route(content, tuple(_registered(name, content, ["detect"])), f"{content}: anomaly detection on scans",
                      (), facts)
-    raise refuse(name, "not_chest_xray", _not_chest_why(False, c.chroma, score) + "; for a baggage or body scan use --task detect")
+    raise refuse(name, "not_chest_xray", _not_chest_why(False, c.chroma, gate, score) + "; for a baggage or body scan use --task detect")
 
 
-def _not_chest_why(colour: bool, chroma: float, score: GateScore | None) -> str:
+def _not_chest_why(colour: bool, chroma: float, gate: ChestGate | None, score: GateScore | None) -> str:
     if colour:
         return (f"a colour image (mean chroma {chroma:.2f}; X-rays are gray), not a frontal chest X-ray: "
                 "the chest X-ray model refuses it")
-    why = score.why_refused if score is not None else ""
+    why = gate.why_refused(score) if gate is not None and score is not None else ""
     return f"not a frontal chest X-ray ({why or 'the chest X-ray gate is not installed'})"
 
 
