@@ -75,7 +75,6 @@ class GateScore:
     accepted: bool
 
 
-
 @dataclass(frozen=True)
 class ChestGate:
     """``mean (D,)``, ``components (k, D)`` (orthonormal rows), ``variances (k,)`` of the chest
