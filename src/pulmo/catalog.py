@@ -8,6 +8,7 @@ loading their weights.
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -118,14 +119,25 @@ def list_models() -> list[ModelCard]:
     return cards
 
 
-def model_title(checkpoint_file: str, stored_name: str) -> str:
-    """What to call a model in printed output: a bundled checkpoint by its name and the head of
-    its description ("resp-rate model: vote of five LSTM composites"), any other by the name
-    stored in it (the name of the experiment that trained it)."""
+def model_title(checkpoint_file: str, sha256_prefix: str, stored_name: str) -> str:
+    """What to call a model in printed output: a bundled checkpoint (its file name, and its
+    SHA-256 starting with ``sha256_prefix``) by its name and the head of its description
+    ("resp-rate model: vote of five LSTM composites"), any other by the name stored in it (the
+    name of the experiment that trained it)."""
     for name, (file, _, _, description) in BUNDLED.items():
-        if file == checkpoint_file:
-            return f"{name} model: {description.split(': ')[0]}"
+        path = ASSETS / file
+        if file == checkpoint_file and sha256_prefix and path.is_file():
+            with path.open("rb") as fh:
+                if hashlib.file_digest(fh, "sha256").hexdigest().startswith(sha256_prefix):
+                    return f"{name} model: {description.split(': ')[0]}"
     return stored_name
+
+
+def model_header(report: dict[str, Any]) -> str:
+    """``"<model title> (<checkpoint file>, sha256 <prefix>)"``: the first words of an evaluation
+    report a person reads (``report`` as the ``evaluate`` commands make it)."""
+    title = model_title(report["checkpoint"], report["checkpoint_sha256"], report["model"])
+    return f"{title} ({report['checkpoint']}, sha256 {report['checkpoint_sha256']})"
 
 
 def _card(name: str, path: Path, task: str, default: bool, description: str) -> ModelCard:

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pulmo.catalog import model_title
+from pulmo.catalog import model_header
 
 
 def _fmt(value: float | None) -> str:
@@ -31,7 +31,7 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"{model_title(report['checkpoint'], report['model'])} ({report['checkpoint']}, sha256 {report['checkpoint_sha256']}) on {data} [{report['split']}]")
+    print(f"{model_header(report)} on {data} [{report['split']}]")
     print(f"images scored: {report['n']} (near-duplicates of train dropped: {len(report['leaks_dropped'])}; "
           f"failing a quality gate, still scored: {report['gate_failures']})")
     print(f"refused by the chest X-ray gate (not a frontal chest X-ray; scored above, given no answer below): "

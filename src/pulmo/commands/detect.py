@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pulmo.catalog import model_title
+from pulmo.catalog import model_header
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -22,7 +22,7 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"{model_title(report['checkpoint'], report['model'])} ({report['checkpoint']}, sha256 {report['checkpoint_sha256']}) on {data} [{args.split}], "
+    print(f"{model_header(report)} on {data} [{args.split}], "
           f"runtime {runtime}")
     print(f"images: {report['n']}; classes {report['labels']}; thresholds {report['thresholds']}")
     print(f"precision {report['precision']:.4f}  recall {report['recall']:.4f}  F1 {report['f1']:.4f}  "

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pulmo.catalog import model_title
+from pulmo.catalog import model_header
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -23,7 +23,7 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"{model_title(report['checkpoint'], report['model'])} ({report['checkpoint']}, sha256 {report['checkpoint_sha256']}) on {data} [{args.split}]")
+        print(f"{model_header(report)} on {data} [{args.split}]")
         print(f"cycles scored: {report['n']} (without audio, not scored: {report['cycles_without_audio']})")
         print(f"sensitivity {report['sensitivity']:.4f}  specificity {report['specificity']:.4f}  score {report['score']:.4f}")
         for dev, s in report["per_device"].items():

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pulmo.catalog import model_title
+from pulmo.catalog import model_header
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -26,7 +26,7 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"{model_title(report['checkpoint'], report['model'])} ({report['checkpoint']}, sha256 {report['checkpoint_sha256']}) on {data}, runtime {runtime}")
+    print(f"{model_header(report)} on {data}, runtime {runtime}")
     print(f"recordings scored: {report['n']} (left out, subjects seen in training/validation: "
           f"{report['excluded_seen_subject_recordings']}; --split all keeps them)")
     print(f"model: {report['model_line']}; front end per recording: "
