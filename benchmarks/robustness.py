@@ -9,8 +9,9 @@ images (a decompression-bomb header, one over the pixel limit, RGBA, CMYK JPEG, 
 (DICOM, zip, text, a symlink to /etc/passwd named .wav: command line only), real samples
 when the data folder is there (a SIXray baggage JPEG, a chest X-ray, a RRuJO recording and
 the same resampled to 4.5 and 16 kHz), and the largest inputs the limits accept.
-The well-formed audio and image variants are the bundled demo samples re-encoded, so a row
-tests the format, not new content.
+The well-formed audio and image variants are the bundled demo samples (for chest X-rays, a
+synthetic film the chest gate accepts: the bundled demo drawing is refused) re-encoded, so a
+row tests the format, not new content.
 
 Each input goes through
 
@@ -34,7 +35,6 @@ import csv
 import json
 import os
 import shlex
-import shutil
 import socket
 import subprocess
 import sys
@@ -94,9 +94,13 @@ def demo_audio(rate: int, seconds: float | None = None) -> np.ndarray:
     return x if rate == sr else soxr.resample(x, sr, rate, quality="HQ").astype(np.float32)
 
 
-def demo_gray(size: tuple[int, int] | None = None) -> Image.Image:
-    """The bundled chest X-ray demo (8-bit gray), resized to ``size`` (width, height) when given."""
-    im = Image.open(ASSETS / "demo_cxr.png").convert("L")
+def chest_gray(size: tuple[int, int] | None = None) -> Image.Image:
+    """A synthetic chest X-ray that passes the chest gate (:func:`pulmo.cxr.synthetic.chest_phantom`,
+    8-bit gray, 512 px), resized to ``size`` (width, height) when given. (The bundled demo drawing
+    is refused by the gate, so it would test the gate, not the file format.)"""
+    from pulmo.cxr.synthetic import chest_phantom
+
+    im = Image.fromarray(np.round(chest_phantom(512) * 255).astype(np.uint8), "L")
     return im if size is None else im.resize(size, Image.Resampling.BILINEAR)
 
 
@@ -127,7 +131,7 @@ def audio_cases(d: Path) -> list[Case]:
     (d / "truncated.wav").write_bytes((d / "truncated.wav").read_bytes()[:48_000])
     (d / "random_bytes.wav").write_bytes(rng.integers(0, 256, 50_000, dtype=np.uint8).tobytes())
     (d / "riff_garbage.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk" + rng.integers(0, 256, 5000, np.uint8).tobytes())
-    shutil.copyfile(ASSETS / "demo_cxr.png", d / "png_named.wav")
+    chest_gray().save(d / "png_named.wav", format="PNG")
     sf.write(d / "pcm24.wav", demo, 4000, subtype="PCM_24")
     sf.write(d / "float32.wav", demo, 4000, subtype="FLOAT")
     sf.write(d / "eight_channels.wav", np.stack([demo * (0.5 + 0.05 * c) for c in range(8)], 1), 4000)
@@ -157,7 +161,7 @@ def audio_cases(d: Path) -> list[Case]:
 
 
 def image_cases(d: Path) -> list[Case]:
-    gray = demo_gray((1024, 1024))
+    gray = chest_gray((1024, 1024))
     g = np.asarray(gray)
     png_header_only(d / "bomb_header.png", 20_000, 20_000)
     png_header_only(d / "over_pixel_limit.png", 6000, 5000)
@@ -177,12 +181,12 @@ def image_cases(d: Path) -> list[Case]:
     return [
         Case("decompression-bomb PNG header (20000 x 20000)", d / "bomb_header.png"),
         Case("PNG header over the pixel limit (6000 x 5000)", d / "over_pixel_limit.png"),
-        Case("RGBA PNG (demo X-ray, alpha ramp)", d / "rgba.png"),
-        Case("CMYK JPEG (demo X-ray)", d / "cmyk.jpg"),
-        Case("palette PNG (demo X-ray)", d / "palette.png"),
+        Case("RGBA PNG (synthetic chest X-ray, alpha ramp)", d / "rgba.png"),
+        Case("CMYK JPEG (synthetic chest X-ray)", d / "cmyk.jpg"),
+        Case("palette PNG (synthetic chest X-ray)", d / "palette.png"),
         Case("16-bit TIFF (demo body scan)", d / "gray16.tif"),
-        Case("32-bit float TIFF (demo X-ray)", d / "float32.tif"),
-        Case("GIF (demo X-ray)", d / "image.gif"),
+        Case("32-bit float TIFF (synthetic chest X-ray)", d / "float32.tif"),
+        Case("GIF (synthetic chest X-ray)", d / "image.gif"),
         Case("all-black image", d / "all_black.png"),
         Case("constant gray image", d / "constant_gray.png"),
         Case("tiny content (12 px square on black)", d / "tiny_content.png"),
@@ -213,8 +217,8 @@ def write_dicom(path: Path, gray: np.ndarray) -> bool:
 
 def other_cases(d: Path) -> list[Case]:
     cases = []
-    if write_dicom(d / "chest.dcm", np.asarray(demo_gray((512, 512)))):
-        cases.append(Case("DICOM chest X-ray (CR, 12-bit, pydicom-written demo)", d / "chest.dcm"))
+    if write_dicom(d / "chest.dcm", np.asarray(chest_gray((512, 512)))):
+        cases.append(Case("DICOM chest X-ray (CR, 12-bit, pydicom-written synthetic)", d / "chest.dcm"))
     # what every DICOM Part 10 file starts with (128-byte preamble, "DICM", the transfer syntax), no image
     (d / "scan.dcm").write_bytes(b"\x00" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\x14\x001.2.840.10008.1.2.1\x00"
                                  + bytes(2000))
@@ -269,9 +273,9 @@ def worst_cases(d: Path) -> list[Case]:
                         f"({channels * rate * seconds / 1e6:.1f} M samples, demo lung sounds)", path,
                         group="worst accepted"))
     w, h = _fit_pixels(lim.max_image_pixels)
-    demo_gray((w, h)).save(d / "worst_gray8.png", compress_level=3)
+    chest_gray((w, h)).save(d / "worst_gray8.png", compress_level=3)
     w4, h4 = _fit_pixels(min(lim.max_image_pixels, lim.max_image_decoded_bytes // 4))
-    g = np.asarray(demo_gray((w4, h4)))
+    g = np.asarray(chest_gray((w4, h4)))
     Image.fromarray(np.dstack([g, g, g, np.full_like(g, 255)]), "RGBA").save(d / "worst_rgba.png", compress_level=3)
     del g
     scan = Image.open(ASSETS / "demo_body_scan_16bit.png")
@@ -279,7 +283,7 @@ def worst_cases(d: Path) -> list[Case]:
     big = np.asarray(Image.fromarray(np.asarray(scan, dtype=np.float32)).resize((w16, h16), Image.Resampling.BILINEAR))
     Image.fromarray(np.clip(big, 0, 65535).astype(np.uint16)).save(d / "worst_gray16.png", compress_level=3)
     del big
-    gray8 = f"{w}x{h} 8-bit gray ({w * h / 1e6:.1f} M px, demo X-ray)"
+    gray8 = f"{w}x{h} 8-bit gray ({w * h / 1e6:.1f} M px, synthetic chest X-ray)"
     rgba = f"{w4}x{h4} RGBA ({w4 * h4 / 1e6:.1f} M px, {4 * w4 * h4 / 1e6:.0f} MB decoded)"
     gray16 = f"{w16}x{h16} 16-bit gray ({w16 * h16 / 1e6:.1f} M px, demo body scan)"
     return out + [

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from pulmo.cxr.synthetic import chest_phantom  # noqa: F401  (re-exported for the tests)
 from pulmo.frontdoor.capabilities import Analysis, Figure, Table, sha256_file
 
 
@@ -102,26 +103,6 @@ class BlockingCapability:
         model = {"name": "blocker", "checkpoint": self.checkpoint_file.name,
                  "sha256": sha256_file(self.checkpoint_file), "pulmo_version": "test"}
         return Analysis(self.name, "released", {"model": model, "thread": threading.current_thread().name})
-
-
-def chest_phantom(size: int = 256, seed: int = 0) -> np.ndarray:
-    """A frontal chest X-ray phantom ``(size, size)`` in [0, 1]: dark air around a bright body,
-    two dark lung fields either side of a bright mediastinum and spine, the heart shadow over the
-    lower left lung (the image's right), bright abdomen below. Passes the bundled chest X-ray gate
-    (its layout is a chest film's; without the heart it would be its own mirror image and refused)."""
-    from scipy.ndimage import gaussian_filter
-
-    y, x = np.mgrid[0:size, 0:size] / size
-    img = np.full((size, size), 0.08)
-    body = ((x - 0.5) / 0.46) ** 2 + ((y - 0.62) / 0.62) ** 2 < 1
-    img[body] = 0.75
-    for cx in (0.3, 0.7):
-        img[((x - cx) / 0.15) ** 2 + ((y - 0.45) / 0.3) ** 2 < 1] = 0.25
-    img[(np.abs(x - 0.5) < 0.07) & (y > 0.1)] = 0.85
-    img[((x - 0.6) / 0.13) ** 2 + ((y - 0.62) / 0.12) ** 2 < 1] = 0.7
-    img[(y > 0.8) & body] = 0.8
-    img = gaussian_filter(img, size / 40) + 0.02 * np.random.default_rng(seed).standard_normal((size, size))
-    return np.clip(img, 0, 1)
 
 
 def image_file(path: Path, pixels: np.ndarray, mode: str = "L") -> Path:
