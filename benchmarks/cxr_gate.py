@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from pulmo.config import default_data_root  # noqa: E402
-from pulmo.cxr.gate import MAX_MIRROR, ChestGate, detail, gate_features, mirror  # noqa: E402
+from pulmo.cxr.gate import MAX_MIRROR, ChestGate, gate_measures  # noqa: E402
 from pulmo.cxr.synthetic import synth_xray  # noqa: E402
 from pulmo.data.adapters.synthetic_xray import synthetic_body_scan  # noqa: E402
 from pulmo.frontdoor.image_content import thumbnail  # noqa: E402
@@ -45,9 +45,8 @@ Scored = tuple[np.ndarray, np.ndarray, np.ndarray]  # gate features (N, D), deta
 
 def scored(grays: Iterable[np.ndarray]) -> Scored:
     """Gate features, detail and mirror correlation of gray images ``(H, W)`` in [0, 1]."""
-    grays = list(grays)
-    return (np.stack([gate_features(g) for g in grays]), np.array([detail(g) for g in grays]),
-            np.array([mirror(g) for g in grays]))
+    features, details, mirrors = zip(*(gate_measures(g) for g in grays))
+    return np.stack(features), np.array(details), np.array(mirrors)
 
 
 def scored_files(files: Iterable[Path], desc: str) -> Scored:

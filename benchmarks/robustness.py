@@ -98,9 +98,10 @@ def chest_gray(size: tuple[int, int] | None = None) -> Image.Image:
     """A synthetic chest X-ray that passes the chest gate (:func:`pulmo.cxr.synthetic.chest_phantom`,
     8-bit gray, 512 px), resized to ``size`` (width, height) when given. (The bundled demo drawing
     is refused by the gate, so it would test the gate, not the file format.)"""
+    from pulmo.cxr.preprocess import to_uint8
     from pulmo.cxr.synthetic import chest_phantom
 
-    im = Image.fromarray(np.round(chest_phantom(512) * 255).astype(np.uint8), "L")
+    im = Image.fromarray(to_uint8(chest_phantom(512)), "L")
     return im if size is None else im.resize(size, Image.Resampling.BILINEAR)
 
 

@@ -69,11 +69,12 @@ def samples() -> list[tuple[str, str, str, bytes]]:
     is refused before the model, so it would time a refusal)."""
     from PIL import Image
 
+    from pulmo.cxr.preprocess import to_uint8
     from pulmo.cxr.synthetic import chest_phantom
 
     assets = ROOT / "src" / "pulmo" / "assets"
     chest = io.BytesIO()
-    Image.fromarray(np.round(chest_phantom(256) * 255).astype(np.uint8), "L").save(chest, format="PNG")
+    Image.fromarray(to_uint8(chest_phantom(256)), "L").save(chest, format="PNG")
     return [("resp-rate", "demo_breath.flac", "demo breath recording", (assets / "demo_breath.flac").read_bytes()),
             ("cxr", "chest_phantom.png", "synthetic chest X-ray", chest.getvalue()),
             ("detect", "demo_body_scan_16bit.png", "demo 16-bit body scan",

@@ -38,28 +38,45 @@ def _thumb(gray: np.ndarray) -> np.ndarray:
     return np.asarray(im.resize((SIDE, SIDE), Image.Resampling.BOX), dtype=np.float32) / 255.0
 
 
-def gate_features(gray: np.ndarray) -> np.ndarray:
-    """``(SIDE * SIDE,)`` float32 rank-equalised thumbnail of a gray image ``(H, W)`` in [0, 1]."""
-    a = _thumb(gray).ravel()
+def _ranks(thumb: np.ndarray) -> np.ndarray:
+    a = thumb.ravel()
     ranks = a.argsort(kind="stable").argsort(kind="stable").astype(np.float32)
     return ranks / (a.size - 1)
+
+
+def _detail(thumb: np.ndarray) -> float:
+    lap = 4 * thumb[1:-1, 1:-1] - thumb[:-2, 1:-1] - thumb[2:, 1:-1] - thumb[1:-1, :-2] - thumb[1:-1, 2:]
+    return float(np.abs(lap).mean() / (thumb.std() + 1e-6))
+
+
+def _mirror(thumb: np.ndarray) -> float:
+    a = thumb.astype(np.float64)
+    if a.std() == 0:
+        return 1.0
+    return float(np.corrcoef(a.ravel(), a[:, ::-1].ravel())[0, 1])
+
+
+def gate_features(gray: np.ndarray) -> np.ndarray:
+    """``(SIDE * SIDE,)`` float32 rank-equalised thumbnail of a gray image ``(H, W)`` in [0, 1]."""
+    return _ranks(_thumb(gray))
 
 
 def detail(gray: np.ndarray) -> float:
     """Fine structure of the thumbnail: mean absolute 4-neighbour Laplacian over the gray-level
     standard deviation (0 for a linear gradient; chest X-rays here 0.13-0.8)."""
-    a = _thumb(gray)
-    lap = 4 * a[1:-1, 1:-1] - a[:-2, 1:-1] - a[2:, 1:-1] - a[1:-1, :-2] - a[1:-1, 2:]
-    return float(np.abs(lap).mean() / (a.std() + 1e-6))
+    return _detail(_thumb(gray))
 
 
 def mirror(gray: np.ndarray) -> float:
     """Pearson correlation of the thumbnail with its left-right mirror image (1: symmetric;
     chest X-rays here at most 0.984, because of the heart)."""
-    a = _thumb(gray).astype(np.float64)
-    if a.std() == 0:
-        return 1.0
-    return float(np.corrcoef(a.ravel(), a[:, ::-1].ravel())[0, 1])
+    return _mirror(_thumb(gray))
+
+
+def gate_measures(gray: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """:func:`gate_features`, :func:`detail` and :func:`mirror` of one gray image, from one thumbnail."""
+    thumb = _thumb(gray)
+    return _ranks(thumb), _detail(thumb), _mirror(thumb)
 
 
 @dataclass(frozen=True)
@@ -129,8 +146,8 @@ class ChestGate:
 
     def score(self, gray: np.ndarray) -> GateScore:
         """Score one gray image ``(H, W)`` in [0, 1]."""
-        res, maha = self.distances(gate_features(gray)[None])
-        d, m = detail(gray), mirror(gray)
+        features, d, m = gate_measures(gray)
+        res, maha = self.distances(features[None])
         return GateScore(float(res[0]), float(maha[0]), d, m, bool(self.accepts(res, maha, np.array([d]), np.array([m]))[0]))
 
     def save(self, path: str | Path) -> None:
@@ -158,4 +175,4 @@ def _load_cached(path: str) -> ChestGate:
     return ChestGate.load(path)
 
 
-__all__ = ["MAX_MIRROR", "SIDE", "ChestGate", "GateScore", "bundled_gate", "detail", "gate_features", "mirror"]
+__all__ = ["MAX_MIRROR", "SIDE", "ChestGate", "GateScore", "bundled_gate", "detail", "gate_features", "gate_measures", "mirror"]
