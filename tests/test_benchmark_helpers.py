@@ -120,3 +120,25 @@ def test_composite_benchmark_votes_as_the_shipped_vote_predictor_does():
     assert scored.rates("rate")[0] == pytest.approx(18.0, abs=0.3)
     assert scored.rates("rate", pool=False)[0] == pytest.approx(np.median([m.predict(audio).rate_bpm for m in members]))
     assert scored.rates("rate", pool=False)[0] == pytest.approx(9.0, abs=0.3)
+
+
+def test_cxr_sources_end_to_end_row_trains_the_whole_network_on_a_fold(monkeypatch):
+    """The LOSO benchmark's V-BreathNet row: the network of its config, trained on the fold's
+    images, gives logits for any images and an epoch from 1 to the configured count."""
+    import numpy as np
+    import torch
+
+    import cxr_sources
+    from pulmo.cxr.config import load_cxr_config
+
+    def tiny(row, seed):
+        return load_cxr_config(cxr_sources.ROOT / "configs" / "experiments" / cxr_sources.ROWS[row]["end_to_end"],
+                               {"classes": ["Covid", "Normal", "Viral Pneumonia"], "image": {"size_px": 32},
+                                "train": {"seed": seed, "epochs": 2, "batch_size": 8}})
+
+    monkeypatch.setattr(cxr_sources, "end_to_end_config", tiny)
+    x = torch.rand(24, 1, 32, 32)
+    y = np.arange(24) % 3
+    logits, epoch = cxr_sources.fit_end_to_end("vbreathnet", x, y, np.arange(18), np.arange(18, 24), seed=0)
+    assert logits(np.array([0, 5, 23])).shape == (3, 3) and 1 <= epoch <= 2
+    assert "end_to_end" in cxr_sources.ROWS["vbreathnet"] and cxr_sources.ROWS["vbreathnet"]["explored_after_choice"]
