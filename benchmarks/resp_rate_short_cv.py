@@ -130,6 +130,58 @@ def page(row: str, seeds: list[int], folds: list[dict[str, Any]], reference: dic
     return "\n".join(lines) + "\n"
 
 
+def fold0_clips() -> dict[str, list[Any]]:
+    """The clips every short-clip bundling decision is made (``val``, ``synthetic_val``) and
+    reported (``test``, ``synthetic``) on: fold 0's RRuJO subjects, and held-out synthetic recordings."""
+    from resp_rate_composite import SYNTHETIC_VAL_SEED
+
+    from pulmo.resp_rate.evaluate import synthetic_test_set
+
+    items = fold_items(0, None)
+    return {"val": cut_clips(items["val"], CLIP_SEED), "test": cut_clips(items["test"], CLIP_SEED + 1),
+            "synthetic_val": cut_clips(synthetic_test_set(2000, n_per_band=20, seed=SYNTHETIC_VAL_SEED), CLIP_SEED + 2, 1),
+            "synthetic": cut_clips(synthetic_test_set(2000), CLIP_SEED + 3, 1)}
+
+
+def heavy_rule(dest: Path, heavy_above_bpm: float) -> str:
+    """The bundled short-clip vote at ``dest`` with each composite's heavy calls counting only
+    above ``heavy_above_bpm`` (:func:`pulmo.resp_rate.predictor.gate_windows`), against the
+    vote as it is: the lower RRuJO validation-clip MAE wins, then the lower synthetic one
+    (``resp_rate_composite.validation_order``); the winner is written to ``dest``. Returns a
+    paragraph for the page."""
+    from resp_rate_composite import predictions_report, validation_order
+
+    from pulmo.engine.checkpoint import read_checkpoint
+    from pulmo.resp_rate.predictor import predictor_from_checkpoint, save_vote
+
+    current = read_checkpoint(dest)
+    ruled = {**current, "vote": [{**m, "composite": {**m["composite"], "heavy_above_bpm": heavy_above_bpm}}
+                                 for m in current["vote"]]}
+    clips = fold0_clips()
+    reps = {}
+    for name, bundle in (("as bundled", current), (f"heavy calls above {heavy_above_bpm:g} bpm only", ruled)):
+        model = predictor_from_checkpoint(bundle)
+        reps[name] = {k: predictions_report(c, [model.predict(it.samples).rate_bpm for it in c]) for k, c in clips.items()}
+    order = {n: validation_order({"rrujo_val_mae": r["val"]["mae"], "synthetic_val_mae": r["synthetic_val"]["mae"]})
+             for n, r in reps.items()}
+    chosen = min(order, key=order.get)
+    lines = ["\n## Heavy calls in the bundled composites (fold 0)\n", "| composites' heavy calls | RRuJO val MAE | synthetic val "
+             "MAE | RRuJO test MAE / CCC | synthetic test MAE / CCC |", "|---|---|---|---|---|"]
+    lines += [f"| {n}{' (chosen)' if n == chosen else ''} | {r['val']['mae']:.2f} | {r['synthetic_val']['mae']:.2f} | "
+              f"{r['test']['mae']:.2f} / {r['test']['ccc']:.3f} | {r['synthetic']['mae']:.2f} / {r['synthetic']['ccc']:.3f} |"
+              for n, r in reps.items()]
+    lines.append(f"\nChosen on validation clips ({len(clips['val'])} RRuJO, {len(clips['synthetic_val'])} synthetic): "
+                 f"**{chosen}**.")
+    if chosen != "as bundled":
+        r = reps[chosen]
+        metrics = {"val_clips": r["val"]["mae"], "clip_seconds": current["metrics"]["clip_seconds"],
+                   **{f"{k}_clips": {m: v for m, v in r[k].items() if m not in ("predictions", "by_group")}
+                      for k in ("test", "synthetic")}}
+        save_vote(dest, f"{current['name']}, heavy calls above {heavy_above_bpm:g} bpm", ruled["vote"], metrics)
+        lines[-1] += f" Written to `{shown(dest)}` ({dest.stat().st_size / 1e3:.0f} kB)."
+    return "\n".join(lines) + "\n"
+
+
 def bundle_short(row: str, seeds: list[int], runs: Path, fold0: dict[str, Any], dest: Path) -> str:
     """Pair ``row``'s fold-0 networks (each with the clip rule it chose on fold-0 validation
     clips) with the breathing members of the short-clip model bundled at ``dest``, choose who
@@ -138,10 +190,9 @@ def bundle_short(row: str, seeds: list[int], runs: Path, fold0: dict[str, Any], 
     is lower than the bundled model's on the same clips. Returns a paragraph for the page."""
     from dataclasses import asdict
 
-    from resp_rate_composite import MIXED_VOTE, SYNTHETIC_VAL_SEED, Scored, choose_gate, gate_name, predictions_report
+    from resp_rate_composite import MIXED_VOTE, Scored, choose_gate, gate_name, predictions_report
 
     from pulmo.engine.checkpoint import half_precision, read_checkpoint
-    from pulmo.resp_rate.evaluate import synthetic_test_set
     from pulmo.resp_rate.net import build_from_rr_checkpoint
     from pulmo.resp_rate.predictor import composite_checkpoint, predictor_from_checkpoint, save_vote
 
@@ -155,10 +206,7 @@ def bundle_short(row: str, seeds: list[int], runs: Path, fold0: dict[str, Any], 
         b["state_dict"] = half_precision(b["state_dict"])
         r_bundles.append(b)
     r_nets, b_nets = ([predictor_from_checkpoint(b) for b in bs] for bs in (r_bundles, b_bundles))
-    items = fold_items(0, None)
-    clips = {"val": cut_clips(items["val"], CLIP_SEED), "test": cut_clips(items["test"], CLIP_SEED + 1),
-             "synthetic_val": cut_clips(synthetic_test_set(2000, n_per_band=20, seed=SYNTHETIC_VAL_SEED), CLIP_SEED + 2, 1),
-             "synthetic": cut_clips(synthetic_test_set(2000), CLIP_SEED + 3, 1)}
+    clips = fold0_clips()
     scored = {k: Scored(c, r_nets, b_nets) for k, c in clips.items()}
     vote, gate, check, table = choose_gate(scored["val"], scored["synthetic_val"])
     name = gate_name(gate, check, vote)
@@ -195,7 +243,26 @@ def main() -> None:
     ap.add_argument("--train-only", action="store_true")
     ap.add_argument("--bundle", type=Path, help="the bundled short-clip model (src/pulmo/assets/resp_rate_short.pt): "
                     "replaced by composites of this row's fold-0 networks where they score lower on validation clips")
+    ap.add_argument("--heavy-rule", type=float, metavar="BPM", help="with --bundle and no --row: only compare the bundled "
+                    "vote with its composites' heavy calls counting above BPM, keep the better on validation clips, and "
+                    "write results/resp_rate_short_heavy_rule.md")
     args = ap.parse_args()
+    if args.heavy_rule is not None:
+        if not args.bundle:
+            ap.error("--heavy-rule needs --bundle")
+        import torch
+
+        torch.set_num_threads(1)
+        from pulmo.engine.train import cpu_model_name
+
+        command = f"PULMO_DATA=../shared/data python benchmarks/resp_rate_short_cv.py {' '.join(sys.argv[1:])}"
+        start = time.time()
+        found = heavy_rule(args.bundle, args.heavy_rule)
+        text = (f"# Short-clip model: heavy calls\n\n`{command}` ({time.time() - start:.0f} s, 1 thread, CPU "
+                f"{cpu_model_name()})\n" + found)
+        (ROOT / "results" / "resp_rate_short_heavy_rule.md").write_text(text)
+        print(text)
+        return
     args.results = args.results or ROOT / "results" / f"resp_rate_short_cv_{args.row}"
     import torch
 

@@ -40,6 +40,14 @@ def test_gate_takes_the_breathing_members_rate_outside_normal_breathing():
     np.testing.assert_allclose(gate_windows(rate, breathing, 20.5).rate_bpm, [0.5, 40.0, 26.0, 21.0])
 
 
+def test_a_heavy_call_at_a_resting_rate_stays_with_the_rate_member():
+    rate = _windows([10.0, 12.0, 19.0, 20.0], [1, 1, 1, 1])
+    breathing = _windows([0.5, 40.0, 18.0, 21.0], [0, 2, 2, 1])  # none, heavy at 40, heavy at 18, normal
+    np.testing.assert_allclose(gate_windows(rate, breathing, None, heavy_above_bpm=25.0).rate_bpm, [0.5, 40.0, 19.0, 20.0])
+    np.testing.assert_allclose(gate_windows(rate, breathing, 20.5, heavy_above_bpm=25.0).rate_bpm, [0.5, 40.0, 19.0, 21.0])
+    np.testing.assert_allclose(gate_windows(rate, breathing, None).rate_bpm, [0.5, 40.0, 18.0, 20.0])  # the rule off
+
+
 def test_gate_refuses_windows_that_do_not_line_up():
     with pytest.raises(CheckpointError, match="same windows"):
         gate_windows(_windows([10.0, 12.0], [1, 1]), _windows([10.0], [1]), None)
@@ -91,6 +99,10 @@ def test_composite_round_trip_matches_its_members(members, composite):
     np.testing.assert_allclose(got.rate_bpm, expected.rate_bpm, rtol=1e-6)
     np.testing.assert_allclose(got.breath_probs, expected.breath_probs, rtol=1e-6)
     assert model.clip == rate.clip
+    assert model.heavy_above_bpm is None  # a composite written without the heavy-call rule
+    ruled = predictor_from_checkpoint({**bundle, "composite": {**bundle["composite"], "heavy_above_bpm": 25.0}})
+    np.testing.assert_allclose(ruled.windows(x).rate_bpm,
+                               gate_windows(rate.windows(x), breathing.windows(x), 25.0, 25.0).rate_bpm, rtol=1e-6)
 
 
 def test_composite_members_must_share_windows(members, folder):

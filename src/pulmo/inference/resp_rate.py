@@ -353,7 +353,8 @@ def aggregate_description(predictor: RatePredictor, weight: bool = True) -> str:
     clip = predictor.clip
     gate = ""
     if isinstance(predictor, CompositePredictor):
-        gate = (" (window rates from the rate member, or from the breathing member where it calls the window none or heavy"
+        heavy = "heavy" if predictor.heavy_above_bpm is None else f"heavy with its rate above {predictor.heavy_above_bpm:g} bpm"
+        gate = (f" (window rates from the rate member, or from the breathing member where it calls the window none or {heavy}"
                 + (f" or reads above {predictor.gate_above_bpm:g} bpm)" if predictor.gate_above_bpm is not None else ")"))
     if clip.posterior_weight is not None:
         how = (f"the envelope-spectrum peak that best fits the mean rate distribution of {clip.window_s:g} s windows every "

@@ -22,7 +22,8 @@ their recording rates (:func:`vote_rate`).
 
 A composite checkpoint is a project checkpoint (:mod:`pulmo.engine.checkpoint`) with no
 weights of its own and ``composite = {"rate": bundle, "breathing": bundle,
-"gate_above_bpm": float | None}``, each bundle a whole single-network resp-rate checkpoint
+"gate_above_bpm": float | None, "heavy_above_bpm": float | None}`` (the second may be
+absent: None), each bundle a whole single-network resp-rate checkpoint
 dict; a vote checkpoint likewise holds ``vote = [bundle, ...]``, each a single-network or
 composite checkpoint dict.
 """
@@ -45,6 +46,7 @@ from pulmo.resp_rate.net import (RateDistribution, RateNet, WindowPredictions, a
                                  fitted_rate, mean_rate_distribution, predict_windows, recording_distribution, recording_rate)
 
 NORMAL = BREATH_CLASSES.index("normal")
+HEAVY = BREATH_CLASSES.index("heavy")
 
 
 @dataclass
@@ -104,15 +106,21 @@ class NetPredictor:
         return predict_with_own_clip(self, samples)
 
 
-def gate_windows(rate: WindowPredictions, breathing: WindowPredictions, gate_above_bpm: float | None) -> WindowPredictions:
+def gate_windows(rate: WindowPredictions, breathing: WindowPredictions, gate_above_bpm: float | None,
+                 heavy_above_bpm: float | None = None) -> WindowPredictions:
     """Combine two members' predictions of the same windows: the breathing member's classes
-    and noise probabilities everywhere; its rate and count in windows it calls none or heavy,
-    or (``gate_above_bpm`` not None) where its rate exceeds ``gate_above_bpm``; the rate
-    member's rate and count elsewhere, and its rate distributions there (rows of NaN where
+    and noise probabilities everywhere; its rate and count in windows it calls none or heavy
+    (with ``heavy_above_bpm`` not None, a heavy call counts only where its own rate is above
+    it: heavy breathing is a rate above 25 bpm, so a heavy call at a lower rate contradicts
+    itself), or (``gate_above_bpm`` not None) where its rate exceeds ``gate_above_bpm``; the
+    rate member's rate and count elsewhere, and its rate distributions there (rows of NaN where
     the breathing member's rate is taken). Shapes as :class:`WindowPredictions` ``(W,)``."""
     if not np.array_equal(rate.starts_s, breathing.starts_s) or rate.window_s != breathing.window_s:
         raise CheckpointError("composite members must score the same windows (window, hop and rate differ)")
-    use = breathing.breath_probs.argmax(1) != NORMAL
+    calls = breathing.breath_probs.argmax(1)
+    use = calls != NORMAL
+    if heavy_above_bpm is not None:
+        use &= (calls != HEAVY) | (breathing.rate_bpm > heavy_above_bpm)
     if gate_above_bpm is not None:
         use |= breathing.rate_bpm > gate_above_bpm
     return WindowPredictions(
@@ -134,6 +142,7 @@ class CompositePredictor:
     rate: NetPredictor
     breathing: NetPredictor
     gate_above_bpm: float | None = None
+    heavy_above_bpm: float | None = None
 
     def __post_init__(self) -> None:
         check_same_windows("composite", [self.rate.clip, self.breathing.clip])
@@ -143,11 +152,12 @@ class CompositePredictor:
         return self.rate.clip
 
     def windows(self, samples: np.ndarray) -> WindowPredictions:
-        return gate_windows(self.rate.windows(samples), self.breathing.windows(samples), self.gate_above_bpm)
+        return gate_windows(self.rate.windows(samples), self.breathing.windows(samples), self.gate_above_bpm,
+                            self.heavy_above_bpm)
 
     def predict(self, samples: np.ndarray) -> RecordingPrediction:
         breathing = self.breathing.windows(samples)
-        gated = gate_windows(self.rate.windows(samples), breathing, self.gate_above_bpm)
+        gated = gate_windows(self.rate.windows(samples), breathing, self.gate_above_bpm, self.heavy_above_bpm)
         return made_from(samples, gated, *composite_rate_source(gated, breathing, self.clip, self.breathing.clip))
 
 
@@ -273,7 +283,8 @@ def predictor_from_checkpoint(bundle: Mapping[str, Any]) -> NetPredictor | Compo
     if not {"rate", "breathing"} <= set(parts):
         raise CheckpointError("a composite resp-rate checkpoint needs 'rate' and 'breathing' members")
     return CompositePredictor(NetPredictor(*build_from_rr_checkpoint(parts["rate"])),
-                              NetPredictor(*build_from_rr_checkpoint(parts["breathing"])), parts.get("gate_above_bpm"))
+                              NetPredictor(*build_from_rr_checkpoint(parts["breathing"])), parts.get("gate_above_bpm"),
+                              parts.get("heavy_above_bpm"))
 
 
 def checkpoint_clip(bundle: Mapping[str, Any]) -> ClipConfig:
@@ -293,17 +304,19 @@ def breathing_bundle(bundle: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def composite_checkpoint(name: str, rate: dict[str, Any], breathing: dict[str, Any], gate_above_bpm: float | None,
-                         metrics: dict[str, Any]) -> dict[str, Any]:
-    """A composite checkpoint dict from two single-network resp-rate checkpoint dicts.
-    ``metrics`` should hold the composite's own scores; its ``subjects`` default to the union
-    of the members'."""
+                         metrics: dict[str, Any], heavy_above_bpm: float | None = None) -> dict[str, Any]:
+    """A composite checkpoint dict from two single-network resp-rate checkpoint dicts (the
+    gate: :func:`gate_windows`). ``metrics`` should hold the composite's own scores; its
+    ``subjects`` default to the union of the members'."""
     for role, b in (("rate", rate), ("breathing", breathing)):
         if b.get("task") != "resp-rate" or "composite" in b or "vote" in b:
             raise CheckpointError(f"the {role} member must be a single-network resp-rate checkpoint")
     check_same_windows("composite", [checkpoint_clip(rate), checkpoint_clip(breathing)])
     fields = {"task": "resp-rate", "name": name, "labels": list(BREATH_CLASSES),
-              "composite": {"rate": rate, "breathing": breathing, "gate_above_bpm": gate_above_bpm}}
-    config = {"rate_member": rate.get("name"), "breathing_member": breathing.get("name"), "gate_above_bpm": gate_above_bpm}
+              "composite": {"rate": rate, "breathing": breathing, "gate_above_bpm": gate_above_bpm,
+                            "heavy_above_bpm": heavy_above_bpm}}
+    config = {"rate_member": rate.get("name"), "breathing_member": breathing.get("name"), "gate_above_bpm": gate_above_bpm,
+              "heavy_above_bpm": heavy_above_bpm}
     return checkpoint_dict(fields, {}, {"subjects": seen_subjects([rate, breathing]), **metrics}, config)
 
 
