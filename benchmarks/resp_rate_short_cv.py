@@ -12,6 +12,7 @@ that best fits its distribution with a weight; the lowest validation-clip MAE wi
 Writes ``results/resp_rate_short_cv_<row>.md|json``.
 
     PULMO_DATA=../shared/data python benchmarks/resp_rate_short_cv.py --row short_bins --seeds 0
+    PULMO_DATA=../shared/data python benchmarks/resp_rate_short_cv.py --bundle src/pulmo/assets/resp_rate_short.pt --heavy-rule 25
 """
 
 from __future__ import annotations
@@ -144,23 +145,23 @@ def fold0_clips() -> dict[str, list[Any]]:
 
 
 def heavy_rule(dest: Path, heavy_above_bpm: float) -> str:
-    """The bundled short-clip vote at ``dest`` with each composite's heavy calls counting only
-    above ``heavy_above_bpm`` (:func:`pulmo.resp_rate.predictor.gate_windows`), against the
-    vote as it is: the lower RRuJO validation-clip MAE wins, then the lower synthetic one
-    (``resp_rate_composite.validation_order``); the winner is written to ``dest``. Returns a
-    paragraph for the page."""
+    """The bundled short-clip vote at ``dest`` with every heavy call of its composites' breathing
+    members handing a window over, against the same vote with heavy calls counting only above
+    ``heavy_above_bpm`` (:func:`pulmo.resp_rate.predictor.gate_windows`): the lower RRuJO
+    validation-clip MAE wins, then the lower synthetic one (``resp_rate_composite.validation_order``);
+    the winner is written to ``dest`` (so a rerun makes the same choice). Returns a paragraph for the page."""
     from resp_rate_composite import predictions_report, validation_order
 
     from pulmo.engine.checkpoint import read_checkpoint
     from pulmo.resp_rate.predictor import predictor_from_checkpoint, save_vote
 
     current = read_checkpoint(dest)
-    ruled = {**current, "vote": [{**m, "composite": {**m["composite"], "heavy_above_bpm": heavy_above_bpm}}
-                                 for m in current["vote"]]}
+    variants = {name: [{**m, "composite": {**m["composite"], "heavy_above_bpm": bpm}} for m in current["vote"]]
+                for name, bpm in (("every heavy call", None), (f"heavy calls above {heavy_above_bpm:g} bpm only", heavy_above_bpm))}
     clips = fold0_clips()
     reps = {}
-    for name, bundle in (("as bundled", current), (f"heavy calls above {heavy_above_bpm:g} bpm only", ruled)):
-        model = predictor_from_checkpoint(bundle)
+    for name, members in variants.items():
+        model = predictor_from_checkpoint({**current, "vote": members})
         reps[name] = {k: predictions_report(c, [model.predict(it.samples).rate_bpm for it in c]) for k, c in clips.items()}
     order = {n: validation_order({"rrujo_val_mae": r["val"]["mae"], "synthetic_val_mae": r["synthetic_val"]["mae"]})
              for n, r in reps.items()}
@@ -170,15 +171,15 @@ def heavy_rule(dest: Path, heavy_above_bpm: float) -> str:
     lines += [f"| {n}{' (chosen)' if n == chosen else ''} | {r['val']['mae']:.2f} | {r['synthetic_val']['mae']:.2f} | "
               f"{r['test']['mae']:.2f} / {r['test']['ccc']:.3f} | {r['synthetic']['mae']:.2f} / {r['synthetic']['ccc']:.3f} |"
               for n, r in reps.items()]
+    r = reps[chosen]
+    metrics = {"val_clips": r["val"]["mae"], "clip_seconds": current["metrics"]["clip_seconds"],
+               **{f"{k}_clips": {m: v for m, v in r[k].items() if m not in ("predictions", "by_group")}
+                  for k in ("test", "synthetic")}}
+    base_name = current["name"].split(", heavy calls above")[0]
+    rule = variants[chosen][0]["composite"]["heavy_above_bpm"]
+    save_vote(dest, base_name + (f", heavy calls above {rule:g} bpm" if rule is not None else ""), variants[chosen], metrics)
     lines.append(f"\nChosen on validation clips ({len(clips['val'])} RRuJO, {len(clips['synthetic_val'])} synthetic): "
-                 f"**{chosen}**.")
-    if chosen != "as bundled":
-        r = reps[chosen]
-        metrics = {"val_clips": r["val"]["mae"], "clip_seconds": current["metrics"]["clip_seconds"],
-                   **{f"{k}_clips": {m: v for m, v in r[k].items() if m not in ("predictions", "by_group")}
-                      for k in ("test", "synthetic")}}
-        save_vote(dest, f"{current['name']}, heavy calls above {heavy_above_bpm:g} bpm", ruled["vote"], metrics)
-        lines[-1] += f" Written to `{shown(dest)}` ({dest.stat().st_size / 1e3:.0f} kB)."
+                 f"**{chosen}**; written to `{shown(dest)}` ({dest.stat().st_size / 1e3:.0f} kB).")
     return "\n".join(lines) + "\n"
 
 
@@ -243,19 +244,19 @@ def main() -> None:
     ap.add_argument("--train-only", action="store_true")
     ap.add_argument("--bundle", type=Path, help="the bundled short-clip model (src/pulmo/assets/resp_rate_short.pt): "
                     "replaced by composites of this row's fold-0 networks where they score lower on validation clips")
-    ap.add_argument("--heavy-rule", type=float, metavar="BPM", help="with --bundle and no --row: only compare the bundled "
-                    "vote with its composites' heavy calls counting above BPM, keep the better on validation clips, and "
-                    "write results/resp_rate_short_heavy_rule.md")
+    ap.add_argument("--heavy-rule", type=float, metavar="BPM", help="with --bundle: only compare the bundled "
+                    "vote with every heavy call handing a window over and with heavy calls counting above BPM only, write "
+                    "the better on validation clips, and results/resp_rate_short_heavy_rule.md")
     args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    from pulmo.engine.train import cpu_model_name
+
+    command = f"PULMO_DATA=../shared/data python benchmarks/resp_rate_short_cv.py {' '.join(sys.argv[1:])}"
     if args.heavy_rule is not None:
         if not args.bundle:
             ap.error("--heavy-rule needs --bundle")
-        import torch
-
-        torch.set_num_threads(1)
-        from pulmo.engine.train import cpu_model_name
-
-        command = f"PULMO_DATA=../shared/data python benchmarks/resp_rate_short_cv.py {' '.join(sys.argv[1:])}"
         start = time.time()
         found = heavy_rule(args.bundle, args.heavy_rule)
         text = (f"# Short-clip model: heavy calls\n\n`{command}` ({time.time() - start:.0f} s, 1 thread, CPU "
@@ -264,18 +265,12 @@ def main() -> None:
         print(text)
         return
     args.results = args.results or ROOT / "results" / f"resp_rate_short_cv_{args.row}"
-    import torch
-
-    torch.set_num_threads(1)
-    from pulmo.engine.train import cpu_model_name
-
     t0 = time.time()
     models = [[train_fold(args.row, f, seed, args.runs) for seed in args.seeds] for f in range(FOLDS)]
     if args.train_only:
         return
     folds = [fold_scores(m, f) for f, m in enumerate(models)]
     reference = json.loads((ROOT / "results" / "resp_rate_short.json").read_text())["cross_validation"]
-    command = f"PULMO_DATA=../shared/data python benchmarks/resp_rate_short_cv.py {' '.join(sys.argv[1:])}"
     text = page(args.row, args.seeds, folds, reference, command, time.time() - t0, cpu_model_name())
     if args.bundle:
         text += bundle_short(args.row, args.seeds, args.runs, folds[0], args.bundle)
