@@ -46,6 +46,8 @@ def test_a_heavy_call_at_a_resting_rate_stays_with_the_rate_member():
     np.testing.assert_allclose(gate_windows(rate, breathing, None, heavy_above_bpm=25.0).rate_bpm, [0.5, 40.0, 19.0, 20.0])
     np.testing.assert_allclose(gate_windows(rate, breathing, 20.5, heavy_above_bpm=25.0).rate_bpm, [0.5, 40.0, 19.0, 21.0])
     np.testing.assert_allclose(gate_windows(rate, breathing, None).rate_bpm, [0.5, 40.0, 18.0, 20.0])  # the rule off
+    ruled = gate_windows(rate, breathing, None, heavy_above_bpm=25.0)
+    assert ruled.breath_probs.argmax(1).tolist() == [0, 2, 1, 1]  # the overruled heavy call takes the rate member's class
 
 
 def test_gate_refuses_windows_that_do_not_line_up():

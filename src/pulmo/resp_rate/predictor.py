@@ -112,21 +112,24 @@ def gate_windows(rate: WindowPredictions, breathing: WindowPredictions, gate_abo
     and noise probabilities everywhere; its rate and count in windows it calls none or heavy
     (with ``heavy_above_bpm`` not None, a heavy call counts only where its own rate is above
     it: heavy breathing is a rate above 25 bpm, so a heavy call at a lower rate contradicts
-    itself), or (``gate_above_bpm`` not None) where its rate exceeds ``gate_above_bpm``; the
+    itself, and such a window takes the rate member's classes too), or (``gate_above_bpm`` not None) where its rate exceeds ``gate_above_bpm``; the
     rate member's rate and count elsewhere, and its rate distributions there (rows of NaN where
     the breathing member's rate is taken). Shapes as :class:`WindowPredictions` ``(W,)``."""
     if not np.array_equal(rate.starts_s, breathing.starts_s) or rate.window_s != breathing.window_s:
         raise CheckpointError("composite members must score the same windows (window, hop and rate differ)")
     calls = breathing.breath_probs.argmax(1)
     use = calls != NORMAL
+    breath_probs = breathing.breath_probs
     if heavy_above_bpm is not None:
-        use &= (calls != HEAVY) | (breathing.rate_bpm > heavy_above_bpm)
+        contradicted = (calls == HEAVY) & (breathing.rate_bpm <= heavy_above_bpm)
+        use &= ~contradicted
+        breath_probs = np.where(contradicted[:, None], rate.breath_probs, breathing.breath_probs)
     if gate_above_bpm is not None:
         use |= breathing.rate_bpm > gate_above_bpm
     return WindowPredictions(
         starts_s=breathing.starts_s, window_s=breathing.window_s,
         rate_bpm=np.where(use, breathing.rate_bpm, rate.rate_bpm), count=np.where(use, breathing.count, rate.count),
-        breath_probs=breathing.breath_probs, noise_probs=breathing.noise_probs,
+        breath_probs=breath_probs, noise_probs=breathing.noise_probs,
         rate_probs=None if rate.rate_probs is None else np.where(use[:, None], np.nan, rate.rate_probs),
         rate_bins_bpm=rate.rate_bins_bpm,
     )
