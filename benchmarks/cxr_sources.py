@@ -184,10 +184,11 @@ def bundled_head() -> torch.nn.Module:
     return head.eval()
 
 
-def fit_one(row: str, feats: np.ndarray, y: np.ndarray, src: list[str], groups: list[str], train: np.ndarray,
-            seed: int) -> tuple[Any, np.ndarray, int]:
-    """Fit ``row`` on images ``train`` (an inner 15 % patient-grouped split of them validates).
-    Returns ``(predict(idx) -> logits, val_idx, best_epoch)``."""
+def fit_one(row: str, feats: np.ndarray | torch.Tensor, y: np.ndarray, src: list[str], groups: list[str],
+            train: np.ndarray, seed: int) -> tuple[Any, np.ndarray, int]:
+    """Fit ``row`` on images ``train`` (an inner 15 % patient-grouped split of them validates);
+    ``feats`` is what :func:`row_inputs` gives for the row. Returns ``(predict(idx) -> logits,
+    val_idx, best_epoch)``."""
     from sklearn.linear_model import LogisticRegression
 
     from pulmo.cxr.heads import HeadSpec, head_logits, train_head

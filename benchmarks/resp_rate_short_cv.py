@@ -29,7 +29,7 @@ import numpy as np
 from bench_format import mean_std
 from resp_rate import pooled_report, shown
 from resp_rate_composite import fold_items
-from resp_rate_short import CLIP_SEED, cut_clips
+from resp_rate_short import CLIP_SECONDS, CLIP_SEED, cut_clips
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -144,6 +144,13 @@ def fold0_clips() -> dict[str, list[Any]]:
             "synthetic": cut_clips(synthetic_test_set(2000), CLIP_SEED + 3, 1)}
 
 
+def stored_metrics(val_mae: float, reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What a bundled short-clip vote stores about itself: its validation-clip MAE, the clip
+    lengths, and its reports on the clips of ``reports`` (``test``, ``synthetic``) without their predictions."""
+    return {"val_clips": val_mae, "clip_seconds": list(CLIP_SECONDS),
+            **{f"{k}_clips": {m: v for m, v in r.items() if m not in ("predictions", "by_group")} for k, r in reports.items()}}
+
+
 def heavy_rule(dest: Path, heavy_above_bpm: float) -> str:
     """The bundled short-clip vote at ``dest`` with every heavy call of its composites' breathing
     members handing a window over, against the same vote with heavy calls counting only above
@@ -172,9 +179,7 @@ def heavy_rule(dest: Path, heavy_above_bpm: float) -> str:
               f"{r['test']['mae']:.2f} / {r['test']['ccc']:.3f} | {r['synthetic']['mae']:.2f} / {r['synthetic']['ccc']:.3f} |"
               for n, r in reps.items()]
     r = reps[chosen]
-    metrics = {"val_clips": r["val"]["mae"], "clip_seconds": current["metrics"]["clip_seconds"],
-               **{f"{k}_clips": {m: v for m, v in r[k].items() if m not in ("predictions", "by_group")}
-                  for k in ("test", "synthetic")}}
+    metrics = stored_metrics(r["val"]["mae"], {k: r[k] for k in ("test", "synthetic")})
     base_name = current["name"].split(", heavy calls above")[0]
     rule = variants[chosen][0]["composite"]["heavy_above_bpm"]
     save_vote(dest, base_name + (f", heavy calls above {rule:g} bpm" if rule is not None else ""), variants[chosen], metrics)
@@ -228,8 +233,7 @@ def bundle_short(row: str, seeds: list[int], runs: Path, fold0: dict[str, Any], 
                                     {**r, "audio": {**r["audio"], "three_halves_check": check}} if check is not None else r,
                                     b, gate, {}) for r, b in zip(r_bundles, b_bundles)]
     members += b_bundles if vote == MIXED_VOTE else []
-    metrics = {"val_clips": new_val, "clip_seconds": [4.0, 7.0],
-               **{f"{k}_clips": {m: v for m, v in reps[k].items() if m not in ("predictions", "by_group")} for k in reps}}
+    metrics = stored_metrics(new_val, reps)
     save_vote(dest, f"vote(composite {rate_row} + {b_bundles[0]['name']}, seeds {', '.join(map(str, seeds))}, short clips)",
               members, metrics)
     return text + f" Lower: written to `{shown(dest)}` ({dest.stat().st_size / 1e3:.0f} kB).\n"

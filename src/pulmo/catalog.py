@@ -8,7 +8,6 @@ loading their weights.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -124,12 +123,12 @@ def model_title(checkpoint_file: str, sha256_prefix: str, stored_name: str) -> s
     SHA-256 starting with ``sha256_prefix``) by its name and the head of its description
     ("resp-rate model: vote of five LSTM composites"), any other by the name stored in it (the
     name of the experiment that trained it)."""
+    from pulmo.engine.checkpoint import file_hash  # here, not at the top: listing models must not import torch
+
     for name, (file, _, _, description) in BUNDLED.items():
         path = ASSETS / file
-        if file == checkpoint_file and sha256_prefix and path.is_file():
-            with path.open("rb") as fh:
-                if hashlib.file_digest(fh, "sha256").hexdigest().startswith(sha256_prefix):
-                    return f"{name} model: {description.split(': ')[0]}"
+        if file == checkpoint_file and sha256_prefix and path.is_file() and file_hash(path).startswith(sha256_prefix):
+            return f"{name} model: {description.split(': ')[0]}"
     return stored_name
 
 

@@ -112,9 +112,9 @@ def gate_windows(rate: WindowPredictions, breathing: WindowPredictions, gate_abo
     and noise probabilities everywhere; its rate and count in windows it calls none or heavy
     (with ``heavy_above_bpm`` not None, a heavy call counts only where its own rate is above
     it: heavy breathing is a rate above 25 bpm, so a heavy call at a lower rate contradicts
-    itself, and such a window takes the rate member's classes too), or (``gate_above_bpm`` not None) where its rate exceeds ``gate_above_bpm``; the
-    rate member's rate and count elsewhere, and its rate distributions there (rows of NaN where
-    the breathing member's rate is taken). Shapes as :class:`WindowPredictions` ``(W,)``."""
+    itself, and such a window takes the rate member's classes too), or (``gate_above_bpm`` not
+    None) where its rate exceeds ``gate_above_bpm``; the rate member's rate and count elsewhere,
+    and its rate distributions there (rows of NaN where the breathing member's rate is taken). Shapes as :class:`WindowPredictions` ``(W,)``."""
     if not np.array_equal(rate.starts_s, breathing.starts_s) or rate.window_s != breathing.window_s:
         raise CheckpointError("composite members must score the same windows (window, hop and rate differ)")
     calls = breathing.breath_probs.argmax(1)
