@@ -98,10 +98,9 @@ def chest_gray(size: tuple[int, int] | None = None) -> Image.Image:
     """A synthetic chest X-ray that passes the chest gate (:func:`pulmo.cxr.synthetic.chest_phantom`,
     8-bit gray, 512 px), resized to ``size`` (width, height) when given. (The bundled demo drawing
     is refused by the gate, so it would test the gate, not the file format.)"""
-    from pulmo.cxr.preprocess import to_uint8
-    from pulmo.cxr.synthetic import chest_phantom
+    from pulmo.cxr.synthetic import chest_phantom_image
 
-    im = Image.fromarray(to_uint8(chest_phantom(512)), "L")
+    im = chest_phantom_image(512)
     return im if size is None else im.resize(size, Image.Resampling.BILINEAR)
 
 

@@ -67,14 +67,11 @@ def samples() -> list[tuple[str, str, str, bytes]]:
     """The other capabilities, each on a sample it answers: ``(task, file name, what it is, bytes)``.
     The chest X-ray sample is a synthetic film the chest gate accepts (the bundled demo drawing
     is refused before the model, so it would time a refusal)."""
-    from PIL import Image
-
-    from pulmo.cxr.preprocess import to_uint8
-    from pulmo.cxr.synthetic import chest_phantom
+    from pulmo.cxr.synthetic import chest_phantom_image
 
     assets = ROOT / "src" / "pulmo" / "assets"
     chest = io.BytesIO()
-    Image.fromarray(to_uint8(chest_phantom(256)), "L").save(chest, format="PNG")
+    chest_phantom_image(256).save(chest, format="PNG")
     return [("resp-rate", "demo_breath.flac", "demo breath recording", (assets / "demo_breath.flac").read_bytes()),
             ("cxr", "chest_phantom.png", "synthetic chest X-ray", chest.getvalue()),
             ("detect", "demo_body_scan_16bit.png", "demo 16-bit body scan",

@@ -16,7 +16,8 @@ import numpy as np
 import soundfile as sf
 
 from pulmo.cxr.synthetic import chest_phantom  # noqa: F401  (re-exported for the tests)
-from pulmo.frontdoor.capabilities import Analysis, Figure, Table, sha256_file
+from pulmo.frontdoor.capabilities import Analysis, Figure, Table
+from pulmo.hashing import sha256_file
 
 
 def wav(path: Path, seconds: float = 3.0, rate: int = 4000, subtype: str = "PCM_16") -> Path:

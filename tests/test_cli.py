@@ -146,7 +146,7 @@ def test_analyze_windows_flag_asks_for_the_per_window_rate_table(capsys):
 
 def test_printed_output_names_a_bundled_model_by_its_card_and_another_by_its_stored_name():
     from pulmo.catalog import ASSETS, model_title
-    from pulmo.frontdoor.capabilities import sha256_file
+    from pulmo.hashing import sha256_file
 
     sha = sha256_file(ASSETS / "detect_yolov5n_baggage.pt")[:12]
     assert model_title("detect_yolov5n_baggage.pt", sha, "baggage_fig11_ideal_long_stage4") == \

@@ -10,7 +10,8 @@ import pytest
 import soundfile as sf
 
 from pulmo.cli import main
-from pulmo.frontdoor.capabilities import CAPABILITIES, Analysis, capability_names, envelope, sha256_file
+from pulmo.frontdoor.capabilities import CAPABILITIES, Analysis, capability_names, envelope
+from pulmo.hashing import sha256_file
 from pulmo.frontdoor.inputs import InputInfo, InputRejected, Limits, inspect_file, sniff
 from pulmo.frontdoor.lung_sounds import adventitious_probabilities
 from pulmo.frontdoor.report import render_html

@@ -13,7 +13,8 @@ import time
 import pytest
 
 from pulmo.cli import main
-from pulmo.frontdoor.capabilities import CAPABILITIES, capability_names, sha256_file
+from pulmo.frontdoor.capabilities import CAPABILITIES, capability_names
+from pulmo.hashing import sha256_file
 from pulmo.frontdoor.inputs import Limits
 from pulmo.inference.bundled import ASSETS, default_checkpoint
 from pulmo.data.audio_io import read_audio

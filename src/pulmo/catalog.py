@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pulmo.errors import CheckpointError
+from pulmo.hashing import sha256_file
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 
@@ -123,11 +124,9 @@ def model_title(checkpoint_file: str, sha256_prefix: str, stored_name: str) -> s
     SHA-256 starting with ``sha256_prefix``) by its name and the head of its description
     ("resp-rate model: vote of five LSTM composites"), any other by the name stored in it (the
     name of the experiment that trained it)."""
-    from pulmo.engine.checkpoint import file_hash  # here, not at the top: listing models must not import torch
-
     for name, (file, _, _, description) in BUNDLED.items():
         path = ASSETS / file
-        if file == checkpoint_file and sha256_prefix and path.is_file() and file_hash(path).startswith(sha256_prefix):
+        if file == checkpoint_file and sha256_prefix and path.is_file() and sha256_file(path).startswith(sha256_prefix):
             return f"{name} model: {description.split(': ')[0]}"
     return stored_name
 

@@ -76,6 +76,11 @@ def chest_phantom(size: int = 256, seed: int = 0) -> np.ndarray:
     return np.clip(img, 0, 1)
 
 
+def chest_phantom_image(size: int = 256, seed: int = 0) -> Image.Image:
+    """:func:`chest_phantom` as an 8-bit gray PIL image, ``size`` x ``size`` px."""
+    return Image.fromarray(to_uint8(chest_phantom(size, seed)), "L")
+
+
 def write_xray_folder(root: str | Path, classes: tuple[str, ...] = ("Covid", "Normal", "Viral Pneumonia"),
                       per_class: int = 4, size_px: int = 96, splits: tuple[str, ...] = (), seed: int = 0) -> Path:
     """Write PNGs as ``root/[split/]<class>/<i>.png``; returns ``root``."""

@@ -8,7 +8,6 @@ pulmo version. Loading needs nothing else.
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -21,6 +20,7 @@ import pulmo
 from pulmo.config import AudioConfig, ExperimentConfig
 from pulmo.engine.task import AudioClassifier
 from pulmo.errors import CheckpointError
+from pulmo.hashing import sha256_file
 from pulmo.features import create_features
 from pulmo.models import create_model
 
@@ -39,12 +39,8 @@ def git_commit() -> str:
 
 
 def file_hash(path: str | Path) -> str:
-    """First 12 hex digits of the file's SHA-256."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:12]
+    """First 12 hex digits of the file's SHA-256 (:func:`pulmo.hashing.sha256_file`)."""
+    return sha256_file(path)[:12]
 
 
 def half_precision(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -23,7 +23,6 @@ the model measured, which the report shows). Everything around it (envelope, rep
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ import pulmo
 from pulmo.errors import ConfigError, PulmoError
 from pulmo.frontdoor.inputs import InputInfo, Limits, inspect_file
 from pulmo.frontdoor.routing import Route, route_file
+from pulmo.hashing import sha256_file
 from pulmo.registry import Registry
 
 
@@ -112,14 +112,6 @@ def capability(name: str) -> Capability:
 def capability_names() -> list[str]:
     _import_all()
     return CAPABILITIES.names()
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 class PipelineCache:
