@@ -106,11 +106,29 @@ ROWS: dict[str, dict[str, Any]] = {
     # explored after the bundled model was chosen: the chosen recipe on 224-px features (not a bundling candidate)
     "gap_crop224_srcbal_harmonize": {"prep": "eq_crop_224", "balance": "source", "augment": True, "global_pool": True,
                                      "explored_after_choice": True},
+    # inference-time averaging on the bundled recipe (configs/experiments/cxr-sources/inference_rule.md, fixed before
+    # any of them was scored): over the plain image and its harmonising views, over 3 heads, or both
+    **{f"gap_crop_srcbal_harmonize{suffix}": {"prep": "eq_crop", "balance": "source", "augment": True,
+                                             "global_pool": True, "explored_after_choice": True, **extra}
+       for suffix, extra in (("_tta", {"tta": True}), ("_ens3", {"members": 3}),
+                             ("_ens3_tta", {"members": 3, "tta": True}))},
+    # the bundled recipe with a lung-segmentation crop (configs/experiments/cxr-sources/segmentation_rule.md, fixed before
+    # any of them was scored; features from benchmarks/cxr_lungseg.py): the box around the segmented lungs, and the same
+    # with everything outside the lungs blanked
+    **{f"gap_{prep[3:]}_srcbal_harmonize": {"prep": prep, "balance": "source", "augment": True, "global_pool": True,
+                                           "segmented": True, "explored_after_choice": True}
+       for prep in ("eq_seg", "eq_segmask")},
     # added after the choice: the paper's V-BreathNet trained end to end per fold, with its own preprocessing,
     # class balancing and augmentation (results/cxr.md's table4_vbreathnet row)
     "vbreathnet": {"prep": "minmax 96 px", "end_to_end": "vbreathnet/table4_vbreathnet.yaml", "explored_after_choice": True},
+    # added after the choice: the paper's Table 3 transfer baselines as results/cxr.md trains them (frozen backbone at
+    # random initialisation, no ImageNet weights installable offline, + the paper's head)
+    **{name: {"prep": "minmax 128 px", "end_to_end": f"vbreathnet/table3_{name}.yaml", "explored_after_choice": True}
+       for name in ("densenet121", "mobilenet_v2", "vgg16")},
 }
-CONTROLS = {"balance": "source", "augment": True, "crop": True, "adversary": True}
+#: sources whose films taught the lung segmenter: their LOSO folds read features cropped by a segmenter trained
+#: without them (``<prep>-no-<source>.npy``, benchmarks/cxr_lungseg.py)
+MASKED_SOURCES = ("hannover", "ieee8023")
 COVERAGE = 0.8
 K = len(OUTPUT_CLASSES)
 
@@ -210,8 +228,23 @@ def fit_one(row: str, feats: np.ndarray | torch.Tensor, y: np.ndarray, src: list
         return (lambda idx: clf.decision_function(pooled[idx])), va, 0
     hs = HeadSpec(balance=spec["balance"], augment=spec["augment"], adversary=spec.get("adversary", 0.0),
                   global_pool=spec.get("global_pool", False))
-    res = train_head(np.asarray(feats[:, tr]), y[tr], [src[i] for i in tr], np.asarray(feats[0, va]), y[va], hs, seed)
-    return (lambda idx: head_logits(res.head, np.asarray(feats[0, idx]))), va, res.best_epoch
+    fits = [train_head(np.asarray(feats[:, tr]), y[tr], [src[i] for i in tr], np.asarray(feats[0, va]), y[va], hs,
+                       seed + 100 * m) for m in range(spec.get("members", 1))]
+    if len(fits) == 1 and not spec.get("tta"):
+        return (lambda idx: head_logits(fits[0].head, np.asarray(feats[0, idx]))), va, fits[0].best_epoch
+    views = range(feats.shape[0]) if spec.get("tta") else [0]
+    return (lambda idx: averaged_logits([f.head for f in fits], [np.asarray(feats[v, idx]) for v in views])), va, \
+        fits[0].best_epoch
+
+
+def averaged_logits(heads: list[torch.nn.Module], views: list[np.ndarray]) -> np.ndarray:
+    """Log of the mean softmax of every head on every view ``(N, d, 3, 3)`` of the same images: ``(N, K)``."""
+    from scipy.special import softmax
+
+    from pulmo.cxr.heads import head_logits
+
+    p = np.mean([softmax(head_logits(h, v), axis=1) for h in heads for v in views], axis=0)
+    return np.log(np.clip(p, 1e-12, None))
 
 
 def run(rows: list[str], seeds: list[int], force: bool) -> None:
@@ -235,7 +268,9 @@ def run(rows: list[str], seeds: list[int], force: bool) -> None:
             for held in folds:
                 train = np.array([i for i, s in enumerate(src) if s != held])
                 test = np.array([i for i, s in enumerate(src) if s == held])
-                predict, va, epoch = fit_one(row, feats, y, src, groups, train, seed)
+                fold_feats = (load_features(f"{ROWS[row]['prep']}-no-{held}")
+                              if ROWS[row].get("segmented") and held in MASKED_SOURCES else feats)
+                predict, va, epoch = fit_one(row, fold_feats, y, src, groups, train, seed)
                 val_logits = predict(va)
                 t = fit_temperature(val_logits, y[va])
                 thr = coverage_threshold(calibrated_proba(val_logits, t), COVERAGE)
@@ -312,7 +347,8 @@ def probes(images: list[PooledImage]) -> list[list[str]]:
     groups = np.array([im.group for im in images])
     lab = np.array([im.label for im in images])
     rows = []
-    for prep in PREPROCESS:
+    seg_preps = [ROWS[r]["prep"] for r in ROWS if ROWS[r].get("segmented")]
+    for prep in [*PREPROCESS, *(p for p in seg_preps if (CACHE / f"{p}.npy").exists())]:
         f = np.asarray(load_features(prep)[0], dtype=np.float32).mean(axis=(2, 3))
         keep = src != "figure1"
         all_src = source_probe(f[keep], src[keep], groups[keep])
@@ -439,6 +475,8 @@ def report(bundle: bool) -> None:
         ctrl = "; ".join(k for k, ok in (("source-balanced", ROWS[row].get("balance") == "source"),
                                          ("harmonising views", ROWS[row].get("augment")),
                                          ("lung crop", "crop" in ROWS[row]["prep"]),
+                                         ("lung segmentation crop", "seg" in ROWS[row]["prep"]),
+                                         ("outside the lungs blanked", "segmask" in ROWS[row]["prep"]),
                                          ("source adversary", ROWS[row].get("adversary", 0) > 0),
                                          ("global pooling", ROWS[row].get("global_pool", False))) if ok) or "-"
         n_seeds = len(d["pooled_macro_f1"])
@@ -457,8 +495,17 @@ def report(bundle: bool) -> None:
            "`vbreathnet`: the paper's V-BreathNet trained end to end per fold from scratch as `results/cxr.md` "
            "trains it (`configs/experiments/vbreathnet/table4_vbreathnet.yaml`: 96 px gray, min-max contrast, "
            "classes balanced by augmented copies, RMSprop, 10 epochs, the epoch by inner-validation macro-F1), with "
-           "none of the shortcut controls; not a bundling candidate. The random-backbone transfer rows of "
-           "`results/cxr.md` were not rerun on this protocol.", "",
+           "none of the shortcut controls; not a bundling candidate. `densenet121`, `mobilenet_v2`, `vgg16`: the "
+           "paper's Table 3 transfer baselines as `results/cxr.md` trains them (`configs/experiments/vbreathnet/"
+           "table3_*.yaml`: the backbone frozen at random initialisation, since no ImageNet weights install offline, "
+           "and a new head; 128 px, min-max contrast), none of the shortcut controls. `..._tta`, `..._ens3`, "
+           "`..._ens3_tta`: the bundled recipe's predictions averaged over the plain image and its 4 harmonising "
+           "views, over 3 heads, or both (`configs/experiments/cxr-sources/inference_rule.md`). `gap_seg_...`, "
+           "`gap_segmask_...`: the bundled recipe with the heuristic box replaced by a lung-segmentation crop "
+           "(`benchmarks/cxr_lungseg.py`, `results/cxr_lungseg.md`; the hannover and ieee8023 folds use a "
+           "segmenter trained without their masks), or that crop with everything outside the lungs blanked "
+           "(`configs/experiments/cxr-sources/segmentation_rule.md`). Every row added after the bundled model was "
+           "chosen is marked as not a candidate under the first rule; the later rules' decisions are at the end.", "",
            "## Per held-out source (macro-F1 over the classes present; per-class F1)", "",
            "| row | " + " | ".join(folds) + " |", "|---|" + "---|" * len(folds)]
     for row, srcs in per_source.items():
@@ -479,7 +526,7 @@ def report(bundle: bool) -> None:
            "| features | all sources | within Covid | within Normal |", "|---|---|---|---|"]
     md += [f"| backbone, {r[0]} | {r[1]} | {r[2]} | {r[3]} |" for r in probes(images)]
     for row in summary:
-        if row == "logreg" or "end_to_end" in ROWS[row]:
+        if row == "logreg" or "end_to_end" in ROWS[row] or ROWS[row].get("tta") or ROWS[row].get("members"):
             continue
         a, c = hidden_probe(row, images)
         how = "as bundled before this study" if row == "bundled_current" else "trained on every source, seed 0"
@@ -493,6 +540,7 @@ def report(bundle: bool) -> None:
     md.append(f"Adult held-out sources, pooled macro-F1: {chosen} {new:.3f} vs the previous bundled model {old:.3f} "
               "(rule step 4).")
     md += bundle_model(chosen, summary, images) if bundle else bundled_lines()
+    md += later_decisions(summary)
     (RESULTS / "cxr_sources.md").write_text("\n".join(md) + "\n")
     keys = sorted({k for r in csv_rows for k in r}, key=lambda k: list(csv_rows[-1]).index(k) if k in csv_rows[-1] else 99)
     with open(RESULTS / "cxr_sources.csv", "w", newline="") as fh:
@@ -500,6 +548,46 @@ def report(bundle: bool) -> None:
         w.writeheader()
         w.writerows(csv_rows)
     print("\n".join(md))
+
+
+#: rules fixed after the bundled model was chosen: file -> (candidate rows, seeds a row must win of 3, the guard
+#: figure and whether higher is better there); each row is compared with the bundled recipe, seed by seed
+BASE_RECIPE = "gap_crop_srcbal_harmonize"
+LATER_RULES: dict[str, tuple[tuple[str, ...], int, str, bool]] = {
+    "inference_rule.md": (("gap_crop_srcbal_harmonize_tta", "gap_crop_srcbal_harmonize_ens3",
+                           "gap_crop_srcbal_harmonize_ens3_tta"), 3, "ece_after", False),
+    "segmentation_rule.md": (("gap_seg_srcbal_harmonize", "gap_segmask_srcbal_harmonize"), 2, "adult_macro_f1", True),
+}
+
+
+def later_decisions(summary: dict[str, dict[str, list[float]]]) -> list[str]:
+    """Markdown: what each of :data:`LATER_RULES` decides (a row qualifies with a mean pooled LOSO
+    macro-F1 gain of at least 0.02 over the bundled recipe, a win on enough paired seeds and its
+    guard figure no worse)."""
+    base = summary[BASE_RECIPE]
+    md = []
+    for rule, (rows, min_wins, guard, higher_better) in LATER_RULES.items():
+        present = [r for r in rows if r in summary and len(summary[r]["pooled_macro_f1"]) == len(base["pooled_macro_f1"])]
+        if not present:
+            continue
+        md += ["", f"## Decision of `configs/experiments/cxr-sources/{rule}`", "",
+               f"Against {BASE_RECIPE} (the bundled recipe), paired by seed: a row qualifies with a mean gain "
+               f"of at least 0.02, a win on at least {min_wins} of 3 seeds and a mean {guard} "
+               f"{'not lower' if higher_better else 'not higher'}.", "",
+               "| row | pooled macro-F1 gain per seed | mean gain | seeds won | " + guard + " (row vs bundled recipe) | qualifies |",
+               "|---|---|---|---|---|---|"]
+        gains = {}
+        for r in present:
+            d = np.array(summary[r]["pooled_macro_f1"]) - np.array(base["pooled_macro_f1"])
+            g_row, g_base = np.mean(summary[r][guard]), np.mean(base[guard])
+            ok = d.mean() >= 0.02 and (d > 0).sum() >= min_wins and (g_row >= g_base if higher_better else g_row <= g_base)
+            if ok:
+                gains[r] = d.mean()
+            md.append(f"| {r} | {' / '.join(f'{v:+.3f}' for v in d)} | {d.mean():+.3f} | {(d > 0).sum()} | "
+                      f"{g_row:.3f} vs {g_base:.3f} | {'yes' if ok else 'no'} |")
+        md += ["", f"Chosen: **{max(gains, key=gains.get)}**." if gains else
+               "No row qualifies: the bundled model stays as it is."]
+    return md
 
 
 def bundled_lines() -> list[str]:

@@ -142,3 +142,40 @@ def test_cxr_sources_end_to_end_row_trains_the_whole_network_on_a_fold(monkeypat
     logits, epoch = cxr_sources.fit_end_to_end("vbreathnet", x, y, np.arange(18), np.arange(18, 24), seed=0)
     assert logits(np.array([0, 5, 23])).shape == (3, 3) and 1 <= epoch <= 2
     assert "end_to_end" in cxr_sources.ROWS["vbreathnet"] and cxr_sources.ROWS["vbreathnet"]["explored_after_choice"]
+
+
+def test_cxr_sources_averaged_logits_are_the_log_of_the_mean_probability():
+    """Averaging over heads and views: the softmax of the result is the mean of every head's
+    softmax on every view (so temperature and threshold fit on it as on any logits)."""
+    import numpy as np
+    import torch
+    from scipy.special import softmax
+
+    import cxr_sources
+
+    torch.manual_seed(0)
+    heads = [torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8 * 9, 3)).eval() for _ in range(2)]
+    views = [np.random.default_rng(v).standard_normal((5, 8, 3, 3)).astype(np.float32) for v in range(3)]
+    with torch.no_grad():
+        expected = np.mean([softmax(h(torch.from_numpy(v)).numpy(), axis=1) for h in heads for v in views], axis=0)
+    assert softmax(cxr_sources.averaged_logits(heads, views), axis=1) == pytest.approx(expected, abs=1e-5)
+
+
+def test_cxr_sources_later_rules_need_gain_wins_and_guard():
+    """A later rule's row qualifies only with a mean gain of 0.02, enough paired seed wins and its
+    guard figure no worse than the bundled recipe's."""
+    import cxr_sources
+
+    base = {"pooled_macro_f1": [0.30, 0.30, 0.30], "ece_after": [0.3] * 3, "adult_macro_f1": [0.25] * 3}
+    rows = {"gap_crop_srcbal_harmonize_tta": {"pooled_macro_f1": [0.34, 0.33, 0.33], "ece_after": [0.3] * 3,
+                                              "adult_macro_f1": [0.2] * 3},  # qualifies
+            "gap_crop_srcbal_harmonize_ens3": {"pooled_macro_f1": [0.40, 0.38, 0.29], "ece_after": [0.3] * 3,
+                                               "adult_macro_f1": [0.3] * 3},  # loses one seed: all 3 needed
+            "gap_seg_srcbal_harmonize": {"pooled_macro_f1": [0.40, 0.38, 0.29], "ece_after": [0.3] * 3,
+                                         "adult_macro_f1": [0.3] * 3},  # 2 of 3 are enough here
+            "gap_segmask_srcbal_harmonize": {"pooled_macro_f1": [0.40, 0.40, 0.40], "ece_after": [0.3] * 3,
+                                             "adult_macro_f1": [0.2] * 3}}  # adult figure lower
+    md = "\n".join(cxr_sources.later_decisions({cxr_sources.BASE_RECIPE: base, **rows}))
+    lines = {r: next(line for line in md.splitlines() if line.startswith(f"| {r} |")) for r in rows}
+    assert [lines[r].endswith("| yes |") for r in rows] == [True, False, True, False]
+    assert "Chosen: **gap_crop_srcbal_harmonize_tta**" in md and "Chosen: **gap_seg_srcbal_harmonize**" in md
