@@ -76,11 +76,11 @@ def test_segment_crop_cuts_to_the_lungs_and_blanks_outside(trained: tuple[torch.
     assert abs(cut.shape[0] - (y1 - y0)) <= 8 and abs(cut.shape[1] - (x1 - x0)) <= 8
     blank = segment_crop(net, blank_outside=True)(film)
     assert blank.shape == cut.shape and (blank == 0).mean() > 0.05 and (cut == 0).mean() == 0
-    features = view_features(lambda_backbone(), lambda i: film, 2, ImageConfig(size_px=32), views=1, crop=segment_crop(net))
+    features = view_features(tiny_backbone(), lambda i: film, 2, ImageConfig(size_px=32), views=1, crop=segment_crop(net))
     assert features.shape == (2, 2, 4, 1, 1)
 
 
-def lambda_backbone() -> torch.nn.Module:
+def tiny_backbone() -> torch.nn.Module:
     """A stand-in backbone with ``features``: 4 channels, pooled to 1 x 1."""
 
     class Tiny(torch.nn.Module):
