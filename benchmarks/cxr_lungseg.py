@@ -45,8 +45,10 @@ EPOCHS = 30
 TILE = 128  # px, a film in the montage
 
 
-def mask_pairs(zip_path: Path, images: list[PooledImage]) -> list[tuple[int, np.ndarray]]:
-    """``(index into images, boolean lung mask at the film's size)`` for every pooled film with a mask."""
+def mask_pairs(zip_path: Path, images: list[PooledImage]) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """``(index into images, film, boolean lung mask at the film's size)`` for every pooled film with a
+    mask. Exits if a masked film comes from a source outside ``MASKED_SOURCES`` (its LOSO fold would
+    read features cropped by a segmenter that saw it)."""
     from pulmo.data.image_io import read_image
 
     adult = default_data_root() / "cxr" / "adult_multisource"
@@ -61,7 +63,11 @@ def mask_pairs(zip_path: Path, images: list[PooledImage]) -> list[tuple[int, np.
                 continue
             film = read_image(im.path)
             mask = np.array(Image.open(io.BytesIO(zf.read(name))).convert("L").resize(film.shape[::-1])) > 127
-            pairs.append((i, mask))
+            pairs.append((i, film, mask))
+    outside = {images[i].source for i, _, _ in pairs} - set(MASKED_SOURCES)
+    if outside:
+        sys.exit(f"{zip_path}: masks match films of {sorted(outside)}, which have no segmenter of their own: "
+                 "add them to MASKED_SOURCES in benchmarks/cxr_sources.py")
     return pairs
 
 
@@ -105,8 +111,7 @@ def main() -> None:
         sys.exit(f"lung masks not found: {args.masks} (give --masks or set PULMO_LUNG_MASKS; see this script's docstring)")
     images = pooled()
     pairs = mask_pairs(Path(args.masks), images)
-    films = {i: read_image(images[i].path) for i, _ in pairs}
-    print(f"{len(pairs)} masked films: " + ", ".join(f"{s} {sum(images[i].source == s for i, _ in pairs)}"
+    print(f"{len(pairs)} masked films: " + ", ".join(f"{s} {sum(images[i].source == s for i, _, _ in pairs)}"
                                                     for s in MASKED_SOURCES), flush=True)
     CACHE.mkdir(parents=True, exist_ok=True)
     model = backbone()
@@ -121,22 +126,22 @@ def main() -> None:
     fallback_rows = []
     for left in (None, *MASKED_SOURCES):
         suffix = f"-no-{left}" if left else ""
-        tr = [(i, m) for i, m in pairs if images[i].source != left]
-        te = [(i, m) for i, m in pairs if images[i].source == left]
+        tr = [(f, m) for i, f, m in pairs if images[i].source != left]
+        te = [(f, m) for i, f, m in pairs if images[i].source == left]
         saved = CACHE / f"segmenter{suffix}.pt"
         if saved.exists():  # trained by an earlier run (its features are cached too)
             net = load_segmenter(torch.load(saved))
         else:
             start = time.time()
-            net = train_segmenter([films[i] for i, _ in tr], [m for _, m in tr], [films[i] for i, _ in te],
-                                  [m for _, m in te], epochs=args.epochs,
+            net = train_segmenter([f for f, _ in tr], [m for _, m in tr], [f for f, _ in te], [m for _, m in te],
+                                  epochs=args.epochs,
                                   progress=lambda e, d: print(f"  segmenter{suffix} epoch {e}: val Dice {d:.3f}",
                                                               flush=True)).net
             print(f"segmenter{suffix}: {len(tr)} films, {args.epochs} epochs in {time.time() - start:.0f}s", flush=True)
             torch.save({k: v.half() for k, v in segmenter_state(net).items()}, saved)
             net = load_segmenter(torch.load(saved))  # what the features and scores use: the saved fp16 decoder
         if te:
-            d = [dice(p, m) for p, (_, m) in zip(lung_masks(net, [films[i] for i, _ in te]), te)]
+            d = [dice(p, m) for p, (_, m) in zip(lung_masks(net, [f for f, _ in te]), te)]
             trained = " + ".join(s for s in MASKED_SOURCES if s != left)
             md.append(f"| {trained} | {len(tr)} | {left} | {len(te)} | {np.mean(d):.3f} | {np.quantile(d, 0.1):.3f} |")
         else:

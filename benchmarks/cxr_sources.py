@@ -202,6 +202,15 @@ def bundled_head() -> torch.nn.Module:
     return head.eval()
 
 
+def head_spec(row: str) -> Any:
+    """The :class:`pulmo.cxr.heads.HeadSpec` of a head row."""
+    from pulmo.cxr.heads import HeadSpec
+
+    spec = ROWS[row]
+    return HeadSpec(balance=spec["balance"], augment=spec["augment"], adversary=spec.get("adversary", 0.0),
+                    global_pool=spec.get("global_pool", False))
+
+
 def fit_one(row: str, feats: np.ndarray | torch.Tensor, y: np.ndarray, src: list[str], groups: list[str],
             train: np.ndarray, seed: int) -> tuple[Any, np.ndarray, int]:
     """Fit ``row`` on images ``train`` (an inner 15 % patient-grouped split of them validates);
@@ -209,7 +218,7 @@ def fit_one(row: str, feats: np.ndarray | torch.Tensor, y: np.ndarray, src: list
     val_idx, best_epoch)``."""
     from sklearn.linear_model import LogisticRegression
 
-    from pulmo.cxr.heads import HeadSpec, head_logits, train_head
+    from pulmo.cxr.heads import head_logits, train_head
     from pulmo.cxr.protocol import grouped_split
 
     spec = ROWS[row]
@@ -226,8 +235,7 @@ def fit_one(row: str, feats: np.ndarray | torch.Tensor, y: np.ndarray, src: list
         pooled = np.asarray(feats[0], dtype=np.float32).mean(axis=(2, 3))
         clf = LogisticRegression(C=0.1, max_iter=3000, class_weight="balanced").fit(pooled[tr], y[tr])
         return (lambda idx: clf.decision_function(pooled[idx])), va, 0
-    hs = HeadSpec(balance=spec["balance"], augment=spec["augment"], adversary=spec.get("adversary", 0.0),
-                  global_pool=spec.get("global_pool", False))
+    hs = head_spec(row)
     fits = [train_head(np.asarray(feats[:, tr]), y[tr], [src[i] for i in tr], np.asarray(feats[0, va]), y[va], hs,
                        seed + 100 * m) for m in range(spec.get("members", 1))]
     if len(fits) == 1 and not spec.get("tta"):
@@ -386,14 +394,12 @@ def train_all(row: str, feats: np.ndarray, y: np.ndarray, src: list[str], groups
               seed: int) -> tuple[dict[str, torch.Tensor], float, float, int]:
     """``row``'s head trained on every source: ``(head state, temperature, threshold, best epoch)``."""
     from pulmo.cxr.calibration import calibrated_proba, coverage_threshold, fit_temperature
-    from pulmo.cxr.heads import HeadSpec, head_logits, train_head
+    from pulmo.cxr.heads import head_logits, train_head
     from pulmo.cxr.protocol import grouped_split
 
-    spec = ROWS[row]
     allidx = np.arange(len(y))
     tr, va = grouped_split([f"{y[i]}|{src[i]}" for i in allidx], groups, 0.15, seed)
-    hs = HeadSpec(balance=spec["balance"], augment=spec["augment"], adversary=spec.get("adversary", 0.0),
-                  global_pool=spec.get("global_pool", False))
+    hs = head_spec(row)
     res = train_head(np.asarray(feats[:, tr]), y[tr], [src[i] for i in tr], np.asarray(feats[0, va]), y[va], hs, seed)
     vl = head_logits(res.head, np.asarray(feats[0, va]))
     t = fit_temperature(vl, y[va])

@@ -23,12 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pulmo.cxr.preprocess import apply_contrast
+from pulmo.cxr.config import ImageConfig
+from pulmo.cxr.preprocess import apply_contrast, normalize_tensor
 
 SIZE_PX = 128
 #: below this fraction of the film segmented as lung, the crop keeps the whole film
 MIN_LUNG_FRACTION = 0.05
 DECODER_CHANNELS = (128, 64, 32, 16, 16)
+#: the encoder's input normalisation: 3 channels, ImageNet mean and std
+_ENCODER_INPUT = ImageConfig(size_px=SIZE_PX, channels=3, normalize="imagenet")
 
 
 def build_segmenter(pretrained: bool = True) -> nn.Module:
@@ -67,12 +70,9 @@ def load_segmenter(state: dict[str, torch.Tensor]) -> nn.Module:
 
 def to_segmenter_input(grays: Sequence[np.ndarray]) -> torch.Tensor:
     """Films ``(H, W)`` in [0, 1] -> ``(N, 3, SIZE_PX, SIZE_PX)``, equalised, ImageNet-normalised."""
-    from pulmo.cxr.config import IMAGENET_MEAN, IMAGENET_STD
-
     x = np.stack([apply_contrast(cv2.resize(g.astype(np.float32), (SIZE_PX, SIZE_PX), interpolation=cv2.INTER_AREA),
                                  "equalize") for g in grays])
-    t = torch.from_numpy(x)[:, None].expand(-1, 3, -1, -1)
-    return (t - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return normalize_tensor(torch.from_numpy(x)[:, None], _ENCODER_INPUT)
 
 
 @torch.no_grad()
